@@ -1,0 +1,60 @@
+"""How close is close enough: per-dtype tolerances and the differences bnviz reports.
+
+A value ``a`` matches the reference ``r`` when ``|a − r| ≤ atol + rtol · |r|`` elementwise —
+``torch.testing.assert_close``'s rule with its default tolerances per dtype. Reductions over n
+values (running statistics, ∂L/∂weight, ∂L/∂bias) may differ by a few ulps of the *summands*
+rather than of the sum, so their absolute tolerance is taken relative to the largest summand.
+float16/bfloat16 results are rounded from intermediates as large as the tensor's largest value,
+so for them atol is at least ``rtol · max|r|`` (about one ulp of the largest value).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+# (rtol, atol) — torch.testing.assert_close's defaults.
+_TOLERANCES: dict[torch.dtype, tuple[float, float]] = {
+    torch.float64: (1e-7, 1e-7),
+    torch.float32: (1.3e-6, 1e-5),
+    torch.float16: (1e-3, 1e-5),
+    torch.bfloat16: (1.6e-2, 1e-5),
+}
+
+
+def tolerance(dtype: torch.dtype) -> tuple[float, float]:
+    """``(rtol, atol)`` for comparing values of ``dtype``."""
+    return _TOLERANCES.get(dtype, (0.0, 0.0))
+
+
+@dataclass(frozen=True)
+class Diff:
+    """Largest absolute and relative difference of ``actual`` from ``expected``, and the verdict."""
+
+    max_abs: float
+    max_rel: float
+    ok: bool
+
+
+def diff(actual: Tensor | None, expected: Tensor | None, rtol: float, atol: float) -> Diff:
+    """Compare two tensors elementwise: ok iff shapes agree and ``|a − e| ≤ atol + rtol·|e|``.
+
+    NaNs in the same places count as equal (a constant channel with eps = 0 gives NaN in both).
+    """
+    if actual is None or expected is None:
+        same = actual is None and expected is None
+        return Diff(0.0 if same else float("inf"), 0.0 if same else float("inf"), same)
+    if actual.shape != expected.shape:
+        return Diff(float("inf"), float("inf"), False)
+    if actual.numel() == 0:
+        return Diff(0.0, 0.0, True)
+    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
+    both_nan = a.isnan() & e.isnan()
+    if expected.dtype in (torch.float16, torch.bfloat16):
+        atol = max(atol, rtol * float(e.abs().masked_fill(both_nan, 0.0).max()))
+    abs_d = (a - e).abs().masked_fill(both_nan, 0.0)
+    rel_d = abs_d / e.abs().clamp_min(torch.finfo(torch.float64).tiny)
+    ok = bool((abs_d <= atol + rtol * e.abs().masked_fill(both_nan, 0.0)).all()) and not bool(abs_d.isnan().any())
+    return Diff(float(abs_d.max()), float(rel_d.max()), ok)
