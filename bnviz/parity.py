@@ -1,9 +1,10 @@
 """How close is close enough: per-dtype tolerances and the differences bnviz reports.
 
 A value ``a`` matches the reference ``r`` when ``|a − r| ≤ atol + rtol · |r|`` elementwise —
-``torch.testing.assert_close``'s rule with its default tolerances per dtype. Reductions over n
-values (running statistics, ∂L/∂weight, ∂L/∂bias) may differ by a few ulps of the *summands*
-rather than of the sum, so their absolute tolerance is taken relative to the largest summand.
+``torch.testing.assert_close``'s rule with its default tolerances per dtype. A sum over n values
+(∂L/∂weight, ∂L/∂bias) may differ by a few ulps of the *summands* rather than of the sum (torch
+accumulates in double on the CPU, bnviz in the input's dtype), so its absolute tolerance grows
+with ``rtol · Σ|summand|``: see ``sum_tolerance``.
 float16/bfloat16 results are rounded from intermediates as large as the tensor's largest value,
 so for them atol is at least ``rtol · max|r|`` (about one ulp of the largest value).
 """
@@ -38,8 +39,10 @@ class Diff:
     ok: bool
 
 
-def diff(actual: Tensor | None, expected: Tensor | None, rtol: float, atol: float) -> Diff:
+def diff(actual: Tensor | None, expected: Tensor | None, rtol: float, atol: float | Tensor) -> Diff:
     """Compare two tensors elementwise: ok iff shapes agree and ``|a − e| ≤ atol + rtol·|e|``.
+
+    ``atol`` may be a tensor broadcasting against ``expected`` (a per-channel allowance for sums).
 
     NaNs in the same places count as equal (a constant channel with eps = 0 gives NaN in both).
     """
@@ -52,9 +55,17 @@ def diff(actual: Tensor | None, expected: Tensor | None, rtol: float, atol: floa
         return Diff(0.0, 0.0, True)
     a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
     both_nan = a.isnan() & e.isnan()
+    if isinstance(atol, Tensor):
+        atol = atol.detach().double().cpu()
     if expected.dtype in (torch.float16, torch.bfloat16):
-        atol = max(atol, rtol * float(e.abs().masked_fill(both_nan, 0.0).max()))
+        atol = torch.clamp_min(torch.as_tensor(atol, dtype=torch.float64), rtol * float(e.abs().max()))
     abs_d = (a - e).abs().masked_fill(both_nan, 0.0)
     rel_d = abs_d / e.abs().clamp_min(torch.finfo(torch.float64).tiny)
     ok = bool((abs_d <= atol + rtol * e.abs().masked_fill(both_nan, 0.0)).all()) and not bool(abs_d.isnan().any())
     return Diff(float(abs_d.max()), float(rel_d.max()), ok)
+
+
+def sum_tolerance(summands: Tensor, rtol: float, atol: float) -> Tensor:
+    """Per-channel atol for a sum over every dim but 1: ``atol + rtol · Σ|summand|``."""
+    dims = [0, *range(2, summands.dim())]
+    return atol + rtol * summands.detach().double().abs().sum(dims)

@@ -1,0 +1,60 @@
+"""``python -m bnviz``: a parity report of bnviz against torch on a handful of configurations.
+
+Exits 0 when every configuration matches, 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import torch
+
+from bnviz.compare import Config, Quantity, run_comparison
+
+CONFIGS = [
+    Config(layer="BatchNorm1d", shape=(32, 16), steps=3),
+    Config(layer="BatchNorm1d", shape=(16, 8, 20), mode="eval", momentum=None),
+    Config(layer="BatchNorm2d", shape=(8, 3, 16, 16)),
+    Config(layer="BatchNorm2d", shape=(8, 3, 16, 16), mode="eval", dtype="bfloat16"),
+    Config(layer="BatchNorm3d", shape=(4, 4, 4, 8, 8), affine=False, dtype="float64"),
+    Config(layer="BatchNorm", shape=(2, 3, 4, 4, 4, 4), momentum=0.37, dist="heavy-tailed"),
+    Config(layer="BatchNorm2d", shape=(8, 3, 16, 16), track_running_stats=False, mode="eval", dist="bimodal"),
+    Config(layer="BatchNorm1d", shape=(1, 16)),
+    Config(layer="BatchNorm2d", shape=(8, 3, 16)),
+]
+
+
+def describe(c: Config) -> str:
+    m = "None" if c.momentum is None else f"{c.momentum:g}"
+    flags = ("" if c.affine else " affine=False") + ("" if c.track_running_stats else " track=False")
+    return f"{c.layer}{tuple(c.shape)} {c.mode} {c.dtype} m={m}{flags}"
+
+
+def _cell(q: Quantity, width: int) -> str:
+    text = "—" if q.max_abs == 0 and q.exact_fraction == 1 else f"{q.max_abs:.1e}"
+    return f"{text:>{width}s}"
+
+
+def main() -> int:
+    print(f"bnviz vs torch {torch.__version__} — max |bnviz − torch| per quantity (bit-exact share of the output)\n")
+    columns = [("running_var", 11), ("grad input", 10), ("grad weight", 11)]
+    header = f"{'configuration':60s} {'verdict':9s} {'output':>18s} " + " ".join(f"{n:>{w}s}" for n, w in columns)
+    print(header)
+    print("-" * len(header))
+    ok = True
+    for config in CONFIGS:
+        r = run_comparison(config)
+        ok &= r.verdict == "match"
+        if r.error is not None:
+            agree = "same error" if r.error.agree else "DIFFERENT errors"
+            print(f"{describe(config):60s} {r.verdict:9s} {agree}: {r.error.torch}")
+            continue
+        q = {x.name: x for x in r.quantities}
+        out = f"{q['output'].max_abs:.1e} ({q['output'].exact_fraction:.0%})"
+        print(f"{describe(config):60s} {r.verdict:9s} {out:>18s} " + " ".join(_cell(q[n], w) for n, w in columns))
+    print("\nall match" if ok else "\nSOME MISMATCH")
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,162 @@
+"""Render any view of the app to a PNG, headlessly: ``python -m bnviz.shots "<query or URL>" out.png``.
+
+Starts its own Streamlit server on a free 127.0.0.1 port, opens the view in Debian's Chromium
+(through Playwright, which never downloads a browser here), waits until the script has finished
+and every Plotly chart is drawn, screenshots the main area, and stops the server. The same
+pieces serve the browser tests and the soak script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+VIEWPORT = {"width": 1400, "height": 1000}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serve_app(port: int | None = None, timeout: float = 90.0) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``streamlit run app.py`` on 127.0.0.1:port (headless, no file watcher, no usage stats).
+
+    Yields (base URL, process) once ``/_stcore/health`` answers; stops the server on exit.
+    """
+    port = port or free_port()
+    log = tempfile.TemporaryFile()
+    cmd = [
+        sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"),
+        "--server.address", "127.0.0.1", "--server.port", str(port), "--server.headless", "true",
+        "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+    ]  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                log.seek(0)
+                raise RuntimeError(f"streamlit exited with {proc.returncode}:\n{log.read().decode(errors='replace')}")
+            try:
+                with urllib.request.urlopen(base + "/_stcore/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"streamlit did not answer on {base} within {timeout:.0f}s")
+            time.sleep(0.3)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()
+
+
+@contextlib.contextmanager
+def chromium() -> Iterator[Any]:
+    """A headless Debian Chromium driven by Playwright."""
+    if not Path(CHROMIUM).exists():
+        raise FileNotFoundError(f"{CHROMIUM} is missing: apt-get install -y chromium")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
+
+
+def query_of(view: str) -> str:
+    """The query string of ``view``: a full URL, ``?a=b&…`` or ``a=b&…``."""
+    if "://" in view:
+        return urlsplit(view).query
+    return view.lstrip("?")
+
+
+def wait_until_drawn(page: Any, timeout_ms: float = 60_000) -> None:
+    """Wait until the script has run to the end and every Plotly chart on the page has its SVG."""
+    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
+    page.wait_for_function(
+        """() => {
+            const app = document.querySelector('[data-testid="stApp"]');
+            if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+            if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+            const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
+            return charts.every(c => c.querySelector('.js-plotly-plot .main-svg .cartesianlayer'));
+        }""",
+        timeout=timeout_ms,
+    )
+    page.wait_for_timeout(300)  # let the last layout settle
+
+
+def open_view(page: Any, base: str, view: str) -> None:
+    """Open ``view`` and wait until it is drawn, with the window as tall as the page (a screenshot
+    of Streamlit's scrolling main area shows only what is inside the window)."""
+    page.goto(f"{base}/?{query_of(view)}")
+    wait_until_drawn(page)
+    height = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
+    if height + 100 > page.viewport_size["height"]:
+        page.set_viewport_size({"width": page.viewport_size["width"], "height": int(height) + 100})
+        wait_until_drawn(page)
+
+
+def screenshot_main(page: Any, path: str | Path) -> None:
+    """The main area (without the sidebar), as the person reading it sees it."""
+    page.locator('[data-testid="stMainBlockContainer"]').screenshot(path=str(path), animations="disabled")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bnviz.shots", description=__doc__.splitlines()[0])
+    parser.add_argument("view", help='a query string ("layer=BatchNorm1d&shape=32,4") or a full app URL')
+    parser.add_argument("out", help="the PNG to write")
+    parser.add_argument("--full", action="store_true", help="the whole window, sidebar included")
+    args = parser.parse_args(argv)
+    with serve_app() as (base, _), chromium() as browser:
+        page = browser.new_page(viewport=VIEWPORT)
+        open_view(page, base, args.view)
+        if args.full:
+            page.screenshot(path=args.out, full_page=True)
+        else:
+            screenshot_main(page, args.out)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

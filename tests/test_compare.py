@@ -1,0 +1,224 @@
+"""The comparison engine: report fields, verdicts, injected discrepancies, error capture, refusals."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+import bnviz
+from bnviz import compare
+from bnviz.compare import Config, refusal, run_comparison
+from bnviz.data import DISTRIBUTIONS
+from tests.conftest import assert_close
+
+LAYER_SHAPES = {
+    "BatchNorm1d": (16, 4, 5),
+    "BatchNorm2d": (4, 3, 6, 6),
+    "BatchNorm3d": (2, 3, 3, 4, 4),
+    "BatchNorm": (2, 3, 2, 3, 2, 2),
+}
+QUANTITIES = ["output", "running_mean", "running_var", "num_batches_tracked", "grad input", "grad weight", "grad bias"]
+
+MATCH_CASES = [
+    pytest.param(Config(layer=layer, shape=shape, mode=mode), id=f"{layer}-{mode}")
+    for layer, shape in LAYER_SHAPES.items()
+    for mode in ("train", "eval")
+] + [
+    pytest.param(Config(momentum=None, steps=7), id="cumulative"),
+    pytest.param(Config(momentum=0.0), id="momentum0"),
+    pytest.param(Config(momentum=1.0, eps=1e-3), id="momentum1"),
+    pytest.param(Config(affine=False, track_running_stats=False, mode="eval"), id="plain-untracked-eval"),
+    pytest.param(Config(dtype="float64"), id="float64"),
+    pytest.param(Config(dtype="bfloat16", mode="eval"), id="bfloat16"),
+    pytest.param(Config(dtype="float16"), id="float16"),
+    pytest.param(Config(layer="BatchNorm1d", shape=(4096, 64)), id="long-batch-2d"),
+    pytest.param(Config(shape=(0, 3, 4, 4)), id="empty-batch"),
+    pytest.param(Config(steps=0), id="no-steps"),
+    *[pytest.param(Config(dist=d, seed=3), id=f"dist-{d}") for d in DISTRIBUTIONS],
+]
+
+
+@pytest.mark.parametrize("config", MATCH_CASES)
+def test_reports_match_with_every_field(config):
+    r = run_comparison(config)
+    assert r.error is None, r.error
+    assert [q.name for q in r.quantities] == QUANTITIES
+    assert r.verdict == "match", [(q.name, q.max_abs, q.err_bnviz, q.err_torch) for q in r.quantities if not q.ok]
+    assert len(r.history["bnviz"]) == len(r.history["torch"]) == config.steps + 1
+    assert len(r.history["population_mean"]) == min(config.num_features, compare.PLOT_CHANNELS)
+    assert (r.rtol, r.atol) == bnviz.parity.tolerance(compare.DTYPES[config.dtype])
+    if config.numel:
+        assert r.histograms["channels"] and r.histograms["diffs"]
+
+
+def test_report_is_plain_data():
+    """Cacheable and shareable: it pickles, and holds no module (buffers would leak between users)."""
+    r = run_comparison(Config())
+    clone = pickle.loads(pickle.dumps(r))
+    assert clone.verdict == r.verdict
+
+    def walk(v):
+        assert not isinstance(v, (nn.Module, torch.Tensor)), type(v)
+        if isinstance(v, dict):
+            for x in v.values():
+                walk(x)
+        elif isinstance(v, (list, tuple)):
+            for x in v:
+                walk(x)
+
+    walk([r.history, r.channels, r.histograms])
+
+
+def test_shown_numbers_equal_torch():
+    """The numbers of the "which axes" panel and the history come from torch's own module too."""
+    config = Config(shape=(6, 3, 4, 4), steps=3, momentum=0.25)
+    r = run_comparison(config)
+    ref = nn.BatchNorm2d(3, momentum=0.25)
+    with torch.no_grad():
+        ref.weight.copy_(torch.linspace(0.5, 1.5, 3))
+        ref.bias.copy_(torch.linspace(-0.5, 0.5, 3))
+    for step in range(config.steps + 1):
+        x = bnviz.data.sample_batch(config.dist, config.shape, config.seed, step)
+        if step == config.steps:
+            before = ref.running_mean.clone()
+        ref(x)
+        assert_close(
+            torch.tensor(r.history["torch"][step]["running_mean"], dtype=torch.float64),
+            ref.running_mean.double(),
+            f"history {step}",
+        )
+        assert_close(
+            torch.tensor(r.history["bnviz"][step]["running_var"], dtype=torch.float64),
+            ref.running_var.double(),
+            f"bnviz history {step}",
+        )
+    var, mean = torch.var_mean(x.double(), (0, 2, 3), correction=0)
+    ch = r.channels
+    assert_close(torch.tensor(ch["mean"], dtype=torch.float64), mean, "batch mean")
+    assert_close(torch.tensor(ch["var_biased"], dtype=torch.float64), var, "biased variance")
+    assert_close(torch.tensor(ch["var_unbiased"], dtype=torch.float64), var * 96 / 95, "unbiased variance")
+    assert_close(torch.tensor(ch["running_mean_before"], dtype=torch.float64), before.double(), "running_mean before")
+    assert_close(
+        torch.tensor(ch["running_mean_after"], dtype=torch.float64), ref.running_mean.double(), "running_mean after"
+    )
+    assert ch["n"] == 96 and ch["reduced_dims"] == [0, 2, 3]
+
+
+class _UnbiasedNormalizer(bnviz.BatchNorm2d):
+    """A classic home-made bug: normalizing with the unbiased variance."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        n = x.numel() // x.size(1)
+        return y * ((n - 1) / n) ** 0.5 if self.training else y
+
+
+class _BiasedRunningVar(bnviz.BatchNorm2d):
+    """Another one: storing the biased variance in running_var."""
+
+    def forward(self, x):
+        y = super().forward(x)
+        if self.training and self.running_var is not None:
+            n = x.numel() // x.size(1)
+            m = self.momentum
+            with torch.no_grad():
+                batch_unbiased = x.var((0, 2, 3), correction=1)
+                self.running_var.add_(m * batch_unbiased * (1 / n - 1) * 1 + m * batch_unbiased * 0)
+        return y
+
+
+class _OffByTiny(bnviz.BatchNorm2d):
+    def forward(self, x):
+        return super().forward(x) + 1e-4
+
+
+@pytest.mark.parametrize(
+    "bug, failing",
+    [(_UnbiasedNormalizer, {"output", "grad input", "grad weight"}), (_BiasedRunningVar, {"running_var"}),
+     (_OffByTiny, {"output"})],
+    ids=["unbiased-normalizer", "biased-running-var", "off-by-1e-4"],
+)  # fmt: skip
+def test_injected_discrepancy_is_a_mismatch(monkeypatch, bug, failing):
+    monkeypatch.setitem(compare.BNVIZ_LAYERS, "BatchNorm2d", bug)
+    r = run_comparison(Config(shape=(4, 3, 5, 5)))
+    assert r.verdict == "mismatch"
+    bad = {q.name for q in r.quantities if not q.ok}
+    assert failing <= bad, f"expected {failing} among failing, got {bad}"
+
+
+ERROR_CASES = {
+    "wrong-rank": (Config(layer="BatchNorm2d", shape=(8, 3, 16)), "ValueError: expected 4D input (got 3D input)"),
+    "rank-1-in-1d": (Config(layer="BatchNorm1d", shape=(8,)), "ValueError: expected 2D or 3D input (got 1D input)"),
+    "rank-1-any": (Config(layer="BatchNorm", shape=(8,)), "ValueError: expected at least 2D input (got 1D input)"),
+    "batch-of-one": (
+        Config(shape=(1, 3, 1, 1)),
+        "ValueError: Expected more than 1 value per channel when training, got input size torch.Size([1, 3, 1, 1])",
+    ),
+    "eps-zero": (Config(eps=0.0), "ValueError: batch_norm eps must be positive during training, but got 0.0"),
+    "eps-negative-eval": (
+        Config(eps=-0.5, mode="eval", steps=0),
+        "ValueError: batch_norm eps must be non-negative, but got -0.5",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", ERROR_CASES)
+def test_errors_are_captured_side_by_side(case):
+    config, message = ERROR_CASES[case]
+    r = run_comparison(config)
+    assert r.error is not None
+    assert r.error.torch == message, f"torch: {r.error.torch!r}"
+    assert r.error.bnviz == message, f"bnviz: {r.error.bnviz!r}"
+    assert r.error.agree and r.verdict == "match"
+    assert r.quantities == ()
+
+
+def test_disagreeing_errors_are_a_mismatch(monkeypatch):
+    class Strict(bnviz.BatchNorm2d):
+        def _check_input_dim(self, input):
+            raise ValueError("something else")
+
+    monkeypatch.setitem(compare.BNVIZ_LAYERS, "BatchNorm2d", Strict)
+    r = run_comparison(Config(shape=(8, 3, 16)))
+    assert r.error is not None and not r.error.agree and r.verdict == "mismatch"
+    assert r.error.bnviz == "ValueError: something else"
+
+
+REFUSALS = {
+    "oversize": (Config(shape=(4000, 4000)), "over the limit"),
+    "too-many-steps": (Config(steps=compare.MAX_STEPS + 1), "steps must be"),
+    "too-much-work": (Config(shape=(1000, 2000), steps=50), "fewer steps"),
+    "rank-too-high": (Config(shape=(1,) * (compare.MAX_RANK + 1)), "dimensions"),
+    "unknown-layer": (Config(layer="LayerNorm"), "unknown layer"),
+    "negative": (Config(shape=(2, -3)), "negative"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS)
+def test_refusals_before_anything_is_allocated(case, monkeypatch):
+    config, words = REFUSALS[case]
+    assert words in (refusal(config) or ""), refusal(config)
+
+    def boom(*a, **k):
+        raise AssertionError("allocated a batch for a refused config")
+
+    monkeypatch.setattr(compare, "sample_batch", boom)
+    with pytest.raises(ValueError, match=r"limit|steps|dimensions|unknown|negative"):
+        run_comparison(config)
+
+
+def test_cuda_without_gpu_is_refused_clearly():
+    config = Config(device="cuda")
+    if torch.cuda.is_available():
+        assert refusal(config) is None
+    else:
+        assert "no CUDA GPU" in refusal(config)
+
+
+def test_same_config_same_report():
+    a, b = run_comparison(Config(seed=5)), run_comparison(replace(Config(), seed=5))
+    assert a.quantities == b.quantities

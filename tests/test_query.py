@@ -1,0 +1,86 @@
+"""URL ⇄ Config: round trips, hostile values, inert quoting."""
+
+from __future__ import annotations
+
+from dataclasses import fields
+
+import pytest
+
+from bnviz.compare import Config
+from bnviz.query import FIELD_OF, PARAMS, inert, parse_query, parse_shape, to_query
+
+ROUND_TRIPS = [
+    Config(),
+    Config(layer="BatchNorm", shape=(2, 3, 4, 5, 6, 7), momentum=None, eps=1e-3, affine=False,
+           track_running_stats=False, dtype="bfloat16", dist="bimodal", seed=42, steps=0, mode="eval"),
+    Config(layer="BatchNorm1d", shape=(32, 4), momentum=0.37, eps=0.0, dtype="float16", dist="heavy-tailed"),
+    Config(layer="BatchNorm3d", shape=(0, 3, 1, 1, 1), momentum=1.0, device="cuda", dist="uniform", steps=100),
+    Config(shape=(7,), eps=-0.5),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("config", ROUND_TRIPS, ids=range(len(ROUND_TRIPS)))
+def test_round_trip(config):
+    assert parse_query(to_query(config)) == (config, [])
+
+
+def test_every_config_field_has_a_url_name():
+    assert {f.name for f in fields(Config)} == set(FIELD_OF.values())
+    assert set(to_query(Config())) == set(PARAMS)
+
+
+@pytest.mark.parametrize(
+    "text, shape",
+    [("8,3,16,16", (8, 3, 16, 16)), ("(8, 3, 16, 16)", (8, 3, 16, 16)), ("8x3x16", (8, 3, 16)), (" 4 , 2 ", (4, 2)),
+     ("[0,3]", (0, 3)), ("5", (5,))],
+)  # fmt: skip
+def test_parse_shape(text, shape):
+    assert parse_shape(text) == shape
+
+
+HOSTILE = {
+    "layer": "<img src=x onerror=alert(1)>",
+    "shape": "<script>alert('x')</script>",
+    "mode": "javascript:alert(1)",
+    "momentum": "2",
+    "eps": "nan",
+    "affine": "yes",
+    "track": "**bold**",
+    "dtype": "int64",
+    "device": "tpu",
+    "dist": "$$\\LaTeX$$",
+    "seed": "-1",
+    "steps": "1e9",
+}
+
+
+@pytest.mark.parametrize("name", HOSTILE)
+def test_hostile_values_fall_back_with_a_warning(name):
+    config, warnings = parse_query({name: HOSTILE[name]})
+    assert config == Config(), f"{name} changed the config: {config}"
+    assert len(warnings) == 1 and warnings[0].startswith(f"Ignored {name}={inert(HOSTILE[name])} (")
+    if any(ch in HOSTILE[name] for ch in "<>$*"):
+        assert HOSTILE[name] not in warnings[0], f"quoted raw: {warnings[0]!r}"
+
+
+def test_all_hostile_at_once_and_unknown_keys_ignored():
+    config, warnings = parse_query({**HOSTILE, "utm_source": "x", "shape2": "1"})
+    assert config == Config() and len(warnings) == len(HOSTILE)
+
+
+def test_long_values_are_refused_and_truncated():
+    config, warnings = parse_query({"shape": "1," * 500})
+    assert config == Config() and "longer than" in warnings[0] and len(warnings[0]) < 300
+
+
+def test_repeated_parameter_takes_the_last():
+    assert parse_query({"layer": ["BatchNorm1d", "BatchNorm3d"]})[0].layer == "BatchNorm3d"
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [("plain", "plain"), ("<b>", "\\<b\\>"), ("a*b_c", "a\\*b\\_c"), ("$x$", "\\$x\\$"), (":red[x]", "\\:red\\[x\\]"),
+     ("x" * 70, "x" * 60 + "…"), ("tab\there", "tab\ufffdhere")],
+)  # fmt: skip
+def test_inert(text, expected):
+    assert inert(text) == expected
