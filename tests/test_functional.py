@@ -250,3 +250,33 @@ def test_unbiased_variance_is_stored_and_biased_normalizes():
     assert_close(rv, var_b * n / (n - 1), "running_var = unbiased")
     assert_close(y.var(dim=(0, 2), correction=0), torch.ones(2), "output variance = 1 (biased)")
     assert math.isclose(n / (n - 1), 15 / 14)
+
+
+CHUNKED_LAYOUTS = {
+    "contiguous-4d": lambda: _input((6, 3, 5, 4)),
+    "channels_last": lambda: _input((5, 3, 4, 6)).to(memory_format=torch.channels_last),
+    "2d": lambda: _input((37, 3)),
+    "features-last-3d": lambda: _input((4, 9, 3)).transpose(1, 2),
+    "sliced": lambda: _input((8, 3, 6, 6))[::2, :, ::2],
+}
+
+
+@pytest.mark.parametrize("chunk", [1, 7, 64], ids=lambda c: f"chunk{c}")
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+@pytest.mark.parametrize("layout", CHUNKED_LAYOUTS)
+def test_chunked_passes_match_torch(monkeypatch, layout, training, chunk):
+    """Big inputs are walked in chunks; force many (and ragged) chunks on small ones."""
+    monkeypatch.setattr(bnviz.autograd, "CHUNK", chunk)
+    results = []
+    for fn in (bnviz.batch_norm, F.batch_norm):
+        x = CHUNKED_LAYOUTS[layout]().detach().requires_grad_()
+        w = torch.linspace(0.5, 1.5, 3, requires_grad=True)
+        b = torch.linspace(-1, 1, 3, requires_grad=True)
+        rm, rv = torch.zeros(3), torch.ones(3) * 2
+        y = fn(x, rm, rv, w, b, training, 0.3, 1e-5)
+        upstream = torch.linspace(-2, 2, y.numel()).view(y.shape)
+        results.append((y, rm, rv, *torch.autograd.grad(y, (x, w, b), upstream)))
+    names = ["output", "running_mean", "running_var", "grad input", "grad weight", "grad bias"]
+    for name, a, e in zip(names, *results, strict=True):
+        assert_close(a, e, f"{layout} {name}", scale=10.0 if name.startswith("grad ") else 1.0)
+    assert results[0][0].stride() == results[1][0].stride(), "output layout"
