@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 import torch
 
+from bnviz.bench import measure_config
 from bnviz.compare import DTYPES, LAYERS, MAX_STEPS, MODES, Config, Report, refusal, run_comparison
 from bnviz.data import DISTRIBUTIONS
 from bnviz.explain import channel_table, code_snippet, error_hint, mode_note, reduced_axes
@@ -17,6 +18,11 @@ st.set_page_config(page_title="bnviz — batch norm explorer", page_icon="📊",
 @st.cache_data(max_entries=64, show_spinner=False)
 def cached_report(config: Config) -> Report:
     return run_comparison(config)
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_speed(config: Config) -> dict[str, float]:
+    return measure_config(config)
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -162,6 +168,24 @@ def main() -> None:
     st.subheader("Code")
     st.caption("A script that reproduces this comparison:")
     st.code(code_snippet(config), language="python")
+    performance_section(config)
+
+
+def performance_section(config: Config) -> None:
+    """Speed on this configuration, on demand: timing costs the server real work."""
+    st.subheader("Performance")
+    what = "forward + backward" if config.mode == "train" else "forward"
+    st.caption(
+        f"Median time of one {what} on this shape, bnviz and torch interleaved on this server. "
+        "Measured only when asked, then cached; `python -m bnviz.bench` runs the full benchmark."
+    )
+    if st.button("Measure bnviz vs torch", key="measure") or st.session_state.get("measured") == config:
+        st.session_state["measured"] = config
+        speed = cached_speed(config)
+        left, mid, right = st.columns(3)
+        left.metric("torch", f"{speed['torch']:.3f} ms")
+        mid.metric("bnviz", f"{speed['bnviz']:.3f} ms")
+        right.metric("bnviz / torch", f"{speed['ratio']:.2f}×")
 
 
 try:

@@ -27,6 +27,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -212,6 +213,28 @@ def print_table(rows: list[dict], device: str) -> None:
     print(" ".join(f"{c:>{w}s}" for c, w in zip(cols, widths, strict=True)))
     for row in rows:
         print(" ".join(f"{row.get(c, '')!s:>{w}s}" for c, w in zip(cols, widths, strict=True)))
+
+
+def measure_config(config: Any, repeats: int = 7) -> dict[str, float]:
+    """bnviz vs torch on one app config: median ms of the displayed batch's step (forward +
+    backward in train mode, forward in eval), interleaved, after one warm-up round."""
+    from bnviz.compare import _make_module
+    from bnviz.data import sample_batch
+
+    dtype = getattr(torch, config.dtype)
+    x = sample_batch(config.dist, config.shape, config.seed, 0, dtype, config.device)
+    upstream = torch.ones_like(x)
+    calls = {}
+    for side in ("bnviz", "torch"):
+        m = _make_module(config, side).train(config.mode == "train")
+        params = [p for p in (m.weight, m.bias) if p is not None]
+        xr = x.clone().requires_grad_()
+        if config.mode == "train":
+            calls[side] = lambda m=m, xr=xr, params=params: torch.autograd.grad(m(xr), [xr, *params], upstream)
+        else:
+            calls[side] = lambda m=m: _no_grad_call(m, x)
+    medians = time_case(Case("config", tuple(config.shape), config.mode, calls), config.device, repeats, 1)
+    return {**medians, "ratio": medians["bnviz"] / medians["torch"]}
 
 
 def main(argv: list[str] | None = None) -> int:

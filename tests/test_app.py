@@ -167,3 +167,13 @@ def test_hostile_link_falls_back_with_warnings():
     assert dict(at.query_params) == to_query(Config())
     at.sidebar.radio(key="mode").set_value("eval").run()
     assert not at.warning, "the link's warnings go once the reader changes the view"
+
+
+def test_performance_is_measured_on_demand_only():
+    at = run_app()
+    assert not at.metric, "no timing before the button"
+    at.button(key="measure").click().run()
+    assert not at.exception
+    values = {m.label: m.value for m in at.metric}
+    assert set(values) == {"torch", "bnviz", "bnviz / torch"}
+    assert values["bnviz / torch"].endswith("×") and float(values["bnviz / torch"][:-1]) > 0
