@@ -109,19 +109,20 @@ def query_of(view: str) -> str:
     return view.lstrip("?")
 
 
+NOT_RUNNING = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+DRAWN = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+    if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+    const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
+    return charts.every(c => c.querySelector('.js-plotly-plot .main-svg .cartesianlayer'));
+}"""
+
+
 def wait_until_drawn(page: Any, timeout_ms: float = 60_000) -> None:
     """Wait until the script has run to the end and every Plotly chart on the page has its SVG."""
-    page.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=timeout_ms)
-    page.wait_for_function(
-        """() => {
-            const app = document.querySelector('[data-testid="stApp"]');
-            if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
-            if (document.querySelector('[data-testid="stSkeleton"]')) return false;
-            const charts = [...document.querySelectorAll('[data-testid="stPlotlyChart"]')];
-            return charts.every(c => c.querySelector('.js-plotly-plot .main-svg .cartesianlayer'));
-        }""",
-        timeout=timeout_ms,
-    )
+    page.wait_for_selector(NOT_RUNNING, timeout=timeout_ms)
+    page.wait_for_function(DRAWN, timeout=timeout_ms)
     page.wait_for_timeout(300)  # let the last layout settle
 
 
@@ -136,9 +137,29 @@ def open_view(page: Any, base: str, view: str) -> None:
         wait_until_drawn(page)
 
 
-def screenshot_main(page: Any, path: str | Path) -> None:
-    """The main area (without the sidebar), as the person reading it sees it."""
-    page.locator('[data-testid="stMainBlockContainer"]').screenshot(path=str(path), animations="disabled")
+def screenshot_main(page: Any, path: str | Path, max_height: int | None = None) -> None:
+    """The main area (without the sidebar), as the person reading it sees it; its top
+    ``max_height`` pixels only, when given."""
+    main = page.locator('[data-testid="stMainBlockContainer"]')
+    if max_height is None:
+        main.screenshot(path=str(path), animations="disabled")
+        return
+    box = main.bounding_box()
+    clip = {**box, "height": min(box["height"], max_height)}
+    page.screenshot(path=str(path), clip=clip, animations="disabled")
+
+
+def screenshot_section(page: Any, path: str | Path, title: str) -> None:
+    """From the subheader ``title`` down to the next subheader (or the end of the main area)."""
+    main = page.locator('[data-testid="stMainBlockContainer"]').bounding_box()
+    headings = page.locator('[data-testid="stHeadingWithActionElements"] h3')
+    tops = {headings.nth(i).inner_text().strip(): headings.nth(i).bounding_box()["y"] for i in range(headings.count())}
+    if title not in tops:
+        raise ValueError(f"no section {title!r}; the page has {', '.join(tops)}")
+    top = tops[title] - 10
+    below = [y for y in tops.values() if y > top + 20]
+    bottom = min(below) - 10 if below else main["y"] + main["height"]
+    page.screenshot(path=str(path), clip={"x": main["x"], "y": top, "width": main["width"], "height": bottom - top})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -146,14 +167,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("view", help='a query string ("layer=BatchNorm1d&shape=32,4") or a full app URL')
     parser.add_argument("out", help="the PNG to write")
     parser.add_argument("--full", action="store_true", help="the whole window, sidebar included")
+    parser.add_argument("--max-height", type=int, help="keep only the top N pixels of the main area")
+    parser.add_argument("--section", help='only one section, by its title (e.g. "Running statistics")')
     args = parser.parse_args(argv)
     with serve_app() as (base, _), chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         open_view(page, base, args.view)
         if args.full:
             page.screenshot(path=args.out, full_page=True)
+        elif args.section:
+            screenshot_section(page, args.out, args.section)
         else:
-            screenshot_main(page, args.out)
+            screenshot_main(page, args.out, args.max_height)
     print(f"wrote {args.out}")
     return 0
 

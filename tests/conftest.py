@@ -54,3 +54,9 @@ def assert_same_error(fn_bnviz, fn_torch, what: str) -> None:
     assert (type(got), str(got)) == (type(want), str(want)), (
         f"{what}:\n  bnviz: {type(got).__name__}: {got}\n  torch: {type(want).__name__}: {want}"
     )
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--update-snapshots", action="store_true", default=False, help="rewrite the browser tests' baseline PNGs"
+    )
