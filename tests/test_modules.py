@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 import bnviz
+from bnviz.compare import TorchBatchNorm
 from tests.conftest import DEVICES, assert_close, assert_same_error
 
 TORCH_CLASS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -17,58 +18,25 @@ BNVIZ_CLASS = {1: bnviz.BatchNorm1d, 2: bnviz.BatchNorm2d, 3: bnviz.BatchNorm3d}
 SHAPES = {2: (6, 3), 3: (4, 3, 5), 4: (2, 3, 4, 5), 5: (2, 3, 2, 3, 4), 6: (2, 3, 2, 2, 2, 3)}
 
 
-class _FunctionalTorch(nn.Module):
-    """torch's reference for the universal bnviz.BatchNorm: F.batch_norm driven like _BatchNorm."""
-
-    def __init__(self, num_features, **kwargs):
-        super().__init__()
-        self.inner = nn.BatchNorm1d(num_features, **kwargs)  # state only; forward is below
-
-    def forward(self, x):
-        m = self.inner
-        factor = 0.0 if m.momentum is None else m.momentum
-        if self.training and m.track_running_stats:
-            m.num_batches_tracked.add_(1)
-            if m.momentum is None:
-                factor = 1.0 / float(m.num_batches_tracked)
-        use_batch = self.training or (m.running_mean is None and m.running_var is None)
-        keep = not self.training or m.track_running_stats
-        return nn.functional.batch_norm(
-            x,
-            m.running_mean if keep else None,
-            m.running_var if keep else None,
-            m.weight,
-            m.bias,
-            use_batch,
-            factor,
-            m.eps,
-        )
-
-
 def make_pair(rank: int, universal: bool, device="cpu", dtype=None, **kwargs):
-    """(bnviz module, torch module) with the same initial state."""
+    """(bnviz module, torch module) with the same initial state.
+
+    The universal bnviz.BatchNorm is compared with torch's own _BatchNorm policy driving
+    F.batch_norm for any rank (bnviz.compare.TorchBatchNorm adds only the rank-≥-2 check).
+    """
     c = SHAPES[rank][1]
-    if universal:
-        ours, ref = (
-            bnviz.BatchNorm(c, device=device, dtype=dtype, **kwargs),
-            _FunctionalTorch(c, device=device, dtype=dtype, **kwargs),
-        )
-        ref_state = ref.inner
-    else:
-        k = {2: 1, 3: 1, 4: 2, 5: 3}[rank]
-        ours, ref = (
-            BNVIZ_CLASS[k](c, device=device, dtype=dtype, **kwargs),
-            TORCH_CLASS[k](c, device=device, dtype=dtype, **kwargs),
-        )
-        ref_state = ref
+    k = {2: 1, 3: 1, 4: 2, 5: 3}.get(rank)
+    ours_cls, ref_cls = (bnviz.BatchNorm, TorchBatchNorm) if universal else (BNVIZ_CLASS[k], TORCH_CLASS[k])
+    ours = ours_cls(c, device=device, dtype=dtype, **kwargs)
+    ref = ref_cls(c, device=device, dtype=dtype, **kwargs)
     if ours.weight is not None:  # non-trivial γ, β so a swapped formula cannot pass
         with torch.no_grad():
             ours.weight.copy_(torch.linspace(0.5, 2.0, c))
-            ref_state.weight.copy_(torch.linspace(0.5, 2.0, c))
+            ref.weight.copy_(torch.linspace(0.5, 2.0, c))
             if ours.bias is not None:
                 ours.bias.copy_(torch.linspace(-1.0, 1.0, c))
-                ref_state.bias.copy_(torch.linspace(-1.0, 1.0, c))
-    return ours, ref, ref_state
+                ref.bias.copy_(torch.linspace(-1.0, 1.0, c))
+    return ours, ref
 
 
 AFFINE = {"affine": dict(affine=True), "affine-nobias": dict(affine=True, bias=False), "noaffine": dict(affine=False)}
@@ -95,9 +63,7 @@ SCHEDULE = ["train", "train", "train", "eval", "eval", "train"]
 @pytest.mark.parametrize("rank, universal, aff, track, momentum, eps", SEQ_CASES)
 def test_train_eval_train_sequence(device, rank, universal, aff, track, momentum, eps):
     """Outputs, all three gradients, running statistics and num_batches_tracked at every step."""
-    ours, ref, ref_state = make_pair(
-        rank, universal, device, momentum=momentum, eps=eps, track_running_stats=track, **AFFINE[aff]
-    )
+    ours, ref = make_pair(rank, universal, device, momentum=momentum, eps=eps, track_running_stats=track, **AFFINE[aff])
     g = torch.Generator().manual_seed(rank)
     for step, mode in enumerate(SCHEDULE):
         ours.train(mode == "train")
@@ -108,14 +74,14 @@ def test_train_eval_train_sequence(device, rank, universal, aff, track, momentum
         at = f"step {step} ({mode})"
         assert_close(y, y_ref, f"{at} output")
         params = [p for p in (ours.weight, ours.bias) if p is not None]
-        params_ref = [p for p in (ref_state.weight, ref_state.bias) if p is not None]
+        params_ref = [p for p in (ref.weight, ref.bias) if p is not None]
         grads = torch.autograd.grad(y, [x, *params], upstream)
         grads_ref = torch.autograd.grad(y_ref, [x, *params_ref], upstream)
         for name, a, b in zip(["grad input", "grad weight", "grad bias"], grads, grads_ref, strict=False):
             assert_close(a, b, f"{at} {name}", scale=math.sqrt(x.numel()))
-        assert_close(ours.running_mean, ref_state.running_mean, f"{at} running_mean")
-        assert_close(ours.running_var, ref_state.running_var, f"{at} running_var")
-        assert_close(ours.num_batches_tracked, ref_state.num_batches_tracked, f"{at} num_batches_tracked")
+        assert_close(ours.running_mean, ref.running_mean, f"{at} running_mean")
+        assert_close(ours.running_var, ref.running_var, f"{at} running_var")
+        assert_close(ours.num_batches_tracked, ref.num_batches_tracked, f"{at} num_batches_tracked")
 
 
 @pytest.mark.parametrize("k, rank", [(k, r) for k in (1, 2, 3) for r in range(0, 7)], ids=lambda v: str(v))
