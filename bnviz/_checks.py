@@ -1,9 +1,9 @@
 """Input checks of ``torch.nn.functional.batch_norm``, reproduced message for message.
 
-torch validates in this order (measured on torch 2.13, CPU): batch size and eps in Python,
-then — unless the input is empty — the per-channel sizes of running_mean, running_var,
-weight and bias, the both-or-neither rule for the running statistics, the input's dtype,
-and finally the CPU rules for mixed dtypes. bnviz raises the same exception type with the
+torch validates in this order (measured on torch 2.13, CPU): batch size and eps in Python;
+then, for an empty input, only that weight and bias have an element 0; else the per-channel
+sizes of running_mean, running_var, weight and bias, the both-or-neither rule for the running
+statistics, the input's dtype, and finally the CPU rules for mixed dtypes. bnviz raises the same exception type with the
 same message at the same point, so a user's error handling behaves the same with either.
 """
 
@@ -51,6 +51,14 @@ def verify_eps(eps: float, training: bool) -> None:
         raise ValueError(f"batch_norm eps must be positive during training, but got {eps}")
     if eps < 0.0:
         raise ValueError(f"batch_norm eps must be non-negative, but got {eps}")
+
+
+def verify_empty_input_parameters(weight: Tensor | None, bias: Tensor | None) -> None:
+    """torch's path for an empty input reads ``weight[0]`` and ``bias[0]`` (to keep the graph
+    connected), so an empty weight or bias — zero channels with affine — raises there."""
+    for t in (weight, bias):
+        if t is not None and t.numel() == 0:
+            raise IndexError(f"select(): index 0 out of range for tensor of size {list(t.shape)} at dimension 0")
 
 
 def verify_arguments(

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from torch import Tensor
 
-from bnviz._checks import verify_arguments, verify_batch_size, verify_eps
+from bnviz._checks import verify_arguments, verify_batch_size, verify_empty_input_parameters, verify_eps
 from bnviz.autograd import BatchNormFunction
 
 
@@ -56,4 +56,6 @@ def batch_norm(
     verify_eps(eps, training)
     if input.numel() != 0:
         verify_arguments(input, running_mean, running_var, weight, bias, training)
+    else:
+        verify_empty_input_parameters(weight, bias)
     return BatchNormFunction.apply(input, weight, bias, running_mean, running_var, training, momentum, eps)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import random
 from dataclasses import replace
 
 import pytest
@@ -159,6 +160,10 @@ ERROR_CASES = {
         "ValueError: Expected more than 1 value per channel when training, got input size torch.Size([1, 3, 1, 1])",
     ),
     "eps-zero": (Config(eps=0.0), "ValueError: batch_norm eps must be positive during training, but got 0.0"),
+    "zero-channels-affine": (
+        Config(layer="BatchNorm1d", shape=(5, 0), mode="eval"),
+        "IndexError: select(): index 0 out of range for tensor of size [0] at dimension 0",
+    ),
     "eps-negative-eval": (
         Config(eps=-0.5, mode="eval", steps=0),
         "ValueError: batch_norm eps must be non-negative, but got -0.5",
@@ -222,3 +227,39 @@ def test_cuda_without_gpu_is_refused_clearly():
 def test_same_config_same_report():
     a, b = run_comparison(Config(seed=5)), run_comparison(replace(Config(), seed=5))
     assert a.quantities == b.quantities
+
+
+def _random_configs(count: int, seed: int = 1) -> list[Config]:
+    """A seeded table of odd set-ups: empty dims, one channel, rank 1 to 8, every flag and dtype."""
+    rnd = random.Random(seed)
+    shapes = [(0,), (5, 0), (0, 0, 0), (2, 1), (1, 1), (3,), (1, 2000), (2, 1, 1, 1, 1, 1, 1, 1), (7, 3, 0, 2),
+              (4, 1000, 1), (2, 3, 1), (1, 3, 2), (64, 3), (3, 5, 7, 2), (2, 2, 2, 2, 2), (9, 1, 9)]  # fmt: skip
+    return [
+        Config(
+            layer=rnd.choice(compare.LAYERS),
+            shape=rnd.choice(shapes),
+            mode=rnd.choice(compare.MODES),
+            momentum=rnd.choice([None, 0.0, 0.5, 1.0, 0.01]),
+            eps=rnd.choice([1e-5, 0.0, -1e-3, 1.0]),
+            affine=rnd.random() < 0.5,
+            track_running_stats=rnd.random() < 0.5,
+            dtype=rnd.choice(list(compare.DTYPES)),
+            dist=rnd.choice(DISTRIBUTIONS),
+            seed=rnd.randrange(2**31),
+            steps=rnd.choice([0, 1, 3]),
+        )
+        for _ in range(count)
+    ]
+
+
+@pytest.mark.parametrize("config", _random_configs(120), ids=lambda c: f"{c.layer}-{c.shape}-{c.mode}-{c.dtype}")
+def test_odd_set_ups_match_or_raise_alike(config):
+    """Whatever the set-up, both sides agree (values, or the same error) and nothing else raises."""
+    from bnviz.explain import channel_table, code_snippet
+    from bnviz.plots import all_figures
+
+    r = run_comparison(config)
+    assert r.verdict == "match", (r.error, [(q.name, q.max_abs, q.err_bnviz, q.err_torch) for q in r.quantities])
+    all_figures(r)
+    channel_table(r, 0)
+    code_snippet(config)

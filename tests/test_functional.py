@@ -132,7 +132,7 @@ def test_layouts_values_and_memory_format(layout, training):
 
 
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 4, 4), (2, 3, 0), (2, 0, 4), (0, 5)], ids=str)
+@pytest.mark.parametrize("shape", [(0, 3), (0, 3, 4, 4), (2, 3, 0), (2, 0, 4), (0, 5), (0, 0)], ids=str)
 def test_zero_size_inputs(shape, training):
     x = torch.randn(shape)
     c = 3  # running statistics of 3 channels, whatever C is: torch does not check empty inputs
@@ -144,11 +144,10 @@ def test_zero_size_inputs(shape, training):
     assert_close(rv, rv_ref, "running_var (unchanged)")
 
 
-@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
-@pytest.mark.parametrize("eps", [1e-5, 0.0], ids=["eps1e-5", "eps0"])
+@pytest.mark.parametrize(
+    "eps, training", [(1e-5, True), (1e-5, False), (0.0, False)], ids=["eps1e-5-train", "eps1e-5-eval", "eps0-eval"]
+)  # eps=0 in training is an error, in the errors table
 def test_constant_channels(eps, training):
-    if training and eps == 0.0:
-        pytest.skip("eps=0 is an error in training (tested with the errors)")
     x = torch.full((4, 3, 5), 2.5)
     w, b = torch.tensor([1.0, 2.0, 3.0]), torch.tensor([0.5, -1.0, 0.0])
     stats = (torch.full((3,), 2.5), torch.zeros(3))
@@ -223,6 +222,9 @@ def _errors_table():
         "bf16_input_half_stats": lambda f: f(x.bfloat16(), z(3).half(), o(3).half(), training=True),
         "eval_mixed_dtypes": lambda f: f(x, z(3).double(), o(3).double(), training=False),
         "integer_running_stats": lambda f: f(x, z(3, dtype=torch.long), o(3, dtype=torch.long), training=True),
+        "zero_channels_weight_eval": lambda f: f(torch.randn(5, 0), z(0), o(0), o(0), training=False),
+        "zero_channels_bias_train": lambda f: f(torch.randn(5, 0, 2), None, None, None, z(0), training=True),
+        "empty_batch_zero_channels_weight": lambda f: f(torch.randn(0, 0, 2, 2), None, None, o(0), training=False),
     }
 
 

@@ -223,3 +223,22 @@ def test_reset_parameters_restores_defaults():
     m.reset_parameters()
     assert torch.equal(m.running_mean, torch.zeros(3)) and torch.equal(m.running_var, torch.ones(3))
     assert m.num_batches_tracked.item() == 0 and torch.equal(m.weight, torch.ones(3))
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("momentum", [0.1, None])
+def test_no_host_synchronisation_on_cuda(momentum):
+    """Forward and backward, train and eval, never wait for the GPU (no .item(), no value branches)."""
+    m = bnviz.BatchNorm2d(8, momentum=momentum, device="cuda")
+    x = torch.randn(4, 8, 16, 16, device="cuda", requires_grad=True)
+    g = torch.randn_like(x)
+    m(x)  # warm-up outside the guard
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for mode in (True, False):
+            m.train(mode)
+            torch.autograd.grad(m(x), [x, m.weight, m.bias], g)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
