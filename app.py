@@ -51,8 +51,15 @@ def sidebar() -> dict[str, str]:
     sb.selectbox("Layer", LAYERS, key="layer", help="BatchNorm is bnviz's universal layer: any rank ≥ 2.")
     sb.text_input("Shape (N, C, …)", key="shape", help="Comma-separated, channels on dim 1, e.g. 8,3,16,16")
     sb.radio("Mode of the displayed batch", MODES, key="mode", horizontal=True)
-    sb.text_input("Momentum (0–1, or none)", key="momentum", help="torch's momentum weights the new batch.")
-    sb.text_input("eps", key="eps")
+    sb.text_input(
+        "Momentum (0–1, or none)",
+        key="momentum",
+        help="torch's momentum weights the new batch, Keras/Flax's the old value: torch 0.1 = Keras 0.9, "
+        "Keras' default 0.99 = torch 0.01. none: a cumulative average.",
+    )
+    sb.text_input(
+        "eps", key="eps", help="Added to the variance under the square root. torch's default 1e-5, Keras' 1e-3."
+    )
     sb.checkbox("affine (γ, β)", key="affine")
     sb.checkbox("track_running_stats", key="track")
     sb.selectbox("dtype", tuple(DTYPES), key="dtype")

@@ -389,7 +389,7 @@ def run_comparison(config: Config) -> Report:
         ),
         _compare("grad bias", a["grad_bias"], b["grad_bias"], t("grad_bias"), rtol, sum_tolerance(g, rtol, atol)),
     )
-    pop_mean, pop_var = population_stats(config.num_features)
+    pop_mean, pop_var = population_stats(config.num_features, config.dist)
     history = {
         "bnviz": records["bnviz"],
         "torch": records["torch"],
@@ -430,6 +430,9 @@ def _channel_stats(config: Config, side: dict[str, Any]) -> dict[str, Any]:
     k = min(x.size(1), 64)
     var_b, mean = torch.var_mean(x, dims, correction=0) if n else (torch.zeros(x.size(1)),) * 2
     var_u = var_b * n / (n - 1) if n > 1 else torch.full_like(var_b, float("nan"))
+    # What a home-made one-pass variance gives in float32: E[x²] − E[x]² (cancellation).
+    x32 = side["x"].float()
+    var_naive = (x32 * x32).mean(dims) - x32.mean(dims) ** 2 if n else var_b
 
     def first(t: Tensor | None) -> list[float] | None:
         return None if t is None else t[:k].double().cpu().tolist()
@@ -440,6 +443,7 @@ def _channel_stats(config: Config, side: dict[str, Any]) -> dict[str, Any]:
         "mean": first(mean),
         "var_biased": first(var_b),
         "var_unbiased": first(var_u),
+        "var_naive_f32": first(var_naive),
         "running_mean_before": first(side["before"]["running_mean"]),
         "running_var_before": first(side["before"]["running_var"]),
         "running_mean_after": first(side["running_mean"]),

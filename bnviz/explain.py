@@ -16,7 +16,7 @@ def _fmt(v: float | None) -> str:
         return "—"
     if isinstance(v, float) and math.isnan(v):
         return "nan"
-    return f"{v:.6g}"
+    return f"{v:.7g}"  # float32 carries about 7 significant digits
 
 
 def reduced_axes(config: Config) -> str:
@@ -28,10 +28,16 @@ def reduced_axes(config: Config) -> str:
     names = ["N", "C", *[f"L{i}" for i in range(1, len(shape) - 1)]]
     n = math.prod(shape) // shape[1] if shape[1] else 0
     reduced = " × ".join(f"{names[d]}={shape[d]}" for d in dims)
-    return (
+    text = (
         f"Input ({', '.join(f'{a}={b}' for a, b in zip(names, shape, strict=True))}): statistics are per channel "
         f"(C = {shape[1]}), over dims {dims} — {reduced} = **n = {n:,}** values per channel."
     )
+    if len(shape) == 3:
+        text += (
+            f" Channels are dim 1: a (batch, length, features) tensor must be permuted to (N, features, length) "
+            f"first, or its length {shape[1]} is taken for the channels."
+        )
+    return text
 
 
 def channel_table(report: Report, channel: int) -> list[dict[str, str]]:
@@ -43,6 +49,7 @@ def channel_table(report: Report, channel: int) -> list[dict[str, str]]:
     rows = [
         ("batch mean", "μ_B = Σx / n", ch["mean"][c]),
         ("biased variance (normalizes)", "σ²_B = Σ(x − μ_B)² / n", ch["var_biased"][c]),
+        ("naive one-pass float32 variance", "E[x²] − E[x]² (cancels when μ ≫ σ)", ch["var_naive_f32"][c]),
         (
             "unbiased variance (stored)",
             f"σ²_B · n/(n−1) = σ²_B · {n}/{n - 1}" if n > 1 else "needs n > 1",
@@ -54,7 +61,11 @@ def channel_table(report: Report, channel: int) -> list[dict[str, str]]:
     if updates:
         nbt = ch["num_batches_tracked"]
         m = cfg.momentum if cfg.momentum is not None else 1 / nbt
-        m_text = f"{cfg.momentum:g}" if cfg.momentum is not None else f"1/{nbt} (cumulative average)"
+        m_text = (
+            f"{cfg.momentum:g} (Keras/Flax momentum {1 - cfg.momentum:g})"
+            if cfg.momentum is not None
+            else f"1/{nbt} (cumulative average)"
+        )
         rows += [
             ("running_mean before", "", before_m[c]),
             ("running_mean after", f"(1 − m)·old + m·μ_B, m = {m_text}", after_m[c]),
