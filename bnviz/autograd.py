@@ -34,12 +34,19 @@ differentiates the closed form itself, so double backward works.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
 from torch import Tensor
 
 from bnviz._checks import REDUCED
+
+
+def cast(t: Tensor, dtype: torch.dtype | None) -> Tensor:
+    """``t.to(dtype)``, skipping the dispatcher when ``t`` already has that dtype (a no-op ``.to``
+    costs a microsecond, and a batch-norm step has dozens of them)."""
+    return t if dtype is None or t.dtype == dtype else t.to(dtype)
 
 
 def compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -96,8 +103,8 @@ def update_running_stats(
     """
     with torch.no_grad():
         for running, batch in ((running_mean, mean), (running_var, unbiased_var)):
-            weight = momentum.to(running.dtype) if isinstance(momentum, Tensor) else momentum
-            running.lerp_(batch.to(running.dtype), weight)
+            weight = cast(momentum, running.dtype) if isinstance(momentum, Tensor) else momentum
+            running.lerp_(cast(batch, running.dtype), weight)
 
 
 CHUNK = 1 << 20  # values per chunk of the passes that need x − mean (4 MiB in float32)
@@ -133,7 +140,12 @@ def _per_channel(view: Tensor, t: Tensor) -> Tensor:
 
 def _chunks(view: Tensor) -> int:
     """Rows of dim 0 per chunk."""
-    return max(1, CHUNK // max(1, view[0].numel()))
+    return max(1, CHUNK // max(1, math.prod(view.shape[1:])))
+
+
+def _split(view: Tensor, rows: int) -> tuple[Tensor, ...]:
+    """``view`` in chunks of ``rows`` rows (itself alone when it fits in one)."""
+    return (view,) if rows >= view.size(0) else view.split(rows)
 
 
 def centred_sums(xv: Tensor, shift: Tensor, gv: Tensor | None = None) -> tuple[Tensor, Tensor]:
@@ -143,7 +155,7 @@ def centred_sums(xv: Tensor, shift: Tensor, gv: Tensor | None = None) -> tuple[T
     buf = torch.empty((min(rows, xv.size(0)), *xv.shape[1:]), dtype=xv.dtype, device=xv.device)
     shift_b = _per_channel(xv, shift)
     firsts, seconds = [], []
-    for i, xc in enumerate(xv.split(rows)):
+    for i, xc in enumerate(_split(xv, rows)):
         d = torch.sub(xc, shift_b, out=buf[: xc.size(0)])
         if gv is None:
             firsts.append(d.sum(dims))  # (A, C, B) -> (C,)
@@ -195,7 +207,7 @@ class BatchNormFunction(torch.autograd.Function):
             ctx.save_for_backward(input, weight, None, None)
             return torch.empty_like(input)
         cdtype = compute_dtype(input.dtype)
-        x, xv = _canonical(input.to(cdtype))
+        x, xv = _canonical(cast(input, cdtype))
         n = xv.numel() // xv.size(1)
         if training:
             # A first estimate to shift by: the mean of the first chunk (exact enough to keep the
@@ -212,25 +224,25 @@ class BatchNormFunction(torch.autograd.Function):
             # float16/bfloat16 input, else the input's): round them the same way.
             params = [t for t in (weight, bias, running_mean, running_var) if t is not None]
             stats_dtype = params[0].dtype if params else cdtype
-            mean = mean64.to(stats_dtype).to(cdtype)
-            inv_std = var64.add_(eps).rsqrt_().to(stats_dtype).to(cdtype)
+            mean = cast(cast(mean64, stats_dtype), cdtype)
+            inv_std = cast(cast(var64.add_(eps).rsqrt_(), stats_dtype), cdtype)
         else:  # the caller has checked that both running statistics are given
-            mean = running_mean.to(cdtype)  # type: ignore[union-attr]
-            inv_std = torch.rsqrt(running_var.to(cdtype) + eps)  # type: ignore[union-attr]
+            mean = cast(running_mean, cdtype)  # type: ignore[arg-type]
+            inv_std = torch.rsqrt(cast(running_var, cdtype) + eps)  # type: ignore[arg-type]
         # y = x · scale + shift in one pass: torch's own form, scale = inv_std · weight rounded like
         # torch's, shift = bias − mean · scale rounded once from an exact float64 product.
-        scale = inv_std if weight is None else inv_std * weight.to(cdtype)
+        scale = inv_std if weight is None else inv_std * cast(weight, cdtype)
         shift = torch.mul(mean.double(), scale.double()).neg_()
         if bias is not None:
             shift = shift.add_(bias)
         out = torch.empty_like(x)
         # one fused multiply-add per value (torch's addcmul rounds once, like torch's kernel)
-        torch.addcmul(_per_channel(xv, shift.to(cdtype)), xv, _per_channel(xv, scale), out=channel_view(out))
+        torch.addcmul(_per_channel(xv, cast(shift, cdtype)), xv, _per_channel(xv, scale), out=channel_view(out))
         ctx.save_for_backward(input, weight, mean, inv_std)
         fmt = output_format(input)
         if not out.is_contiguous(memory_format=fmt):
             out = out.contiguous(memory_format=fmt)
-        return out.to(input.dtype)
+        return cast(out, input.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
@@ -245,15 +257,15 @@ class BatchNormFunction(torch.autograd.Function):
         if torch.is_grad_enabled():  # create_graph: a differentiable closed form
             grads = _differentiable_backward(ctx, input, grad_output, weight, mean, inv_std)
             return *(t if need else None for t, need in zip(grads, (need_x, need_w, need_b), strict=True)), *nones
-        x, xv = _canonical(input.to(cdtype))
-        g = _like(x, grad_output.to(cdtype))
+        x, xv = _canonical(cast(input, cdtype))
+        g = _like(x, cast(grad_output, cdtype))
         gv = channel_view(g)
         n = xv.numel() // xv.size(1)
         if ctx.training or need_w:
             sum_g, sum_g_d = centred_sums(xv, mean, gv)  # Σg, Σg·(x − mean)
         else:
             sum_g, sum_g_d = gv.sum(_dims(gv)).double(), None
-        w_inv_std = inv_std if weight is None else inv_std * weight.to(cdtype)
+        w_inv_std = inv_std if weight is None else inv_std * cast(weight, cdtype)
         grad_x = grad_w = grad_b = None
         if need_x:
             grad_x = torch.empty_like(x)
@@ -261,13 +273,13 @@ class BatchNormFunction(torch.autograd.Function):
             if ctx.training:
                 # ∂L/∂x = w·inv_std·(g − Σg/n − x_hat·Σ(g·x_hat)/n) = c_g·g + c_d·(x − mean) + c_0
                 w_inv_std64 = w_inv_std.double()
-                c_d = _per_channel(xv, (sum_g_d * inv_std.double().square()).mul_(w_inv_std64).div_(-n).to(cdtype))
-                c_0 = _per_channel(xv, (sum_g * w_inv_std64).div_(-n).to(cdtype))
+                c_d = _per_channel(xv, cast((sum_g_d * inv_std.double().square()).mul_(w_inv_std64).div_(-n), cdtype))
+                c_0 = _per_channel(xv, cast((sum_g * w_inv_std64).div_(-n), cdtype))
                 c_g = _per_channel(xv, w_inv_std)
                 rows = _chunks(xv)
                 buf = torch.empty((min(rows, xv.size(0)), *xv.shape[1:]), dtype=cdtype, device=x.device)
                 mean_b = _per_channel(xv, mean)
-                for xc, gc, oc in zip(xv.split(rows), gv.split(rows), out.split(rows), strict=True):
+                for xc, gc, oc in zip(_split(xv, rows), _split(gv, rows), _split(out, rows), strict=True):
                     d = torch.sub(xc, mean_b, out=buf[: xc.size(0)]).mul_(c_d).add_(c_0)
                     torch.addcmul(d, gc, c_g, out=oc)
             else:
@@ -275,11 +287,11 @@ class BatchNormFunction(torch.autograd.Function):
             fmt = output_format(input)
             if not grad_x.is_contiguous(memory_format=fmt):
                 grad_x = grad_x.contiguous(memory_format=fmt)
-            grad_x = grad_x.to(input.dtype)
+            grad_x = cast(grad_x, input.dtype)
         if need_w:
-            grad_w = (sum_g_d * inv_std.double()).to(ctx.weight_dtype)  # Σ g·x_hat
+            grad_w = cast(sum_g_d * inv_std.double(), ctx.weight_dtype)  # Σ g·x_hat
         if need_b:
-            grad_b = sum_g.to(ctx.bias_dtype)
+            grad_b = cast(sum_g, ctx.bias_dtype)
         return grad_x, grad_w, grad_b, *nones
 
 

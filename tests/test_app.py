@@ -177,3 +177,18 @@ def test_performance_is_measured_on_demand_only():
     values = {m.label: m.value for m in at.metric}
     assert set(values) == {"torch", "bnviz", "bnviz / torch"}
     assert values["bnviz / torch"].endswith("×") and float(values["bnviz / torch"][:-1]) > 0
+
+
+@pytest.mark.parametrize(
+    "key, text, words",
+    [("shape", "abc", "Ignored shape=abc"), ("shape", "<b>1</b>", "Ignored shape=\\<b\\>1\\<\\/b\\>"),
+     ("momentum", "1.5", "between 0 and 1"), ("eps", "1e400", "between \\-1 and 1")],
+)  # fmt: skip
+def test_bad_typed_values_warn_and_fall_back(key, text, words):
+    at = run_app()
+    at.sidebar.text_input(key=key).input(text).run()
+    assert not at.exception
+    warnings = [w.value for w in at.warning]
+    assert len(warnings) == 1 and words in warnings[0], warnings
+    assert verdict_text(at).startswith("### **match**")
+    assert at.query_params[key] == to_query(Config())[key], "the URL keeps the value actually shown"
