@@ -84,6 +84,13 @@ def verify_arguments(
     if input.dim() < 2:
         rank = max(input.dim(), 1)
         raise IndexError(f"Dimension out of range (expected to be in range of [{-rank}, {rank - 1}], but got 1)")
+    if torch.is_grad_enabled():  # running statistics are buffers: torch refuses to track them
+        for name, tensor in (("running_mean", running_mean), ("running_var", running_var)):
+            if tensor is not None and tensor.requires_grad:
+                raise RuntimeError(
+                    f"The function 'native_batch_norm' is not differentiable with respect to argument '{name}'. "
+                    "This input cannot have requires_grad True."
+                )
     if input.dtype not in FLOATING:
         raise NotImplementedError(f"\"batch_norm\" not implemented for '{aten_name(input.dtype)}'")
     if input.device.type == "cpu":

@@ -113,11 +113,17 @@ def main(argv: list[str] | None = None) -> int:
     with serve_app() as (base, proc):
         start = rss_mb(proc.pid)
         peak = [start]
+        timeline: list[tuple[float, float]] = []  # (seconds, RSS MB) every ~15 s
         stop = threading.Event()
+        t_start = time.monotonic()
 
         def sample() -> None:
             while not stop.wait(0.25):
-                peak[0] = max(peak[0], rss_mb(proc.pid))
+                rss = rss_mb(proc.pid)
+                peak[0] = max(peak[0], rss)
+                elapsed_s = time.monotonic() - t_start
+                if not timeline or elapsed_s - timeline[-1][0] >= 15:
+                    timeline.append((round(elapsed_s, 1), round(rss, 1)))
 
         sampler = threading.Thread(target=sample, daemon=True)
         sampler.start()
@@ -135,6 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         "verdicts": dict(stats["verdicts"]),
         "errors": stats["errors"],
         "rss_mb": {"start": round(start, 1), "peak": round(peak[0], 1), "end": round(end, 1)},
+        "rss_timeline": timeline,
     }
     print(json.dumps(report, indent=2))
     if args.json:

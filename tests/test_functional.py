@@ -222,6 +222,10 @@ def _errors_table():
         "bf16_input_half_stats": lambda f: f(x.bfloat16(), z(3).half(), o(3).half(), training=True),
         "eval_mixed_dtypes": lambda f: f(x, z(3).double(), o(3).double(), training=False),
         "integer_running_stats": lambda f: f(x, z(3, dtype=torch.long), o(3, dtype=torch.long), training=True),
+        "running_mean_requires_grad": lambda f: f(x, z(3).requires_grad_(), o(3), training=True),
+        "running_var_requires_grad_eval": lambda f: f(x, z(3), o(3).requires_grad_(), training=False),
+        "requires_grad_after_size_check": lambda f: f(torch.randn(4, 5), z(3).requires_grad_(), o(3), training=True),
+        "requires_grad_before_dtype_check": lambda f: f(x.long(), z(3).requires_grad_(), o(3), training=True),
         "zero_channels_weight_eval": lambda f: f(torch.randn(5, 0), z(0), o(0), o(0), training=False),
         "zero_channels_bias_train": lambda f: f(torch.randn(5, 0, 2), None, None, None, z(0), training=True),
         "empty_batch_zero_channels_weight": lambda f: f(torch.randn(0, 0, 2, 2), None, None, o(0), training=False),
@@ -232,6 +236,14 @@ def _errors_table():
 def test_error_type_and_message_match_torch(case):
     call = _errors_table()[case]
     assert_same_error(lambda: call(bnviz.batch_norm), lambda: call(F.batch_norm), case)
+
+
+def test_running_stats_with_requires_grad_are_fine_under_no_grad():
+    x = _input((4, 3))
+    with torch.no_grad():
+        y = bnviz.batch_norm(x, torch.zeros(3, requires_grad=True), torch.ones(3, requires_grad=True))
+        y_ref = F.batch_norm(x, torch.zeros(3, requires_grad=True), torch.ones(3, requires_grad=True))
+    assert_close(y, y_ref, "output")
 
 
 def test_momentum_as_tensor_equals_float():
