@@ -74,19 +74,18 @@ def output_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def centred_statistics(x: Tensor, out: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Per-channel ``mean`` and ``m2 = Σ (x − mean)²``, both float64, by shifted data.
+def centred_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
+    """Per-channel ``mean`` and ``m2 = Σ (x − mean)²`` of ``(N, C, *)``, both float64, by shifted
+    data, with differentiable ops (the double-backward path; the forward uses ``centred_sums``).
 
-    A first pass gives a rough mean ``s = Σx / n`` in x's dtype; a second pass sums the
-    deviations ``d = x − s`` (written into ``out`` when given) and their squares, so that
+    A rough mean ``s = Σx / n`` first, then the deviations ``d = x − s``:
     ``mean = s + Σd / n`` and ``m2 = Σd² − (Σd)² / n``. No large values are ever squared or
     subtracted, so a channel whose mean dwarfs its spread keeps its accuracy.
-    Differentiable when called with grad mode on.
     """
     dims, shape = reduce_dims(x), channel_shape(x)
     n = x.numel() // x.size(1)
     rough = x.sum(dims) / n  # (N, C, *) -> (C,)
-    d = x - rough.view(shape) if out is None else torch.sub(x, rough.view(shape), out=out)
+    d = x - rough.view(shape)
     sum_d = d.sum(dims).double()  # (N, C, *) -> (C,)
     sum_d2 = d.square().sum(dims).double()  # (N, C, *) -> (C,)
     return rough.double() + sum_d / n, sum_d2 - sum_d * sum_d / n
@@ -148,11 +147,16 @@ def _split(view: Tensor, rows: int) -> tuple[Tensor, ...]:
     return (view,) if rows >= view.size(0) else view.split(rows)
 
 
+def _buffer(view: Tensor, rows: int) -> Tensor:
+    """The one reusable chunk buffer for a pass over ``view``."""
+    return torch.empty((min(rows, view.size(0)), *view.shape[1:]), dtype=view.dtype, device=view.device)
+
+
 def centred_sums(xv: Tensor, shift: Tensor, gv: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """Per channel of an ``(A, C, B)`` view, in float64, with ``d = x − shift``:
     ``(Σd, Σd²)``, or with ``gv`` given ``(Σg, Σg·d)``. One pass, one chunk-sized buffer."""
     rows, dims = _chunks(xv), _dims(xv)
-    buf = torch.empty((min(rows, xv.size(0)), *xv.shape[1:]), dtype=xv.dtype, device=xv.device)
+    buf = _buffer(xv, rows)
     shift_b = _per_channel(xv, shift)
     firsts, seconds = [], []
     for i, xc in enumerate(_split(xv, rows)):
@@ -277,7 +281,7 @@ class BatchNormFunction(torch.autograd.Function):
                 c_0 = _per_channel(xv, cast((sum_g * w_inv_std64).div_(-n), cdtype))
                 c_g = _per_channel(xv, w_inv_std)
                 rows = _chunks(xv)
-                buf = torch.empty((min(rows, xv.size(0)), *xv.shape[1:]), dtype=cdtype, device=x.device)
+                buf = _buffer(xv, rows)
                 mean_b = _per_channel(xv, mean)
                 for xc, gc, oc in zip(_split(xv, rows), _split(gv, rows), _split(out, rows), strict=True):
                     d = torch.sub(xc, mean_b, out=buf[: xc.size(0)]).mul_(c_d).add_(c_0)

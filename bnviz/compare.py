@@ -318,7 +318,7 @@ def _run_side(module: nn.Module, config: Config, batches: list[Tensor], upstream
     before = _state(module)
     before = {k: None if v is None else v.clone() for k, v in before.items()}
     module.train(config.mode == "train")
-    x = batches[-1].clone().requires_grad_(config.dtype != "none")
+    x = batches[-1].clone().requires_grad_()
     y = module(x)
     params = [p for p in (module.weight, module.bias) if p is not None]
     grads = torch.autograd.grad(y, [x, *params], upstream.to(y.dtype)) if y.numel() or params else (None,)
