@@ -136,7 +136,9 @@ def main() -> None:
     init_from_url()
     values = sidebar()
     config, typed_warnings = parse_query(values)
-    st.query_params.from_dict(to_query(config))
+    query = to_query(config)
+    if st.query_params.to_dict() != query:  # the URL follows the view; unchanged, nothing is sent
+        st.query_params.from_dict(query)
 
     st.title("bnviz — batch norm from scratch, next to torch")
     st.caption(

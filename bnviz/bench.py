@@ -218,7 +218,7 @@ def print_table(rows: list[dict], device: str) -> None:
 def measure_config(config: Any, repeats: int = 7) -> dict[str, float]:
     """bnviz vs torch on one app config: median ms of the displayed batch's step (forward +
     backward in train mode, forward in eval), interleaved, after one warm-up round."""
-    from bnviz.compare import _make_module
+    from bnviz.compare import make_module
     from bnviz.data import sample_batch
 
     dtype = getattr(torch, config.dtype)
@@ -226,7 +226,7 @@ def measure_config(config: Any, repeats: int = 7) -> dict[str, float]:
     upstream = torch.ones_like(x)
     calls = {}
     for side in ("bnviz", "torch"):
-        m = _make_module(config, side).train(config.mode == "train")
+        m = make_module(config, side).train(config.mode == "train")
         params = [p for p in (m.weight, m.bias) if p is not None]
         xr = x.clone().requires_grad_()
         if config.mode == "train":

@@ -175,7 +175,7 @@ def _format_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _make_module(config: Config, side: str) -> nn.Module:
+def make_module(config: Config, side: str) -> nn.Module:
     """A fresh layer for ``side`` ("bnviz", "torch", or "truth": torch in float64), with the
     same non-trivial initial state on every side (γ ≠ 1, β ≠ 0)."""
     param_dtype = torch.float64 if config.dtype == "float64" or side == "truth" else torch.float32
@@ -260,34 +260,33 @@ def _value_histogram(a: Tensor, b: Tensor) -> dict[str, Any]:
     return {"edges": edges.tolist(), "bnviz": _histogram(va, edges), "torch": _histogram(vb, edges)}
 
 
-def _x_hat(x: Tensor, eps: float) -> Tensor:
-    """(x − mean) / √(var + eps) with the batch's statistics, in float64 (sizes sum tolerances)."""
+def _normalized(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """``(x_hat, inv_std)`` with the batch's statistics, in float64 and broadcastable to ``x``
+    (they size the tolerances of the gradients)."""
     x = x.double()
     dims = [0, *range(2, x.dim())]
     var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
-    return (x - mean) / (var + eps).sqrt()
+    inv_std = (var + eps).rsqrt()
+    return (x - mean) * inv_std, inv_std
 
 
-def _grad_input_atol(config: Config, side: dict[str, Any], g: Tensor, rtol: float, atol: float) -> float | Tensor:
+def _grad_input_atol(
+    config: Config, x_hat: Tensor, inv_std: Tensor, g: Tensor, has_weight: bool, rtol: float, atol: float
+) -> float | Tensor:
     """Allowance for ∂L/∂x = w·inv_std·(g − Σg/n − x_hat·Σ(g·x_hat)/n) with batch statistics: each
     sum may be off by ``rtol·Σ|summand|``, scaled by ``|w·inv_std|/n`` (and ``|x_hat|``)."""
-    uses_batch = config.mode == "train" or not config.track_running_stats
-    if not uses_batch or side["x"].dim() < 2 or side["x"].numel() == 0:
+    if config.mode != "train" and config.track_running_stats:  # running statistics: no sums
         return atol
-    x = side["x"].double()
-    dims, shape = [0, *range(2, x.dim())], [1, -1, *([1] * (x.dim() - 2))]
-    n = x.numel() // x.size(1)
-    var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
-    inv_std = (var + config.eps).rsqrt()
-    x_hat = (x - mean) * inv_std
-    w = 1.0 if side["grad_weight"] is None else _weight(config).view(shape)
+    dims, shape = [0, *range(2, x_hat.dim())], [1, -1, *([1] * (x_hat.dim() - 2))]
+    n = x_hat.numel() // x_hat.size(1)
+    w = _weight(config).view(shape) if has_weight else 1.0
     sum_g = g.abs().sum(dims, keepdim=True)
     sum_gx = (g * x_hat).abs().sum(dims, keepdim=True)
     return atol + rtol * (w * inv_std).abs() * (sum_g + x_hat.abs() * sum_gx) / n
 
 
 def _weight(config: Config) -> Tensor:
-    """γ as both sides are initialised (see ``_make_modules``)."""
+    """γ as every side is initialised (see ``make_module``)."""
     return torch.linspace(0.5, 1.5, config.num_features, dtype=torch.float64)
 
 
@@ -352,7 +351,7 @@ def run_comparison(config: Config) -> Report:
     sides, records, errors = {}, {"bnviz": [], "torch": []}, {}
     for name in ("bnviz", "torch"):
         try:
-            sides[name] = _run_side(_make_module(config, name), config, batches, upstream, records[name])
+            sides[name] = _run_side(make_module(config, name), config, batches, upstream, records[name])
         except Exception as exc:  # reported to the user, side by side
             errors[name] = _format_error(exc)
     if errors:
@@ -360,11 +359,13 @@ def run_comparison(config: Config) -> Report:
         return Report(config, rtol, atol, error=ErrorReport(errors.get("bnviz"), errors.get("torch"), stage))
     truth: dict[str, Any] = {}
     if dtype != torch.float64:  # the same (rounded) values through torch in float64
-        truth = _run_side(_make_module(config, "truth"), config, [t.double() for t in batches], upstream.double(), [])
+        truth = _run_side(make_module(config, "truth"), config, [t.double() for t in batches], upstream.double(), [])
 
     a, b = sides["bnviz"], sides["torch"]
     g = upstream.double()
-    x_hat = _x_hat(b["x"], config.eps) if a["grad_weight"] is not None and b["x"].numel() else None
+    x_hat = inv_std = None
+    if b["x"].numel():  # an error-free set-up has rank ≥ 2
+        x_hat, inv_std = _normalized(b["x"], config.eps)
     t = truth.get
     quantities = (
         _compare("output", a["y"], b["y"], t("y"), rtol, atol),
@@ -377,7 +378,9 @@ def run_comparison(config: Config) -> Report:
             b["grad_input"],
             t("grad_input"),
             rtol,
-            _grad_input_atol(config, b, g, rtol, atol),
+            atol
+            if x_hat is None
+            else _grad_input_atol(config, x_hat, inv_std, g, a["grad_weight"] is not None, rtol, atol),
         ),
         _compare(
             "grad weight",
@@ -385,7 +388,7 @@ def run_comparison(config: Config) -> Report:
             b["grad_weight"],
             t("grad_weight"),
             rtol,
-            None if x_hat is None else sum_tolerance(g * x_hat, rtol, atol),
+            None if x_hat is None or a["grad_weight"] is None else sum_tolerance(g * x_hat, rtol, atol),
         ),
         _compare("grad bias", a["grad_bias"], b["grad_bias"], t("grad_bias"), rtol, sum_tolerance(g, rtol, atol)),
     )

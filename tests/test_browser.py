@@ -62,10 +62,8 @@ def verdict(page) -> str:
 
 
 def charts(page) -> int:
-    return (
-        page.locator('[data-testid="stPlotlyChart"] .main-svg').count()
-        and page.locator('[data-testid="stPlotlyChart"]').count()
-    )
+    """Plotly charts on the page that have drawn their SVG."""
+    return page.locator('[data-testid="stPlotlyChart"]:has(.main-svg)').count()
 
 
 VIEWS = {
