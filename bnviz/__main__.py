@@ -9,7 +9,7 @@ import sys
 
 import torch
 
-from bnviz.compare import Config, Quantity, run_comparison
+from bnviz.explorer.compare import Config, Quantity, run_comparison
 
 CONFIGS = [
     Config(layer="BatchNorm1d", shape=(32, 16), steps=3),

@@ -218,8 +218,8 @@ def print_table(rows: list[dict], device: str) -> None:
 def measure_config(config: Any, repeats: int = 7) -> dict[str, float]:
     """bnviz vs torch on one app config: median ms of the displayed batch's step (forward +
     backward in train mode, forward in eval), interleaved, after one warm-up round."""
-    from bnviz.compare import make_module
-    from bnviz.data import sample_batch
+    from bnviz.explorer.compare import make_module
+    from bnviz.explorer.data import sample_batch
 
     dtype = getattr(torch, config.dtype)
     x = sample_batch(config.dist, config.shape, config.seed, 0, dtype, config.device)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from bnviz.parity import diff, tolerance
+from bnviz.explorer.parity import diff, tolerance
 
 DEVICES = [
     pytest.param("cpu", id="cpu"),

@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 
 from bnviz import bench
-from bnviz.compare import Config
+from bnviz.explorer.compare import Config
 
 
 def test_bench_runs_tiny_and_writes_csv(tmp_path, capsys):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from bnviz.compare import Config, run_comparison
-from bnviz.plots import all_figures, figure_bytes
+from bnviz.explorer.compare import Config, run_comparison
+from bnviz.explorer.plots import all_figures, figure_bytes
 
 SIZES = [
     pytest.param(Config(), id="default"),

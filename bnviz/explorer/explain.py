@@ -8,7 +8,7 @@ import math
 import re
 from typing import Any
 
-from bnviz.compare import Config, Report
+from bnviz.explorer.compare import Config, Report
 
 
 def _fmt(v: float | None) -> str:
@@ -129,14 +129,14 @@ def code_snippet(config: Config) -> str:
     momentum = "None" if config.momentum is None else repr(config.momentum)
     torch_layer = "TorchBatchNorm" if config.layer == "BatchNorm" else f"torch.nn.{config.layer}"
     imports = (
-        "from bnviz.compare import TorchBatchNorm  # torch's _BatchNorm policy for any rank\n"
+        "from bnviz.explorer.compare import TorchBatchNorm  # torch's _BatchNorm policy for any rank\n"
         if (config.layer == "BatchNorm")
         else ""
     )
     param_dtype = "torch.float64" if config.dtype == "float64" else "torch.float32"
     return f'''import torch
 import bnviz
-from bnviz.data import sample_batch
+from bnviz.explorer.data import sample_batch
 {imports}
 kwargs = dict(eps={config.eps!r}, momentum={momentum}, affine={config.affine},
               track_running_stats={config.track_running_stats}, device="{config.device}", dtype={param_dtype})

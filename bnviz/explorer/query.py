@@ -13,8 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import replace
 from typing import Any
 
-from bnviz.compare import DEVICES, DTYPES, LAYERS, MAX_RANK, MAX_STEPS, MODES, Config
-from bnviz.data import DISTRIBUTIONS
+from bnviz.explorer.compare import DEVICES, DTYPES, LAYERS, MAX_RANK, MAX_STEPS, MODES, Config
+from bnviz.explorer.data import DISTRIBUTIONS
 
 MAX_VALUE_LENGTH = 100
 MAX_DIM = 100_000_000

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from bnviz.compare import Config
-from bnviz.query import PARAMS, to_query
+from bnviz.explorer.compare import Config
+from bnviz.explorer.query import PARAMS, to_query
 
-APP = Path(__file__).resolve().parent.parent / "app.py"
+APP = Path(__file__).resolve().parents[2] / "app.py"
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 

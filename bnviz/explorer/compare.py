@@ -18,8 +18,8 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import bnviz
-from bnviz.data import DISTRIBUTIONS, population_stats, sample_batch
-from bnviz.parity import Diff, diff, sum_tolerance, tolerance
+from bnviz.explorer.data import DISTRIBUTIONS, population_stats, sample_batch
+from bnviz.explorer.parity import Diff, diff, sum_tolerance, tolerance
 
 LAYERS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNorm")
 MODES = ("train", "eval")

@@ -10,7 +10,7 @@ from typing import Any
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from bnviz.compare import Report
+from bnviz.explorer.compare import Report
 
 BNVIZ_COLOR = "#d62728"
 TORCH_COLOR = "#1f77b4"

@@ -11,9 +11,9 @@ import torch
 from torch import nn
 
 import bnviz
-from bnviz import compare
-from bnviz.compare import Config, refusal, run_comparison
-from bnviz.data import DISTRIBUTIONS
+from bnviz.explorer import compare
+from bnviz.explorer.compare import Config, refusal, run_comparison
+from bnviz.explorer.data import DISTRIBUTIONS
 from tests.conftest import assert_close
 
 LAYER_SHAPES = {
@@ -51,7 +51,7 @@ def test_reports_match_with_every_field(config):
     assert r.verdict == "match", [(q.name, q.max_abs, q.err_bnviz, q.err_torch) for q in r.quantities if not q.ok]
     assert len(r.history["bnviz"]) == len(r.history["torch"]) == config.steps + 1
     assert len(r.history["population_mean"]) == min(config.num_features, compare.PLOT_CHANNELS)
-    assert (r.rtol, r.atol) == bnviz.parity.tolerance(compare.DTYPES[config.dtype])
+    assert (r.rtol, r.atol) == bnviz.explorer.parity.tolerance(compare.DTYPES[config.dtype])
     if config.numel:
         assert r.histograms["channels"] and r.histograms["diffs"]
 
@@ -83,7 +83,7 @@ def test_shown_numbers_equal_torch():
         ref.weight.copy_(torch.linspace(0.5, 1.5, 3))
         ref.bias.copy_(torch.linspace(-0.5, 0.5, 3))
     for step in range(config.steps + 1):
-        x = bnviz.data.sample_batch(config.dist, config.shape, config.seed, step)
+        x = bnviz.explorer.data.sample_batch(config.dist, config.shape, config.seed, step)
         if step == config.steps:
             before = ref.running_mean.clone()
         ref(x)
@@ -255,8 +255,8 @@ def _random_configs(count: int, seed: int = 1) -> list[Config]:
 @pytest.mark.parametrize("config", _random_configs(120), ids=lambda c: f"{c.layer}-{c.shape}-{c.mode}-{c.dtype}")
 def test_odd_set_ups_match_or_raise_alike(config):
     """Whatever the set-up, both sides agree (values, or the same error) and nothing else raises."""
-    from bnviz.explain import channel_table, code_snippet
-    from bnviz.plots import all_figures
+    from bnviz.explorer.explain import channel_table, code_snippet
+    from bnviz.explorer.plots import all_figures
 
     r = run_comparison(config)
     assert r.verdict == "match", (r.error, [(q.name, q.max_abs, q.err_bnviz, q.err_torch) for q in r.quantities])

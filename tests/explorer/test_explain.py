@@ -9,8 +9,8 @@ import re
 
 import pytest
 
-from bnviz.compare import Config, run_comparison
-from bnviz.explain import channel_table, code_snippet, error_hint, mode_note, reduced_axes
+from bnviz.explorer.compare import Config, run_comparison
+from bnviz.explorer.explain import channel_table, code_snippet, error_hint, mode_note, reduced_axes
 
 SNIPPETS = [
     Config(),

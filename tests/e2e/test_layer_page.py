@@ -18,11 +18,11 @@ from bnviz.shots import CHROMIUM, VIEWPORT, chromium, open_view, screenshot_main
 from tests.snapshots import compare_png
 
 pytestmark = pytest.mark.browser
-BASELINES = Path(__file__).parent / "e2e" / "baselines"
-ARTIFACTS = Path(__file__).parent / "e2e" / "__artifacts__"
+BASELINES = Path(__file__).parent / "baselines"
+ARTIFACTS = Path(__file__).parent / "__artifacts__"
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def require_chromium() -> None:

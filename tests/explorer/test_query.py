@@ -6,8 +6,8 @@ from dataclasses import fields
 
 import pytest
 
-from bnviz.compare import Config
-from bnviz.query import FIELD_OF, PARAMS, inert, parse_query, parse_shape, to_query
+from bnviz.explorer.compare import Config
+from bnviz.explorer.query import FIELD_OF, PARAMS, inert, parse_query, parse_shape, to_query
 
 ROUND_TRIPS = [
     Config(),
