@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+
 import streamlit as st
 
 st.set_page_config(page_title="bnviz — batch norm explorer", page_icon="📊", layout="wide")
 
 PAGES = [
     st.Page("app_pages/layer.py", title="Layer explorer", icon="🔬", default=True),
+    st.Page("app_pages/network.py", title="BatchNorm2d vs 1d in a CNN", icon="🧱", url_path="network"),
 ]
 
 page = st.navigation(PAGES)
 try:
     page.run()
-except Exception as exc:  # a last line of defence: a clear message, never a traceback
+except Exception as exc:  # a last line of defence: a clear message, never a traceback (that goes to the log)
+    logging.getLogger("bnviz").exception("a page failed")
     st.error(f"bnviz could not draw this view ({type(exc).__name__}). Please report the link.")

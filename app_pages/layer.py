@@ -2,15 +2,45 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 import torch
 
+from app_pages.common import chart, init_widgets, read_view, verdict_badge, write_url
 from bnviz.bench import measure_config
-from bnviz.explorer.compare import DTYPES, LAYERS, MAX_STEPS, MODES, Config, Report, refusal, run_comparison
+from bnviz.explorer.compare import (
+    DTYPES,
+    LAYERS,
+    LAYOUTS,
+    MODES,
+    PLOT_CHANNELS,
+    Config,
+    Report,
+    refusal,
+    run_comparison,
+)
 from bnviz.explorer.data import DISTRIBUTIONS
-from bnviz.explorer.explain import channel_table, code_snippet, error_hint, mode_note, reduced_axes
+from bnviz.explorer.explain import (
+    E_NOTATION,
+    bit_exact_note,
+    channel_rows,
+    code_snippet,
+    empty_note,
+    error_hint,
+    markdown_table,
+    mode_note,
+    modes_text,
+    precision_warning,
+    quantity_cells,
+    reduced_axes,
+    truth_cells,
+)
+from bnviz.explorer.picture import cells_note
 from bnviz.explorer.plots import all_figures
-from bnviz.explorer.query import PARAMS, format_value, parse_query, to_query
+from bnviz.explorer.query import FOCUS, LAYER, Focus
+
+KINDS = {"affine": "bool", "track": "bool", "seed": "int", "steps": "int", "train_n": "int"}
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -18,36 +48,29 @@ def cached_report(config: Config) -> Report:
     return run_comparison(config)
 
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_figures(config: Config, channel: int) -> dict:
+    return {name: fig.to_dict() for name, fig in all_figures(cached_report(config), channel).items()}
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def cached_speed(config: Config) -> dict[str, float]:
     return measure_config(config)
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def cached_figures(config: Config) -> dict:
-    return {name: fig.to_dict() for name, fig in all_figures(cached_report(config)).items()}
-
-
-def init_from_url() -> None:
-    """First run of a session: the URL sets every widget; refused values are reported once."""
-    if "initialized" in st.session_state:
-        return
-    config, warnings = parse_query(st.query_params.to_dict())
-    for name in PARAMS:
-        st.session_state[name] = format_value(name, config)
-    st.session_state["seed"], st.session_state["steps"] = config.seed, config.steps
-    st.session_state["affine"], st.session_state["track"] = config.affine, config.track_running_stats
-    st.session_state["url_warnings"] = warnings
-    st.session_state["url_config"] = config
-    st.session_state["initialized"] = True
-
-
-def sidebar() -> dict[str, str]:
-    """The controls; returns their values as URL text."""
+def sidebar() -> None:
+    """The controls; their values live in session state under their URL names."""
     sb = st.sidebar
     sb.header("Set-up")
     sb.selectbox("Layer", LAYERS, key="layer", help="BatchNorm is bnviz's universal layer: any rank ≥ 2.")
-    sb.text_input("Shape (N, C, …)", key="shape", help="Comma-separated, channels on dim 1, e.g. 8,3,16,16")
+    sb.text_input("Shape", key="shape", help="Comma-separated, e.g. 8,3,16,16 — N first.")
+    sb.radio(
+        "Layout of the shape",
+        LAYOUTS,
+        key="layout",
+        format_func={"channels-first": "(N, C, L…) channels on dim 1", "features-last": "(N, L…, C) features last"}.get,
+        help="Transformers keep (batch, length, features): the layer is then built for the last dim.",
+    )
     sb.radio("Mode of the displayed batch", MODES, key="mode", horizontal=True)
     sb.text_input(
         "Momentum (0–1, or none)",
@@ -64,116 +87,170 @@ def sidebar() -> dict[str, str]:
     devices = ("cpu", "cuda") if torch.cuda.is_available() or st.session_state.get("device") == "cuda" else ("cpu",)
     sb.selectbox("Device", devices, key="device")
     sb.selectbox("Input distribution", DISTRIBUTIONS, key="dist")
-    sb.number_input("Seed", min_value=0, max_value=2**31 - 1, step=1, key="seed")
-    sb.number_input("Training steps before", min_value=0, max_value=MAX_STEPS, step=1, key="steps")
-    values = {name: st.session_state[name] for name in PARAMS}
-    values["affine"] = "true" if values["affine"] else "false"
-    values["track"] = "true" if values["track"] else "false"
-    return {k: str(v) for k, v in values.items()}
+    sb.number_input("Seed", step=1, key="seed")
+    sb.number_input("Training steps before", step=1, key="steps", help="0 to 100 train-mode batches first.")
+    sb.number_input("Training batch size", step=1, key="train_n", help="N of each training batch before the shown one.")
 
 
-def verdict(report: Report) -> None:
-    with st.container(key="verdict", border=True):
-        if report.error is not None:
-            err = report.error
-            if err.agree:
-                st.markdown(f"### **match** — both raise the same error ({err.stage})")
-            else:
-                st.markdown(f"### **mismatch** — the two sides raise different errors ({err.stage})")
-            left, right = st.columns(2)
-            left.caption("torch raised")
-            left.code(err.torch or "nothing", language=None, wrap_lines=True)
-            right.caption("bnviz raised")
-            right.code(err.bnviz or "nothing", language=None, wrap_lines=True)
-            hint = error_hint(err.torch or err.bnviz)
-            if hint:
-                st.info(hint)
-            return
-        failing = [q.name for q in report.quantities if not q.ok]
-        dtype = report.config.dtype
-        if not failing:
-            st.markdown(
-                f"### **match** — bnviz agrees with torch on every quantity ({dtype}: rtol={report.rtol:g}, "
-                f"atol={report.atol:g}, or closer to the float64 truth than torch)"
-            )
-        else:
-            st.markdown(f"### **mismatch** — outside {dtype} tolerance: {', '.join(failing)}")
+def proof_section(report: Report) -> None:
+    st.subheader("Proof: bnviz against torch")
+    st.markdown(markdown_table([quantity_cells(q) for q in report.quantities]))
+    if report.config.dtype != "float64":
+        st.markdown(markdown_table([truth_cells(q) for q in report.quantities if not q.absent]))
+    st.caption(
+        f"{E_NOTATION} max abs diff is the largest |bnviz − torch| over the values. A quantity agrees when it is "
+        f"within {report.config.dtype}'s tolerance of torch (rtol={report.rtol:g}, atol={report.atol:g}), or when "
+        "bnviz is at least as close as torch to a float64 run of the same values (the second table)."
+    )
 
 
-def parity_table(report: Report) -> None:
-    def sci(v: float | None) -> str:
-        return "—" if v is None else f"{v:.2e}"
-
-    rows = [
-        {
-            "quantity": q.name,
-            "max |bnviz − torch|": sci(q.max_abs),
-            "max relative": sci(q.max_rel),
-            "bit-exact": f"{q.exact_fraction:.0%}",
-            "bnviz error vs float64": sci(q.err_bnviz),
-            "torch error vs float64": sci(q.err_torch),
-            "agrees": "yes" if q.ok else "NO",
-        }
-        for q in report.quantities
-    ]
-    st.dataframe(rows, hide_index=True, width="stretch")
-
-
-def axes_section(report: Report) -> None:
-    st.subheader("Which axes are reduced")
+def teach_section(report: Report, figures: dict, channel: int) -> None:
+    """What batch norm does to this tensor: the picture next to one channel's numbers."""
     config = report.config
-    st.markdown(reduced_axes(config))
-    st.caption(mode_note(config))
-    if report.channels.get("mean"):
-        count = len(report.channels["mean"])
-        channel = st.number_input("Channel", 0, count - 1, 0, key="channel") if count > 1 else 0
-        st.table(channel_table(report, int(channel)))
+    st.subheader("What batch norm does to this tensor")
+    left, right = st.columns([3, 2], gap="medium")
+    with left:
+        chart(figures["cube"], "chart-cube")
+        chart(figures["cells"], "chart-cells", "No cells to draw: the batch is empty.")
+        note = cells_note(report.cells) if report.cells else ""
+        st.caption(
+            "Each coloured block shares one mean and one variance; hover a cell for its value and its group's "
+            "statistics. " + note
+        )
+    with right:
+        st.markdown(reduced_axes(config))
+        st.table(channel_rows(report, channel), hide_index=True)
+        st.caption(mode_note(config))
+    for note in (precision_warning(report), empty_note(report)):
+        if note:
+            st.warning(note)
+
+
+def modes_section(report: Report, figures: dict, channel: int) -> None:
+    """The same batch in train and in eval mode, and what torch.no_grad() does and does not do."""
+    st.subheader("Train mode and eval mode on this batch")
+    left, right = st.columns([3, 2], gap="medium")
+    with left:
+        chart(figures["modes"], "chart-modes", "Nothing to draw: an empty batch has no values.")
+    with right:
+        modes = report.modes
+        st.markdown(modes_text(report, channel))
+        ng = modes["no_grad"]
+        if ng["running_mean_before"] is not None and not modes["errors"]["train"] and channel < len(
+            ng["running_mean_before"]
+        ):
+            st.markdown(
+                f"`torch.no_grad()` does not switch modes: in train mode under no_grad the output is still the "
+                f"train-mode one, and running_mean of channel {channel} still moves "
+                f"{ng['running_mean_before'][channel]:.6g} → {ng['running_mean_after'][channel]:.6g} "
+                f"(num_batches_tracked {ng['num_batches_tracked_before']} → {ng['num_batches_tracked_after']}). "
+                "Only `.eval()` switches to the running statistics."
+            )
+
+
+def error_section(report: Report) -> None:
+    """Both sides raised: the message, where, a true hint, and for a features-last tensor the fix."""
+    err, config = report.error, report.config
+    assert err is not None
+    if err.agree:
+        st.markdown(f"**torch and bnviz both refuse this input**, {err.stage}:")
+        st.code(err.torch or "", language=None, wrap_lines=True)
+    else:
+        left, right = st.columns(2)
+        left.caption("torch raised")
+        left.code(err.torch or "nothing", language=None, wrap_lines=True)
+        right.caption("bnviz raised")
+        right.code(err.bnviz or "nothing", language=None, wrap_lines=True)
+    hint = error_hint(report)
+    if hint:
+        st.info(hint)
+    if config.features_last:
+        fixed = config.channels_first()
+        st.subheader("The fix, side by side")
+        left, right = st.columns(2, gap="medium")
+        with left:
+            st.markdown(f"**Permute to (N, C, L) first**: `x.permute(0, 2, 1)`, BatchNorm1d({config.num_features}), "
+                        "then permute back. Same values, features on dim 1:")  # fmt: skip
+            reason = refusal(fixed)
+            if reason:
+                st.caption(f"Not run: {reason}.")
+            else:
+                fixed_report = cached_report(fixed)
+                verdict_badge(fixed_report.verdict, "bnviz against torch on the permuted tensor", key="verdict-fix")
+                st.page_link("app_pages/layer.py", label="Open the permuted view", query_params=LAYER.to_query(fixed))
+        with right:
+            st.markdown(
+                "**Or normalize each position over its features** — LayerNorm(C), what a transformer uses. It needs "
+                "no batch statistics at all; the normalization family compares it with batch norm."
+            )
 
 
 def main() -> None:
-    init_from_url()
-    values = sidebar()
-    config, typed_warnings = parse_query(values)
-    query = to_query(config)
-    if st.query_params.to_dict() != query:  # the URL follows the view; unchanged, nothing is sent
-        st.query_params.from_dict(query)
+    init_widgets("layer", LAYER, Config(), KINDS)
+    init_widgets("layer.focus", FOCUS, Focus(), {"channel": "int"})
+    sidebar()
+    config, warnings = read_view("layer", LAYER, Config())
+    focus, focus_warnings = read_view("layer.focus", FOCUS, Focus())
 
-    st.title("bnviz — batch norm from scratch, next to torch")
+    st.title("Batch norm, from scratch, next to torch")
     st.caption(
-        "bnviz's own forward and backward (no torch normalization kernel) run beside torch's layer on the "
-        "same batches. Every control is in the URL: copy it to share this exact view."
+        "bnviz's own forward and backward (no torch normalization kernel) run beside torch's layer on the same "
+        "batches. Every control is in the URL: copy it to share this exact view."
     )
-    # The link's refused values are reported until the reader changes the view.
-    url_warnings = st.session_state["url_warnings"] if config == st.session_state["url_config"] else []
-    for warning in url_warnings + typed_warnings:
+    if config != st.session_state["layer.url_config"]:  # the link's warnings go once the view changes
+        focus_warnings = []
+    for warning in warnings + focus_warnings:
         st.warning(warning)
 
     reason = refusal(config)
     if reason is not None:
+        write_url({**LAYER.to_query(config), **FOCUS.to_query(focus)})
         st.error(f"Not run: {reason}.")
         return
     report = cached_report(config)
-    verdict(report)
+    count = min(report.config.num_features, PLOT_CHANNELS) if report.error is None else 0
+    channel = min(focus.channel, max(count - 1, 0))
+    write_url({**LAYER.to_query(config), **FOCUS.to_query(replace(focus, channel=channel))})
+
     if report.error is not None:
+        agree = report.error.agree
+        detail = "bnviz raises torch's error, word for word." if agree else "The two sides raise different errors."
+        verdict_badge(report.verdict, detail, refused=agree)
+        error_section(report)
         st.subheader("Code")
         st.code(code_snippet(config), language="python")
         return
-    parity_table(report)
-    axes_section(report)
-    figures = cached_figures(config)
-    for name, title in (
-        ("distributions", "Distributions"),
-        ("running", "Running statistics"),
-        ("gradients", "Gradients"),
-        ("differences", "Differences from torch"),
-    ):
-        st.subheader(title)
-        if figures[name]["data"]:
-            st.plotly_chart(figures[name], key=f"chart-{name}", width="stretch", config={"displaylogo": False})
-        else:
-            st.caption("Nothing to draw: with track_running_stats=False there are no running statistics.")
+    failing = [q.name for q in report.quantities if not q.ok]
+    verdict_badge(
+        report.verdict,
+        f"bnviz agrees with torch on every quantity ({config.dtype}) — the proof is below."
+        if not failing
+        else f"outside {config.dtype} tolerance: {', '.join(failing)}",
+    )
+    if count > 1:
+        st.session_state["channel"] = channel
+        st.segmented_control("Channel in focus", list(range(count)), key="channel", required=True,
+                             format_func=lambda c: f"c={c}")  # fmt: skip
+    figures = cached_figures(config, channel)
+    teach_section(report, figures, channel)
+    modes_section(report, figures, channel)
+    nothing = "Nothing to draw: an empty batch has no values." if not config.numel else "Nothing to draw."
+    st.subheader("Distributions")
+    chart(figures["distributions"], "chart-distributions", nothing)
+    st.subheader("Running statistics")
+    st.caption(f"Channel {channel}: bnviz the red line, torch the blue circles, the population value dashed; the "
+               "other channels in grey. Step 0 is the initial state, the last step the displayed batch.")  # fmt: skip
+    chart(figures["running"], "chart-running", "Nothing to draw: with track_running_stats=False there are no running "
+          "statistics.")  # fmt: skip
+    st.subheader("Gradients")
+    st.caption("Backpropagated from the same fixed random upstream gradient on both sides.")
+    chart(figures["gradients"], "chart-gradients", nothing)
+    proof_section(report)
+    st.subheader("Differences from torch")
+    chart(figures["differences"], "chart-differences")
+    st.caption(bit_exact_note(report))
     st.subheader("Code")
-    st.caption("A script that reproduces this comparison:")
+    st.caption("A standalone script (torch and bnviz only) that reruns this comparison and prints the table's numbers:")
     st.code(code_snippet(config), language="python")
     performance_section(config)
 

@@ -102,11 +102,18 @@ def chromium() -> Iterator[Any]:
             browser.close()
 
 
-def query_of(view: str) -> str:
-    """The query string of ``view``: a full URL, ``?a=b&…`` or ``a=b&…``."""
+def split_view(view: str) -> tuple[str, str]:
+    """``(page path, query string)`` of ``view``: a full URL, ``network?a=b``, ``?a=b&…`` or
+    ``a=b&…`` (a bare query is the layer page at ``/``)."""
     if "://" in view:
-        return urlsplit(view).query
-    return view.lstrip("?")
+        parts = urlsplit(view)
+        return parts.path.strip("/"), parts.query
+    if "?" in view:
+        path, query = view.split("?", 1)
+        return path.strip("/"), query
+    if "=" in view or not view:
+        return "", view
+    return view.strip("/"), ""
 
 
 NOT_RUNNING = '[data-testid="stApp"][data-test-script-state="notRunning"]'
@@ -129,7 +136,8 @@ def wait_until_drawn(page: Any, timeout_ms: float = 60_000) -> None:
 def open_view(page: Any, base: str, view: str) -> None:
     """Open ``view`` and wait until it is drawn, with the window as tall as the page (a screenshot
     of Streamlit's scrolling main area shows only what is inside the window)."""
-    page.goto(f"{base}/?{query_of(view)}")
+    path, query = split_view(view)
+    page.goto(f"{base}/{path}?{query}")
     wait_until_drawn(page)
     height = page.evaluate("() => document.querySelector('[data-testid=\"stMainBlockContainer\"]').scrollHeight")
     if height + 100 > page.viewport_size["height"]:
@@ -164,7 +172,8 @@ def screenshot_section(page: Any, path: str | Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bnviz.shots", description=__doc__.splitlines()[0])
-    parser.add_argument("view", help='a query string ("layer=BatchNorm1d&shape=32,4") or a full app URL')
+    parser.add_argument("view", help='a page and query ("network?steps=5", "layer=BatchNorm1d&shape=32,4" for the '
+                        'layer page at /) or a full app URL')
     parser.add_argument("out", help="the PNG to write")
     parser.add_argument("--full", action="store_true", help="the whole window, sidebar included")
     parser.add_argument("--max-height", type=int, help="keep only the top N pixels of the main area")
@@ -185,3 +194,58 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+LAYOUT_PROBLEMS = """() => {
+    const problems = [];
+    const r = el => el.getBoundingClientRect();
+    const overlap = (a, b) => Math.min(a.right, b.right) - Math.max(a.left, b.left) > 2
+        && Math.min(a.bottom, b.bottom) - Math.max(a.top, b.top) > 2;
+    const root = document.documentElement;
+    if (root.scrollWidth > window.innerWidth + 1) problems.push(`page is ${root.scrollWidth}px wide`);
+    document.querySelectorAll('[data-testid="stMainBlockContainer"] table').forEach((t, i) => {
+        const box = t.parentElement.getBoundingClientRect();
+        if (r(t).right > box.right + 1 || t.scrollWidth > t.clientWidth + 1) problems.push(`table ${i} is clipped`);
+    });
+    document.querySelectorAll('[data-testid="stPlotlyChart"] .js-plotly-plot').forEach((plot, i) => {
+        const name = (plot.querySelector('.gtitle') || {}).textContent || `chart ${i}`;
+        const box = r(plot.querySelector('.main-svg'));
+        const texts = [...plot.querySelectorAll(
+            '.infolayer .gtitle, .infolayer [class$="title"] text, .infolayer g.legend, .infolayer g.annotation')]
+            .filter(el => r(el).width > 0);
+        for (const el of texts) {
+            const b = r(el);
+            if (b.left < box.left - 1 || b.right > box.right + 1 || b.top < box.top - 1 || b.bottom > box.bottom + 1)
+                problems.push(`${name}: "${el.textContent.slice(0, 40)}" is clipped`);
+        }
+        for (let a = 0; a < texts.length; a++) for (let b = a + 1; b < texts.length; b++) {
+            if (texts[a].contains(texts[b]) || texts[b].contains(texts[a])) continue;
+            const [ta, tb] = [texts[a].textContent.slice(0, 30), texts[b].textContent.slice(0, 30)];
+            if (overlap(r(texts[a]), r(texts[b]))) problems.push(`${name}: "${ta}" overlaps "${tb}"`);
+        }
+    });
+    return problems;
+}"""
+
+
+def layout_problems(page: Any) -> list[str]:
+    """What overlaps or is clipped on the page as drawn: chart titles, axis titles, legends and
+    annotations against each other and their chart's edges; tables wider than their column."""
+    return page.evaluate(LAYOUT_PROBLEMS)
+
+
+VERDICT_TEXT = """(selector) => {
+    const box = document.querySelector(selector);
+    if (!box) return null;
+    const copy = box.cloneNode(true);
+    copy.querySelectorAll('[role="img"][aria-label$=" icon"]').forEach(icon => icon.remove());
+    document.body.appendChild(copy);
+    const text = copy.innerText.trim();
+    copy.remove();
+    return text;
+}"""
+
+
+def verdict_text(page: Any, key: str = "verdict") -> str | None:
+    """The words of a page's verdict badge and its detail line, without the badge's icon."""
+    return page.evaluate(VERDICT_TEXT, f".st-key-{key}")

@@ -23,7 +23,7 @@ from urllib.parse import urlencode
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bnviz.shots import CHROMIUM, CHROMIUM_ARGS, DRAWN, NOT_RUNNING, VIEWPORT, serve_app
+from bnviz.shots import CHROMIUM, CHROMIUM_ARGS, DRAWN, NOT_RUNNING, VERDICT_TEXT, VIEWPORT, serve_app
 
 LINKS = [
     "layer=BatchNorm1d&shape=32,4",
@@ -82,9 +82,9 @@ async def record(page, link: str, stats: dict, index: int) -> None:
     stats["loads"] += 1
     if await page.locator('[data-testid="stException"]').count():
         stats["errors"].append(f"page {index}: an exception is shown for {link}")
-    verdict = page.locator(".st-key-verdict")
-    if await verdict.count():
-        stats["verdicts"][(await verdict.inner_text()).split(" ", 1)[0]] += 1
+    words = await page.evaluate(VERDICT_TEXT, ".st-key-verdict")
+    if words:
+        stats["verdicts"][words.split("\n", 1)[0]] += 1
     elif await page.locator('[data-testid="stAlertContentError"]').count():
         stats["verdicts"]["refused"] += 1
     else:

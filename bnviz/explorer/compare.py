@@ -8,8 +8,9 @@ cached and shared between users; no live module ever leaves this file.
 
 from __future__ import annotations
 
+import copy
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -18,16 +19,21 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import bnviz
+from bnviz.autograd import reduce_dims
+from bnviz.explorer import picture
 from bnviz.explorer.data import DISTRIBUTIONS, population_stats, sample_batch
 from bnviz.explorer.parity import Diff, diff, sum_tolerance, tolerance
+from bnviz.explorer.picture import Cells
 
 LAYERS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNorm")
 MODES = ("train", "eval")
+LAYOUTS = ("channels-first", "features-last")
 DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEVICES = ("cpu", "cuda")
 MAX_ELEMENTS = 2_000_000  # per batch
 MAX_STEPS = 100
-MAX_WORK = 16_000_000  # elements × (steps + 1): bounds the time of one comparison (3 sides)
+MAX_WORK = 16_000_000  # values of every batch together: bounds the time of one comparison (3 sides)
+MAX_TRAIN_BATCH = 4096
 MAX_RANK = 8
 PLOT_CHANNELS = 8  # channels drawn in the per-channel plots
 BINS = 40
@@ -72,10 +78,21 @@ class Config:
     dist: str = "normal"
     seed: int = 0
     steps: int = 5
+    train_batch: int = 8
+    layout: str = "channels-first"
+
+    @property
+    def features_last(self) -> bool:
+        """The shape lists its features last, ``(N, L…, C)``, as a transformer's tensors do."""
+        return self.layout == "features-last" and len(self.shape) >= 3
 
     @property
     def num_features(self) -> int:
-        """C: dim 1 of the shape (dim 0 for a rank-1 shape, so torch gets to reject the rank)."""
+        """C: dim 1 of the shape — the last dim for a features-last layout (the layer is built for
+        the features, and torch then checks them against dim 1) — and dim 0 for a rank-1 shape, so
+        that torch gets to reject the rank."""
+        if self.features_last:
+            return self.shape[-1]
         if len(self.shape) >= 2:
             return self.shape[1]
         return self.shape[0] if self.shape else 1
@@ -83,6 +100,23 @@ class Config:
     @property
     def numel(self) -> int:
         return math.prod(self.shape)
+
+    @property
+    def train_shape(self) -> tuple[int, ...]:
+        """The shape of the training batches before the displayed one: ``train_batch`` samples."""
+        return (self.train_batch, *self.shape[1:]) if len(self.shape) >= 2 else self.shape
+
+    @property
+    def work(self) -> int:
+        """Values processed: every training batch and the displayed one."""
+        return math.prod(self.train_shape) * self.steps + self.numel
+
+    def channels_first(self) -> Config:
+        """The same view with the features moved to dim 1: the fix for a features-last tensor."""
+        if not self.features_last:
+            return self
+        s = self.shape
+        return replace(self, shape=(s[0], s[-1], *s[1:-1]), layout="channels-first")
 
 
 def refusal(config: Config) -> str | None:
@@ -99,11 +133,17 @@ def refusal(config: Config) -> str | None:
         (not 1 <= len(config.shape) <= MAX_RANK, f"the shape needs 1 to {MAX_RANK} dimensions"),
         (any(d < 0 for d in config.shape), "dimensions cannot be negative"),
         (config.numel > MAX_ELEMENTS, f"{config.numel:,} elements is over the limit of {MAX_ELEMENTS:,} per batch"),
+        (config.layout not in LAYOUTS, f"layout must be {' or '.join(LAYOUTS)}"),
         (not 0 <= config.steps <= MAX_STEPS, f"steps must be between 0 and {MAX_STEPS}"),
+        (not 1 <= config.train_batch <= MAX_TRAIN_BATCH, f"the training batch size is 1 to {MAX_TRAIN_BATCH:,}"),
         (
-            config.numel * (config.steps + 1) > MAX_WORK,
-            f"{config.numel:,} elements × {config.steps + 1} batches is over the limit of {MAX_WORK:,}; "
-            "use fewer steps or a smaller shape",
+            math.prod(config.train_shape) > MAX_ELEMENTS,
+            f"training batches of {math.prod(config.train_shape):,} elements are over the limit of {MAX_ELEMENTS:,}",
+        ),
+        (
+            config.work > MAX_WORK,
+            f"{config.steps} training batches and the displayed one hold {config.work:,} elements, over the limit "
+            f"of {MAX_WORK:,}; use fewer steps or a smaller shape",
         ),
         (
             config.device == "cuda" and not torch.cuda.is_available(),
@@ -129,6 +169,7 @@ class Quantity:
     exact_fraction: float  # share of elements that agree bit for bit
     err_bnviz: float | None = None
     err_torch: float | None = None
+    absent: str | None = None  # why neither side has this quantity ("not tracked", …), or None
 
     @property
     def ok(self) -> bool:
@@ -162,6 +203,8 @@ class Report:
     history: dict[str, Any] = field(default_factory=dict)
     channels: dict[str, Any] = field(default_factory=dict)
     histograms: dict[str, Any] = field(default_factory=dict)
+    modes: dict[str, Any] = field(default_factory=dict)
+    cells: Cells | None = None
 
     @property
     def verdict(self) -> str:
@@ -203,10 +246,19 @@ def _state(m: nn.Module) -> dict[str, Tensor | None]:
 def _snapshot(m: nn.Module) -> dict[str, list[float] | int | None]:
     s = _state(m)
     return {
-        "running_mean": None if s["running_mean"] is None else s["running_mean"][:PLOT_CHANNELS].double().tolist(),
-        "running_var": None if s["running_var"] is None else s["running_var"][:PLOT_CHANNELS].double().tolist(),
-        "num_batches_tracked": None if s["num_batches_tracked"] is None else int(s["num_batches_tracked"]),
+        "running_mean": _first(s["running_mean"], PLOT_CHANNELS),
+        "running_var": _first(s["running_var"], PLOT_CHANNELS),
+        "num_batches_tracked": _count(s["num_batches_tracked"]),
     }
+
+
+def _first(t: Tensor | None, k: int = 64) -> list[float] | None:
+    """The first ``k`` values as float64 numbers (what the tables show)."""
+    return None if t is None else t[:k].double().cpu().tolist()
+
+
+def _count(t: Tensor | None) -> int | None:
+    return None if t is None else int(t)
 
 
 def _histogram(values: np.ndarray, edges: np.ndarray) -> list[int]:
@@ -297,28 +349,98 @@ def _max_err(a: Tensor | None, truth: Tensor | None) -> float | None:
 
 
 def _compare(
-    name: str, a: Tensor | None, b: Tensor | None, truth: Tensor | None, rtol: float, atol: float | Tensor | None
+    name: str,
+    a: Tensor | None,
+    b: Tensor | None,
+    truth: Tensor | None,
+    rtol: float,
+    atol: float | Tensor | None,
+    absent: str | None = None,
 ) -> Quantity:
+    """``absent`` names why the quantity may not exist; it is kept when neither side has it."""
     atol = 0.0 if atol is None else atol
+    absent = absent if a is None and b is None else None
     d: Diff = diff(a, b, rtol, atol)
     exact = 1.0
     if a is not None and b is not None and a.shape == b.shape and a.numel():
         exact = float((a.detach() == b.detach()).float().mean())
-    return Quantity(name, d.max_abs, d.max_rel, d.ok, exact, _max_err(a, truth), _max_err(b, truth))
+    return Quantity(name, d.max_abs, d.max_rel, d.ok, exact, _max_err(a, truth), _max_err(b, truth), absent)
 
 
-def _run_side(module: nn.Module, config: Config, batches: list[Tensor], upstream: Tensor, record: list) -> dict:
-    """Train on ``batches[:-1]``, then run the displayed batch in the chosen mode and backpropagate."""
+def config_batches(config: Config, dtype: torch.dtype | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
+    """The training batches, the displayed batch and the fixed upstream gradient of ``config``.
+
+    Batch ``step`` of the seeded stream (see ``sample_batch``); the training batches hold
+    ``train_batch`` samples. A features-last view draws the same values channels-first and moves
+    the features to the end, so its fix (``config.channels_first()``) sees exactly these values.
+    """
+    dtype = dtype or DTYPES[config.dtype]
+    first = config.channels_first()
+
+    def batch(shape: tuple[int, ...], dist: str, seed: int, step: int) -> Tensor:
+        x = sample_batch(dist, shape, seed, step, dtype, config.device)
+        return x.movedim(1, -1) if config.features_last else x
+
+    training = [batch(first.train_shape, config.dist, config.seed, step) for step in range(config.steps)]
+    shown = batch(first.shape, config.dist, config.seed, config.steps)
+    return training, shown, batch(first.shape, "normal", config.seed + 7919, 0)
+
+
+def _stage(config: Config, step: int | None) -> str:
+    """Where a run raised, in words: a training step (with its batch size) or the displayed batch."""
+    if step is None:
+        n = config.shape[0] if config.shape else 0
+        return f"at the displayed batch ({config.mode} mode, batch of {n})"
+    return f"at training step {step + 1} of {config.steps} (train mode, batch of {config.train_shape[0]})"
+
+
+class SideError(Exception):
+    """An exception of one side, with where it happened."""
+
+    def __init__(self, exc: BaseException, stage: str) -> None:
+        super().__init__(_format_error(exc))
+        self.stage = stage
+
+
+def _probe_modes(module: nn.Module, x: Tensor) -> dict[str, Any]:
+    """The same batch, from the same state, in train mode and in eval mode — both under
+    ``torch.no_grad()`` — and what the train-mode call did to the running statistics (no_grad does
+    not stop the update: only ``.eval()`` switches to the running statistics)."""
+    out: dict[str, Any] = {}
+    for mode in ("train", "eval"):
+        probe = copy.deepcopy(module).train(mode == "train")
+        try:
+            with torch.no_grad():
+                out[mode] = probe(x)
+        except Exception as exc:  # e.g. a batch of one in train mode: eval still works
+            out[mode] = _format_error(exc)
+        if mode == "train":
+            out["after_no_grad"] = _state(probe)
+    return out
+
+
+def _run_side(
+    module: nn.Module, config: Config, training: list[Tensor], shown: Tensor, upstream: Tensor, record: list
+) -> dict:
+    """Train on the ``training`` batches, then run the displayed batch in the chosen mode and
+    backpropagate. ``record`` gets the running statistics before the first step and after each."""
     module.train()
-    for x in batches[:-1]:
-        with torch.no_grad():
-            module(x)
+    record.append(_snapshot(module))
+    for step, x in enumerate(training):
+        try:
+            with torch.no_grad():
+                module(x)
+        except Exception as exc:
+            raise SideError(exc, _stage(config, step)) from exc
         record.append(_snapshot(module))
-    before = _state(module)
-    before = {k: None if v is None else v.clone() for k, v in before.items()}
+    before = {k: None if v is None else v.clone() for k, v in _state(module).items()}
+    probes = _probe_modes(module, shown)
     module.train(config.mode == "train")
-    x = batches[-1].clone().requires_grad_()
-    y = module(x)
+    x = shown.clone().requires_grad_()
+    try:
+        y = module(x)
+    except Exception as exc:
+        raise SideError(exc, _stage(config, None)) from exc
     params = [p for p in (module.weight, module.bias) if p is not None]
     grads = torch.autograd.grad(y, [x, *params], upstream.to(y.dtype)) if y.numel() or params else (None,)
     record.append(_snapshot(module))
@@ -329,6 +451,7 @@ def _run_side(module: nn.Module, config: Config, batches: list[Tensor], upstream
         "grad_weight": grads[1] if len(grads) > 1 else None,
         "grad_bias": grads[2] if len(grads) > 2 else None,
         "before": before,
+        "probes": probes,
         **_state(module),
     }
 
@@ -336,30 +459,31 @@ def _run_side(module: nn.Module, config: Config, batches: list[Tensor], upstream
 def run_comparison(config: Config) -> Report:
     """Run ``config`` on both sides and report every difference; never raises for bad set-ups.
 
-    A set-up that makes either side raise is reported as an ``ErrorReport`` with both messages.
+    A set-up that makes either side raise is reported as an ``ErrorReport`` with both messages
+    and where they were raised.
     """
     reason = refusal(config)
     if reason is not None:
         raise ValueError(reason)
     dtype = DTYPES[config.dtype]
     rtol, atol = tolerance(dtype)
-    batches = [
-        sample_batch(config.dist, config.shape, config.seed, step, dtype, config.device)
-        for step in range(config.steps + 1)
-    ]
-    upstream = sample_batch("normal", config.shape, config.seed + 7919, 0, dtype, config.device)
-    sides, records, errors = {}, {"bnviz": [], "torch": []}, {}
+    training, shown, upstream = config_batches(config)
+    sides, records, errors, stages = {}, {"bnviz": [], "torch": []}, {}, {}
     for name in ("bnviz", "torch"):
         try:
-            sides[name] = _run_side(make_module(config, name), config, batches, upstream, records[name])
-        except Exception as exc:  # reported to the user, side by side
-            errors[name] = _format_error(exc)
+            sides[name] = _run_side(make_module(config, name), config, training, shown, upstream, records[name])
+        except SideError as exc:  # reported to the user, side by side
+            errors[name], stages[name] = str(exc), exc.stage
+        except Exception as exc:  # raised while building the layer
+            errors[name], stages[name] = _format_error(exc), "while building the layer"
     if errors:
-        stage = f"after {len(records['torch'])} of {config.steps} training steps" if records["torch"] else "setup"
+        stage = stages.get("torch") or stages["bnviz"]
         return Report(config, rtol, atol, error=ErrorReport(errors.get("bnviz"), errors.get("torch"), stage))
     truth: dict[str, Any] = {}
     if dtype != torch.float64:  # the same (rounded) values through torch in float64
-        truth = _run_side(make_module(config, "truth"), config, [t.double() for t in batches], upstream.double(), [])
+        truth = _run_side(
+            make_module(config, "truth"), config, [t.double() for t in training], shown.double(), upstream.double(), []
+        )
 
     a, b = sides["bnviz"], sides["torch"]
     g = upstream.double()
@@ -367,11 +491,12 @@ def run_comparison(config: Config) -> Report:
     if b["x"].numel():  # an error-free set-up has rank ≥ 2
         x_hat, inv_std = _normalized(b["x"], config.eps)
     t = truth.get
+    untracked = "not tracked"
     quantities = (
         _compare("output", a["y"], b["y"], t("y"), rtol, atol),
-        _compare("running_mean", a["running_mean"], b["running_mean"], t("running_mean"), rtol, atol),
-        _compare("running_var", a["running_var"], b["running_var"], t("running_var"), rtol, atol),
-        _compare("num_batches_tracked", a["num_batches_tracked"], b["num_batches_tracked"], None, 0.0, 0.0),
+        _compare("running_mean", a["running_mean"], b["running_mean"], t("running_mean"), rtol, atol, untracked),
+        _compare("running_var", a["running_var"], b["running_var"], t("running_var"), rtol, atol, untracked),
+        _compare("num_batches_tracked", a["num_batches_tracked"], b["num_batches_tracked"], None, 0.0, 0.0, untracked),
         _compare(
             "grad input",
             a["grad_input"],
@@ -389,8 +514,12 @@ def run_comparison(config: Config) -> Report:
             t("grad_weight"),
             rtol,
             None if x_hat is None or a["grad_weight"] is None else sum_tolerance(g * x_hat, rtol, atol),
+            "no weight",
         ),
-        _compare("grad bias", a["grad_bias"], b["grad_bias"], t("grad_bias"), rtol, sum_tolerance(g, rtol, atol)),
+        _compare(
+            "grad bias", a["grad_bias"], b["grad_bias"], t("grad_bias"), rtol, sum_tolerance(g, rtol, atol),
+            "no bias",
+        ),
     )
     pop_mean, pop_var = population_stats(config.num_features, config.dist)
     history = {
@@ -420,36 +549,83 @@ def run_comparison(config: Config) -> Report:
             if a[k] is not None
         },
     }
-    return Report(config, rtol, atol, quantities, None, history, _channel_stats(config, a), histograms)
+    cells = picture.cells(a["x"], picture.Grouping(tuple(a["x"].shape), tuple(reduce_dims(a["x"]))))
+    return Report(
+        config, rtol, atol, quantities, None, history, _channel_stats(a), histograms, _modes(a, b, rtol), cells
+    )
 
 
-def _channel_stats(config: Config, side: dict[str, Any]) -> dict[str, Any]:
-    """Per-channel numbers of the displayed batch for the "which axes are reduced" panel (float64)."""
+def _channel_stats(side: dict[str, Any]) -> dict[str, Any]:
+    """Per-channel numbers of the displayed batch for the "what batch norm does" panel (float64)."""
     x = side["x"].double()
     if x.dim() < 2:
         return {}
-    dims = [0, *range(2, x.dim())]
+    dims = reduce_dims(x)
     n = x.numel() // max(x.size(1), 1)
-    k = min(x.size(1), 64)
-    var_b, mean = torch.var_mean(x, dims, correction=0) if n else (torch.zeros(x.size(1)),) * 2
-    var_u = var_b * n / (n - 1) if n > 1 else torch.full_like(var_b, float("nan"))
+    nan = torch.full((x.size(1),), float("nan"), dtype=torch.float64)
+    var_b, mean = torch.var_mean(x, dims, correction=0) if n else (nan, nan)
+    var_u = var_b * n / (n - 1) if n > 1 else nan
     # What a home-made one-pass variance gives in float32: E[x²] − E[x]² (cancellation).
     x32 = side["x"].float()
-    var_naive = (x32 * x32).mean(dims) - x32.mean(dims) ** 2 if n else var_b
-
-    def first(t: Tensor | None) -> list[float] | None:
-        return None if t is None else t[:k].double().cpu().tolist()
-
+    var_naive = (x32 * x32).mean(dims) - x32.mean(dims) ** 2 if n else nan
+    # How many different values each channel's input holds (a float16 input at 10⁴ holds few)
+    distinct = [int(side["x"].select(1, c).unique().numel()) for c in range(min(x.size(1), PLOT_CHANNELS))]
     return {
         "reduced_dims": dims,
         "n": n,
-        "mean": first(mean),
-        "var_biased": first(var_b),
-        "var_unbiased": first(var_u),
-        "var_naive_f32": first(var_naive),
-        "running_mean_before": first(side["before"]["running_mean"]),
-        "running_var_before": first(side["before"]["running_var"]),
-        "running_mean_after": first(side["running_mean"]),
-        "running_var_after": first(side["running_var"]),
-        "num_batches_tracked": None if side["num_batches_tracked"] is None else int(side["num_batches_tracked"]),
+        "mean": _first(mean),
+        "var_biased": _first(var_b),
+        "var_unbiased": _first(var_u),
+        "var_naive_f32": _first(var_naive),
+        "distinct": distinct,
+        "running_mean_before": _first(side["before"]["running_mean"]),
+        "running_var_before": _first(side["before"]["running_var"]),
+        "running_mean_after": _first(side["running_mean"]),
+        "running_var_after": _first(side["running_var"]),
+        "num_batches_tracked_before": _count(side["before"]["num_batches_tracked"]),
+        "num_batches_tracked": _count(side["num_batches_tracked"]),
+    }
+
+
+def _modes(a: dict[str, Any], b: dict[str, Any], rtol: float) -> dict[str, Any]:
+    """The displayed batch in train mode and in eval mode, from the same state, per channel:
+    pre-binned outputs with their mean and standard deviation, and what ``torch.no_grad()`` in
+    train mode did to the running statistics. ``agree``: bnviz's probes equal torch's."""
+    pa, pb = a["probes"], b["probes"]
+    agree = True
+    for m in ("train", "eval"):
+        if isinstance(pa[m], Tensor) and isinstance(pb[m], Tensor):
+            agree &= diff(pa[m], pb[m], rtol, 10 * rtol).ok
+        else:
+            agree &= pa[m] == pb[m] if isinstance(pa[m], str) else False
+    for key in ("running_mean", "running_var"):
+        agree &= diff(pa["after_no_grad"][key], pb["after_no_grad"][key], rtol, 10 * rtol).ok
+    outputs = {m: pa[m].double() for m in ("train", "eval") if isinstance(pa[m], Tensor)}
+    x = a["x"]
+    channels = []
+    for c in range(min(x.size(1), PLOT_CHANNELS) if x.dim() >= 2 else 0):
+        values = {m: y.select(1, c).reshape(-1) for m, y in outputs.items()}
+        values = {m: v[v.isfinite()].cpu() for m, v in values.items()}
+        if not values or any(v.numel() == 0 for v in values.values()):
+            continue
+        lo, hi = min(float(v.min()) for v in values.values()), max(float(v.max()) for v in values.values())
+        edges = np.linspace(lo, hi if hi > lo else lo + 1, BINS + 1)
+        entry: dict[str, Any] = {"channel": c, "edges": edges.tolist()}
+        for m, v in values.items():
+            entry[m] = _histogram(v.numpy(), edges)
+            entry[f"{m}_mean"], entry[f"{m}_std"] = float(v.mean()), float(v.std(correction=0))
+        channels.append(entry)
+    after = pa["after_no_grad"]
+    return {
+        "errors": {m: pa[m] if isinstance(pa[m], str) else None for m in ("train", "eval")},
+        "channels": channels,
+        "no_grad": {
+            "running_mean_before": _first(a["before"]["running_mean"]),
+            "running_mean_after": _first(after["running_mean"]),
+            "running_var_before": _first(a["before"]["running_var"]),
+            "running_var_after": _first(after["running_var"]),
+            "num_batches_tracked_before": _count(a["before"]["num_batches_tracked"]),
+            "num_batches_tracked_after": _count(after["num_batches_tracked"]),
+        },
+        "agree": bool(agree),
     }

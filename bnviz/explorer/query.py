@@ -1,8 +1,9 @@
-"""The URL query string ⇄ ``Config``: every control of the app under a short name.
+"""The URL query string ⇄ a page's frozen config: every control under a short name.
 
-``parse_query`` never raises: a malformed or hostile value falls back to the default and
-yields a warning that quotes it *inertly* (see ``inert``); ``to_query`` writes every field, so a
-link reproduces the view exactly and ``parse_query(to_query(c)) == (c, [])``.
+Each page has a ``QuerySpec``: its config dataclass and one ``Param`` per control (URL name,
+field, parser). ``parse`` never raises: a malformed or hostile value falls back to the default
+and yields a warning that quotes it *inertly* (see ``inert``); ``to_query`` writes every field,
+so a link reproduces the view exactly and ``spec.parse(spec.to_query(c)) == (c, [])``.
 """
 
 from __future__ import annotations
@@ -10,30 +11,17 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import replace
-from typing import Any
+from dataclasses import dataclass, replace
+from typing import Any, Generic, TypeVar
 
-from bnviz.explorer.compare import DEVICES, DTYPES, LAYERS, MAX_RANK, MAX_STEPS, MODES, Config
+from bnviz.explorer import network
+from bnviz.explorer.compare import DEVICES, DTYPES, LAYERS, LAYOUTS, MAX_RANK, MAX_STEPS, MAX_TRAIN_BATCH, MODES, Config
 from bnviz.explorer.data import DISTRIBUTIONS
+from bnviz.explorer.network import NetworkConfig
 
 MAX_VALUE_LENGTH = 100
 MAX_DIM = 100_000_000
-# URL name -> Config field
-FIELD_OF = {
-    "layer": "layer",
-    "shape": "shape",
-    "mode": "mode",
-    "momentum": "momentum",
-    "eps": "eps",
-    "affine": "affine",
-    "track": "track_running_stats",
-    "dtype": "dtype",
-    "device": "device",
-    "dist": "dist",
-    "seed": "seed",
-    "steps": "steps",
-}
-PARAMS = tuple(FIELD_OF)
+T = TypeVar("T")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
@@ -54,7 +42,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return tuple(dims)
 
 
-def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
+def choice(options: tuple[str, ...]) -> Callable[[str], str]:
+    """A parser that accepts exactly one of ``options``."""
+
     def parse(text: str) -> str:
         if text not in options:
             raise ValueError(f"expected one of {', '.join(options)}")
@@ -63,7 +53,9 @@ def _choice(options: tuple[str, ...]) -> Callable[[str], str]:
     return parse
 
 
-def _float_in(lo: float, hi: float, allow_none: bool = False) -> Callable[[str], float | None]:
+def float_in(lo: float, hi: float, allow_none: bool = False) -> Callable[[str], float | None]:
+    """A parser for a finite number in ``[lo, hi]`` (or ``none`` when allowed)."""
+
     def parse(text: str) -> float | None:
         if allow_none and text.strip().lower() == "none":
             return None
@@ -78,36 +70,23 @@ def _float_in(lo: float, hi: float, allow_none: bool = False) -> Callable[[str],
     return parse
 
 
-def _bool(text: str) -> bool:
+def boolean(text: str) -> bool:
+    """``true`` or ``false``."""
     lowered = text.strip().lower()
     if lowered not in ("true", "false"):
         raise ValueError("expected true or false")
     return lowered == "true"
 
 
-def _int_in(lo: int, hi: int) -> Callable[[str], int]:
+def int_in(lo: int, hi: int) -> Callable[[str], int]:
+    """A parser for a whole number in ``[lo, hi]``."""
+
     def parse(text: str) -> int:
         if not re.fullmatch(r"\s*\d{1,10}\s*", text) or not lo <= int(text) <= hi:
-            raise ValueError(f"expected a whole number between {lo} and {hi}")
+            raise ValueError(f"expected a whole number between {lo:,} and {hi:,}")
         return int(text)
 
     return parse
-
-
-PARSERS: dict[str, Callable[[str], Any]] = {
-    "layer": _choice(LAYERS),
-    "shape": parse_shape,
-    "mode": _choice(MODES),
-    "momentum": _float_in(0.0, 1.0, allow_none=True),
-    "eps": _float_in(-1.0, 1.0),
-    "affine": _bool,
-    "track": _bool,
-    "dtype": _choice(tuple(DTYPES)),
-    "device": _choice(DEVICES),
-    "dist": _choice(DISTRIBUTIONS),
-    "seed": _int_in(0, 2**31 - 1),
-    "steps": _int_in(0, MAX_STEPS),
-}
 
 
 def inert(text: str, limit: int = 60) -> str:
@@ -118,43 +97,123 @@ def inert(text: str, limit: int = 60) -> str:
     return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&;=\"'/%^@])", r"\\\1", text)
 
 
-def format_value(name: str, config: Config) -> str:
-    """The URL text of one parameter."""
-    value = getattr(config, FIELD_OF[name])
-    if name == "shape":
+def format_any(value: Any) -> str:
+    """A field's URL text: shapes comma-separated, None as ``none``, booleans lower-case."""
+    if isinstance(value, tuple):
         return ",".join(str(d) for d in value)
-    if name == "momentum" and value is None:
+    if value is None:
         return "none"
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
 
 
-def to_query(config: Config) -> dict[str, str]:
-    """Every parameter of ``config`` as URL text."""
-    return {name: format_value(name, config) for name in PARAMS}
+@dataclass(frozen=True)
+class Param:
+    """One control: its URL name, the config field it sets, and the parser of its URL text."""
+
+    name: str
+    field: str
+    parse: Callable[[str], Any]
+
+
+class QuerySpec(Generic[T]):
+    """The URL of one page: parse a query over a base config, and write a config back."""
+
+    def __init__(self, params: list[Param]) -> None:
+        self.params = {p.name: p for p in params}
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(self.params)
+
+    def format_value(self, name: str, config: T) -> str:
+        """The URL text of one parameter."""
+        return format_any(getattr(config, self.params[name].field))
+
+    def to_query(self, config: T) -> dict[str, str]:
+        """Every parameter of ``config`` as URL text."""
+        return {name: self.format_value(name, config) for name in self.params}
+
+    def parse(self, query: Mapping[str, str | list[str]], base: T) -> tuple[T, list[str]]:
+        """Read the known parameters over ``base``; unknown ones are ignored. Returns the config
+        and one warning per value that was refused (and replaced by the default)."""
+        values: dict[str, Any] = {}
+        warnings: list[str] = []
+        for name, param in self.params.items():
+            if name not in query:
+                continue
+            raw = query[name]
+            text = raw[-1] if isinstance(raw, list) else raw
+            if not isinstance(text, str):
+                text = str(text)
+            default = self.format_value(name, base)
+            try:
+                if len(text) > MAX_VALUE_LENGTH:
+                    raise ValueError(f"longer than {MAX_VALUE_LENGTH} characters")
+                values[param.field] = param.parse(text)
+            except ValueError as exc:
+                warnings.append(
+                    f"Ignored {name}={inert(text)} ({inert(str(exc), 120)}); using {name}={inert(default)}."
+                )
+        return replace(base, **values), warnings  # type: ignore[type-var]
+
+
+LAYER = QuerySpec[Config](
+    [
+        Param("layer", "layer", choice(LAYERS)),
+        Param("shape", "shape", parse_shape),
+        Param("layout", "layout", choice(LAYOUTS)),
+        Param("mode", "mode", choice(MODES)),
+        Param("momentum", "momentum", float_in(0.0, 1.0, allow_none=True)),
+        Param("eps", "eps", float_in(-1.0, 1.0)),
+        Param("affine", "affine", boolean),
+        Param("track", "track_running_stats", boolean),
+        Param("dtype", "dtype", choice(tuple(DTYPES))),
+        Param("device", "device", choice(DEVICES)),
+        Param("dist", "dist", choice(DISTRIBUTIONS)),
+        Param("seed", "seed", int_in(0, 2**31 - 1)),
+        Param("steps", "steps", int_in(0, MAX_STEPS)),
+        Param("train_n", "train_batch", int_in(1, MAX_TRAIN_BATCH)),
+    ]
+)
+PARAMS = LAYER.names
+FIELD_OF = {name: p.field for name, p in LAYER.params.items()}
 
 
 def parse_query(params: Mapping[str, str | list[str]], base: Config | None = None) -> tuple[Config, list[str]]:
-    """Read the known parameters over ``base`` (default: ``Config()``); unknown ones are ignored.
+    """The layer page's config from a query (over ``base``, default ``Config()``), and warnings."""
+    return LAYER.parse(params, base or Config())
 
-    Returns the config and one warning per value that was refused (and replaced by the default).
-    """
-    base = base or Config()
-    values: dict[str, Any] = {}
-    warnings: list[str] = []
-    for name in PARAMS:
-        if name not in params:
-            continue
-        raw = params[name]
-        text = raw[-1] if isinstance(raw, list) else raw
-        if not isinstance(text, str):
-            text = str(text)
-        default = format_value(name, base)
-        try:
-            if len(text) > MAX_VALUE_LENGTH:
-                raise ValueError(f"longer than {MAX_VALUE_LENGTH} characters")
-            values[FIELD_OF[name]] = PARSERS[name](text)
-        except ValueError as exc:
-            warnings.append(f"Ignored {name}={inert(text)} ({inert(str(exc), 120)}); using {name}={inert(default)}.")
-    return replace(base, **values), warnings
+
+def to_query(config: Config) -> dict[str, str]:
+    """Every parameter of the layer page's ``config`` as URL text."""
+    return LAYER.to_query(config)
+
+
+def format_value(name: str, config: Config) -> str:
+    """The URL text of one parameter of the layer page."""
+    return LAYER.format_value(name, config)
+
+
+@dataclass(frozen=True)
+class Focus:
+    """What a page looks at closely without recomputing anything: the channel in focus."""
+
+    channel: int = 0
+
+
+FOCUS = QuerySpec[Focus]([Param("channel", "channel", int_in(0, 4095))])
+
+
+NETWORK = QuerySpec[NetworkConfig](
+    [
+        Param("batch", "batch", int_in(2, network.MAX_BATCH)),
+        Param("image", "image", int_in(4, network.MAX_IMAGE)),
+        Param("channels", "channels", int_in(1, network.MAX_CHANNELS)),
+        Param("steps", "steps", int_in(0, network.MAX_STEPS)),
+        Param("lr", "lr", float_in(1e-6, 1.0)),
+        Param("seed", "seed", int_in(0, 2**31 - 1)),
+        Param("mode", "mode", choice(network.MODES)),
+    ]
+)

@@ -1,49 +1,32 @@
-"""The Streamlit app through AppTest: URL round trips, verdicts, errors, refusals, hostile links."""
+"""The layer page through AppTest: URL round trips, the teaching sections, verdicts, errors,
+refusals, hostile links, and the regressions a newcomer found."""
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
-from streamlit.testing.v1 import AppTest
 
 from bnviz.explorer.compare import Config
 from bnviz.explorer.query import PARAMS, to_query
-
-APP = Path(__file__).resolve().parents[2] / "app.py"
+from tests.app_pages.helpers import page_text, run_app, verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
+CHARTS = 7  # cube, cells, train-vs-eval, distributions, running statistics, gradients, differences
 
 
-def run_app(params: dict[str, str] | None = None) -> AppTest:
-    at = AppTest.from_file(str(APP), default_timeout=60)
-    for key, value in (params or {}).items():
-        at.query_params[key] = value
-    at.run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def verdict_text(at: AppTest) -> str:
-    texts = [m.value for m in at.markdown if m.value.startswith("### **")]
-    assert len(texts) == 1, texts
-    return texts[0]
-
-
-def page_text(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [w.value for w in at.warning] + [e.value for e in at.error]
-    parts += [c.value for c in at.caption] + [i.value for i in at.info] + [c.value for c in at.code]
-    return "\n".join(parts)
-
-
-def test_default_view():
+def test_default_view_teaches_first_and_proves_below():
     at = run_app()
-    assert verdict_text(at).startswith("### **match**")
-    assert len(at.get("plotly_chart")) == 4
-    assert len(at.dataframe) == 1 and len(at.table) == 1
-    assert "n = 2,048" in page_text(at)
-    assert dict(at.query_params) == to_query(Config())
+    assert verdict(at) == "match"
+    assert len(at.get("plotly_chart")) == CHARTS
+    assert len(at.table) == 1, "one channel's numbers"
+    headers = [h.value for h in at.subheader]
+    assert headers.index("What batch norm does to this tensor") < headers.index("Proof: bnviz against torch")
+    assert headers[0] == "What batch norm does to this tensor"
+    text = page_text(at)
+    assert "n = 2,048" in text and "| output | " in text, "the parity table is selectable text"
+    assert "1.2 × 10⁻⁷" in text, "e-notation is explained"
+    assert dict(at.query_params) == {**to_query(Config()), "channel": "0"}
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -53,14 +36,15 @@ def test_default_view():
 )  # fmt: skip
 def test_each_layer_matches(layer, shape, mode):
     at = run_app({"layer": layer, "shape": shape, "mode": mode})
-    text = verdict_text(at)
-    assert text.startswith("### **match**"), text
+    assert verdict(at) == "match"
     assert "mismatch" not in page_text(at)
+    assert len(at.get("plotly_chart")) == CHARTS
 
 
 NON_DEFAULT = {
     "layer": "BatchNorm3d",
     "shape": "4,2,3,4,4",
+    "layout": "features-last",
     "mode": "eval",
     "momentum": "none",
     "eps": "0.001",
@@ -71,22 +55,24 @@ NON_DEFAULT = {
     "dist": "heavy-tailed",
     "seed": "7",
     "steps": "3",
+    "train_n": "5",
 }
 
 
 def test_every_control_reads_the_url_and_writes_it_back():
-    at = run_app(NON_DEFAULT)
+    at = run_app({**NON_DEFAULT, "layout": "channels-first", "channel": "1"})
     sb = at.sidebar
     assert sb.selectbox(key="layer").value == "BatchNorm3d"
     assert sb.text_input(key="shape").value == "4,2,3,4,4"
-    assert sb.radio(key="mode").value == "eval"
+    assert sb.radio(key="mode").value == "eval" and sb.radio(key="layout").value == "channels-first"
     assert sb.text_input(key="momentum").value == "none"
     assert sb.text_input(key="eps").value == "0.001"
     assert sb.checkbox(key="affine").value is False and sb.checkbox(key="track").value is False
     assert sb.selectbox(key="dtype").value == "float64"
     assert sb.selectbox(key="dist").value == "heavy-tailed"
     assert sb.number_input(key="seed").value == 7 and sb.number_input(key="steps").value == 3
-    assert dict(at.query_params) == NON_DEFAULT
+    assert sb.number_input(key="train_n").value == 5
+    assert dict(at.query_params) == {**NON_DEFAULT, "layout": "channels-first", "channel": "1"}
     assert not at.warning
 
 
@@ -94,6 +80,7 @@ def test_every_control_reads_the_url_and_writes_it_back():
     "change, param, expected",
     [(lambda sb: sb.selectbox(key="layer").select("BatchNorm"), "layer", "BatchNorm"),
      (lambda sb: sb.text_input(key="shape").input("16,3,4,4"), "shape", "16,3,4,4"),
+     (lambda sb: sb.radio(key="layout").set_value("features-last"), "layout", "features-last"),
      (lambda sb: sb.radio(key="mode").set_value("eval"), "mode", "eval"),
      (lambda sb: sb.text_input(key="momentum").input("None"), "momentum", "none"),
      (lambda sb: sb.text_input(key="eps").input("1e-3"), "eps", "0.001"),
@@ -102,7 +89,8 @@ def test_every_control_reads_the_url_and_writes_it_back():
      (lambda sb: sb.selectbox(key="dtype").select("float16"), "dtype", "float16"),
      (lambda sb: sb.selectbox(key="dist").select("uniform"), "dist", "uniform"),
      (lambda sb: sb.number_input(key="seed").set_value(11), "seed", "11"),
-     (lambda sb: sb.number_input(key="steps").set_value(9), "steps", "9")],
+     (lambda sb: sb.number_input(key="steps").set_value(9), "steps", "9"),
+     (lambda sb: sb.number_input(key="train_n").set_value(3), "train_n", "3")],
     ids=[p for p in PARAMS if p != "device"],
 )  # fmt: skip
 def test_changing_a_control_updates_the_url(change, param, expected):
@@ -111,33 +99,76 @@ def test_changing_a_control_updates_the_url(change, param, expected):
     assert not at.exception
     assert at.query_params[param] == expected
     again = run_app(dict(at.query_params))  # the new link reproduces the view
-    assert verdict_text(again) == verdict_text(at)
+    assert verdict(again) == verdict(at) and page_text(again) == page_text(at)
+
+
+def test_channel_in_focus_is_in_the_url_and_drives_the_table():
+    at = run_app({"channel": "2"})
+    assert at.query_params["channel"] == "2"
+    assert "Running statistics, channel 2" in at.get("plotly_chart")[4].proto.spec
+    at.segmented_control(key="channel").set_value(1).run()
+    assert at.query_params["channel"] == "1"
+    assert run_app({"channel": "7"}).query_params["channel"] == "2", "clamped to the channels drawn"
 
 
 @pytest.mark.parametrize(
-    "params, message",
-    [({"layer": "BatchNorm2d", "shape": "8,3,16"}, "expected 4D input (got 3D input)"),
-     ({"layer": "BatchNorm1d", "shape": "1,3"}, "Expected more than 1 value per channel when training"),
-     ({"eps": "0"}, "batch_norm eps must be positive during training"),
-     ({"layer": "BatchNorm1d", "shape": "8,16,4", "steps": "0"}, None)],
-    ids=["wrong-rank", "batch-of-one", "eps-zero", "features-last-is-fine-but-wrong"],
+    "params, message, stage",
+    [({"layer": "BatchNorm2d", "shape": "8,3,16"}, "expected 4D input (got 3D input)", "training step 1"),
+     ({"layer": "BatchNorm1d", "shape": "1,3"}, "Expected more than 1 value per channel when training",
+      "displayed batch"),
+     ({"eps": "0"}, "batch_norm eps must be positive during training", "training step 1"),
+     ({"layer": "BatchNorm1d", "shape": "8,128,64", "layout": "features-last"},
+      "running_mean should contain 128 elements not 64", "training step 1")],
+    ids=["wrong-rank", "batch-of-one", "eps-zero", "features-last"],
 )  # fmt: skip
-def test_invalid_set_ups_show_torch_message(params, message):
+def test_both_refuse_is_said_plainly_and_neutrally(params, message, stage):
     at = run_app(params)
-    if message is None:
-        assert verdict_text(at).startswith("### **match**")
-        return
-    codes = [c.value for c in at.code]
-    assert any(message in c for c in codes[:2]), codes[:2]
-    assert codes[0] == codes[1]  # torch's and bnviz's, side by side
-    assert verdict_text(at).startswith("### **match** — both raise the same error")
+    assert verdict(at) == "match: both refuse this input"
+    assert any(m.value.startswith("**torch and bnviz both refuse this input**") and stage in m.value
+               for m in at.markdown), page_text(at)  # fmt: skip
+    assert message in at.code[0].value
     assert at.info, "a hint explains the error"
+    assert not at.success
+
+
+def test_features_last_shows_the_fix_side_by_side():
+    at = run_app({"layer": "BatchNorm1d", "shape": "8,128,64", "layout": "features-last"})
+    text = page_text(at)
+    assert "Permute to (N, C, L) first" in text and "LayerNorm" in text
+    assert [v for v in (verdict(at),)] and text.count("-badge[") == 2, "the fix has its own verdict"
+    assert "-badge[:material/check_circle: match]" in text
+
+
+def test_batch_of_one_advice_is_true():
+    at = run_app({"layer": "BatchNorm1d", "shape": "1,3"})
+    assert "In eval mode the running statistics normalize, and a batch of one works" in page_text(at)
+    at.sidebar.radio(key="mode").set_value("eval").run()
+    assert verdict(at) == "match" and len(at.get("plotly_chart")) == CHARTS
+
+
+def test_untracked_eval_says_not_tracked():
+    at = run_app({"track": "false", "mode": "eval"})
+    text = page_text(at)
+    assert "| running_mean | not tracked" in text and "0.00e+00 | 100%" not in text.split("| running_mean |")[1][:40]
+    assert "Nothing to draw: with track_running_stats=False" in text
+
+
+def test_empty_batch_explains_itself():
+    at = run_app({"shape": "0,3,4,4"})
+    text = page_text(at)
+    assert verdict(at) == "match" and "An empty batch has no values" in text
+    assert "track_running_stats=False" not in text
+
+
+def test_float16_large_mean_warns():
+    at = run_app({"dtype": "float16", "dist": "large-mean"})
+    assert any("spacing is 8" in w.value for w in at.warning), [w.value for w in at.warning]
 
 
 @pytest.mark.parametrize(
     "params, words",
-    [({"shape": "4000,4000"}, "over the limit"), ({"shape": "1000,1000", "steps": "60"}, "fewer steps"),
-     ({"device": "cuda"}, "cuda")],
+    [({"shape": "4000,4000"}, "over the limit"), ({"shape": "1000,1000", "steps": "60", "train_n": "1000"},
+     "fewer steps"), ({"device": "cuda"}, "cuda")],
 )  # fmt: skip
 def test_refused_before_running(params, words):
     at = run_app(params)
@@ -154,6 +185,9 @@ HOSTILE = {
     "dtype": ":red[boom]",
     "seed": "1; DROP TABLE",
     "steps": "9" * 40,
+    "layout": "<b>x</b>",
+    "train_n": "-1",
+    "channel": "<svg onload=alert(1)>",
 }
 
 
@@ -163,8 +197,8 @@ def test_hostile_link_falls_back_with_warnings():
     assert len(warnings) == len(HOSTILE)
     for w in warnings:  # every Markdown-active character of the quoted value is escaped
         assert not re.search(r"(?<!\\)[<>$\[\]]", w), w
-    assert verdict_text(at).startswith("### **match**")
-    assert dict(at.query_params) == to_query(Config())
+    assert verdict(at) == "match"
+    assert dict(at.query_params) == {**to_query(Config()), "channel": "0"}
     at.sidebar.radio(key="mode").set_value("eval").run()
     assert not at.warning, "the link's warnings go once the reader changes the view"
 
@@ -180,15 +214,19 @@ def test_performance_is_measured_on_demand_only():
 
 
 @pytest.mark.parametrize(
-    "key, text, words",
-    [("shape", "abc", "Ignored shape=abc"), ("shape", "<b>1</b>", "Ignored shape=\\<b\\>1\\<\\/b\\>"),
-     ("momentum", "1.5", "between 0 and 1"), ("eps", "1e400", "between \\-1 and 1")],
+    "widget, key, value, words",
+    [("text_input", "shape", "abc", "Ignored shape=abc"), ("text_input", "shape", "<b>1</b>", "Ignored shape=\\<b\\>1"),
+     ("text_input", "momentum", "1.5", "between 0 and 1"), ("text_input", "eps", "1e400", "between \\-1 and 1"),
+     ("number_input", "steps", 500, "Ignored steps=500"), ("number_input", "seed", -3, "Ignored seed=\\-3"),
+     ("number_input", "train_n", 100000, "between 1 and 4,096")],
 )  # fmt: skip
-def test_bad_typed_values_warn_and_fall_back(key, text, words):
+def test_bad_typed_values_get_a_visible_message(widget, key, value, words):
+    """Over-limit values typed into a box, number boxes included, say so — not only a red outline."""
     at = run_app()
-    at.sidebar.text_input(key=key).input(text).run()
+    box = getattr(at.sidebar, widget)(key=key)
+    (box.input(value) if widget == "text_input" else box.set_value(value)).run()
     assert not at.exception
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 1 and words in warnings[0], warnings
-    assert verdict_text(at).startswith("### **match**")
+    assert verdict(at) == "match"
     assert at.query_params[key] == to_query(Config())[key], "the URL keeps the value actually shown"

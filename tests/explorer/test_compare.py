@@ -49,7 +49,7 @@ def test_reports_match_with_every_field(config):
     assert r.error is None, r.error
     assert [q.name for q in r.quantities] == QUANTITIES
     assert r.verdict == "match", [(q.name, q.max_abs, q.err_bnviz, q.err_torch) for q in r.quantities if not q.ok]
-    assert len(r.history["bnviz"]) == len(r.history["torch"]) == config.steps + 1
+    assert len(r.history["bnviz"]) == len(r.history["torch"]) == config.steps + 2  # step 0: the initial values
     assert len(r.history["population_mean"]) == min(config.num_features, compare.PLOT_CHANNELS)
     assert (r.rtol, r.atol) == bnviz.explorer.parity.tolerance(compare.DTYPES[config.dtype])
     if config.numel:
@@ -71,20 +71,22 @@ def test_report_is_plain_data():
             for x in v:
                 walk(x)
 
-    walk([r.history, r.channels, r.histograms])
+    walk([r.history, r.channels, r.histograms, r.modes, r.cells])
 
 
 def test_shown_numbers_equal_torch():
     """The numbers of the "which axes" panel and the history come from torch's own module too."""
-    config = Config(shape=(6, 3, 4, 4), steps=3, momentum=0.25)
+    config = Config(shape=(6, 3, 4, 4), steps=3, momentum=0.25, train_batch=5)
     r = run_comparison(config)
     ref = nn.BatchNorm2d(3, momentum=0.25)
     with torch.no_grad():
         ref.weight.copy_(torch.linspace(0.5, 1.5, 3))
         ref.bias.copy_(torch.linspace(-0.5, 0.5, 3))
-    for step in range(config.steps + 1):
-        x = bnviz.explorer.data.sample_batch(config.dist, config.shape, config.seed, step)
-        if step == config.steps:
+    training, shown, _ = compare.config_batches(config)
+    assert [t.shape[0] for t in training] == [5, 5, 5] and shown.shape == (6, 3, 4, 4)
+    assert_close(torch.tensor(r.history["torch"][0]["running_mean"]), torch.zeros(3), "step 0: initial running_mean")
+    for step, x in enumerate([*training, shown], start=1):
+        if step == config.steps + 1:
             before = ref.running_mean.clone()
         ref(x)
         assert_close(
@@ -196,7 +198,10 @@ def test_disagreeing_errors_are_a_mismatch(monkeypatch):
 REFUSALS = {
     "oversize": (Config(shape=(4000, 4000)), "over the limit"),
     "too-many-steps": (Config(steps=compare.MAX_STEPS + 1), "steps must be"),
-    "too-much-work": (Config(shape=(1000, 2000), steps=50), "fewer steps"),
+    "too-much-work": (Config(shape=(1000, 2000), steps=50, train_batch=1000), "fewer steps"),
+    "train-batch-oversize": (Config(shape=(1, 1000, 1000), train_batch=3), "training batches of"),
+    "train-batch-zero": (Config(train_batch=0), "training batch size"),
+    "unknown-layout": (Config(layout="NHWC"), "layout"),
     "rank-too-high": (Config(shape=(1,) * (compare.MAX_RANK + 1)), "dimensions"),
     "unknown-layer": (Config(layer="LayerNorm"), "unknown layer"),
     "negative": (Config(shape=(2, -3)), "negative"),
@@ -212,7 +217,7 @@ def test_refusals_before_anything_is_allocated(case, monkeypatch):
         raise AssertionError("allocated a batch for a refused config")
 
     monkeypatch.setattr(compare, "sample_batch", boom)
-    with pytest.raises(ValueError, match=r"limit|steps|dimensions|unknown|negative"):
+    with pytest.raises(ValueError, match=r"limit|steps|dimensions|unknown|negative|batch size|layout"):
         run_comparison(config)
 
 
@@ -263,3 +268,97 @@ def test_odd_set_ups_match_or_raise_alike(config):
     all_figures(r)
     channel_table(r, 0)
     code_snippet(config)
+
+
+# --- regressions for what a newcomer found -------------------------------------------------------
+
+
+def test_batch_of_one_in_eval_works_because_training_has_its_own_batch_size():
+    """The hint says "use eval mode": with training batches of their own size, that is true."""
+    r = run_comparison(Config(layer="BatchNorm1d", shape=(1, 3), mode="eval"))
+    assert r.error is None and r.verdict == "match", r.error
+    assert r.modes["errors"]["train"].startswith("ValueError: Expected more than 1 value per channel")
+    assert r.modes["errors"]["eval"] is None
+
+
+@pytest.mark.parametrize(
+    "config, stage",
+    [(Config(layer="BatchNorm1d", shape=(1, 3)), "at the displayed batch (train mode, batch of 1)"),
+     (Config(layer="BatchNorm1d", shape=(4, 3), train_batch=1), "at training step 1 of 5 (train mode, batch of 1)"),
+     (Config(layer="BatchNorm2d", shape=(8, 3, 16)), "at training step 1 of 5 (train mode, batch of 8)"),
+     (Config(layer="BatchNorm2d", shape=(8, 3, 16), steps=0), "at the displayed batch (train mode, batch of 8)")],
+    ids=["displayed", "training", "wrong-rank", "wrong-rank-no-steps"],
+)  # fmt: skip
+def test_errors_say_which_step_raised(config, stage):
+    r = run_comparison(config)
+    assert r.error is not None and r.error.stage == stage, (r.error, stage)
+
+
+def test_features_last_reaches_torchs_real_error_and_its_fix_matches():
+    """(N, L, C) with BatchNorm1d(C): torch's "running_mean should contain" error, and the permuted fix."""
+    config = Config(layer="BatchNorm1d", shape=(8, 128, 64), layout="features-last")
+    assert config.num_features == 64
+    r = run_comparison(config)
+    assert r.error.torch == r.error.bnviz == "RuntimeError: running_mean should contain 128 elements not 64"
+    fixed = config.channels_first()
+    assert fixed.shape == (8, 64, 128) and fixed.layout == "channels-first"
+    _, shown, _ = compare.config_batches(config)
+    _, shown_fixed, _ = compare.config_batches(fixed)
+    assert torch.equal(shown.permute(0, 2, 1), shown_fixed), "the fix must see exactly the same values"
+    assert run_comparison(fixed).verdict == "match"
+
+
+def test_untracked_quantities_are_absent_not_zero():
+    r = run_comparison(Config(track_running_stats=False, mode="eval"))
+    absent = {q.name: q.absent for q in r.quantities if q.absent}
+    assert set(absent) == {"running_mean", "running_var", "num_batches_tracked"}, absent
+    assert all("not tracked" in v for v in absent.values())
+    plain = run_comparison(Config(affine=False))
+    assert {q.name for q in plain.quantities if q.absent} == {"grad weight", "grad bias"}
+
+
+def test_train_and_eval_probes_equal_torch_and_no_grad_still_updates():
+    """The same batch from the same state: train mode (batch statistics) and eval mode (running
+    ones), each checked against torch's own module; no_grad in train mode still moves running_mean."""
+    config = Config(shape=(6, 3, 4, 4), steps=2)
+    r = run_comparison(config)
+    assert r.modes["agree"]
+    training, shown, _ = compare.config_batches(config)
+    ref = compare.make_module(config, "torch")
+    for x in training:
+        with torch.no_grad():
+            ref(x)
+    before = ref.running_mean.clone()
+    with torch.no_grad():
+        y_eval = ref.eval()(shown)
+        y_train = ref.train()(shown)
+    ng = r.modes["no_grad"]
+    assert_close(torch.tensor(ng["running_mean_before"], dtype=torch.float64), before.double(), "before no_grad")
+    assert_close(torch.tensor(ng["running_mean_after"], dtype=torch.float64), ref.running_mean.double(), "after")
+    assert ng["num_batches_tracked_after"] == ng["num_batches_tracked_before"] + 1 == 3
+    for c, entry in enumerate(r.modes["channels"]):
+        for mode, y in (("train", y_train), ("eval", y_eval)):
+            mean = y[:, c].double().mean()
+            assert abs(entry[f"{mode}_mean"] - float(mean)) < 1e-5, (mode, c, entry[f"{mode}_mean"], float(mean))
+
+
+def test_cells_carry_each_groups_statistics_over_the_whole_tensor():
+    config = Config(shape=(10, 3, 5, 5))
+    r = run_comparison(config)
+    _, shown, _ = compare.config_batches(config)
+    var, mean = torch.var_mean(shown.double(), (0, 2, 3), correction=0)
+    cells = r.cells
+    assert (cells.samples, cells.channels, cells.positions) == (6, 3, 12) and cells.capped
+    for c in range(3):
+        i = c * cells.positions
+        assert cells.groups[0][i] == c
+        assert abs(cells.means[3][i] - float(mean[c])) < 1e-5 * max(1, abs(float(mean[c]))), (cells.means[3][i], mean)
+        assert abs(cells.variances[0][i] - float(var[c])) < 1e-5 * float(var[c]), (cells.variances[0][i], var)
+        assert abs(cells.values[1][i + 2] - float(shown[1, c, 0, 2])) < 1e-5
+
+
+def test_empty_batch_keeps_the_running_statistics_and_counts_it():
+    r = run_comparison(Config(shape=(0, 3, 4, 4)))
+    assert r.verdict == "match"
+    last, before = r.history["bnviz"][-1], r.history["bnviz"][-2]
+    assert last["running_mean"] == before["running_mean"] and last["num_batches_tracked"] == 6

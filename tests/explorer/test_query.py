@@ -7,7 +7,8 @@ from dataclasses import fields
 import pytest
 
 from bnviz.explorer.compare import Config
-from bnviz.explorer.query import FIELD_OF, PARAMS, inert, parse_query, parse_shape, to_query
+from bnviz.explorer.network import NetworkConfig
+from bnviz.explorer.query import FIELD_OF, FOCUS, NETWORK, PARAMS, Focus, inert, parse_query, parse_shape, to_query
 
 ROUND_TRIPS = [
     Config(),
@@ -16,6 +17,7 @@ ROUND_TRIPS = [
     Config(layer="BatchNorm1d", shape=(32, 4), momentum=0.37, eps=0.0, dtype="float16", dist="heavy-tailed"),
     Config(layer="BatchNorm3d", shape=(0, 3, 1, 1, 1), momentum=1.0, device="cuda", dist="uniform", steps=100),
     Config(shape=(7,), eps=-0.5),
+    Config(layer="BatchNorm1d", shape=(8, 128, 64), layout="features-last", train_batch=32),
 ]  # fmt: skip
 
 
@@ -84,3 +86,27 @@ def test_repeated_parameter_takes_the_last():
 )  # fmt: skip
 def test_inert(text, expected):
     assert inert(text) == expected
+
+
+NETWORK_TRIPS = [NetworkConfig(), NetworkConfig(batch=2, image=64, channels=32, steps=0, lr=1e-3, seed=9, mode="train")]
+
+
+@pytest.mark.parametrize("config", NETWORK_TRIPS, ids=range(len(NETWORK_TRIPS)))
+def test_network_round_trip_and_every_field_in_the_url(config):
+    assert NETWORK.parse(NETWORK.to_query(config), NetworkConfig()) == (config, [])
+    assert {f.name for f in fields(NetworkConfig)} == {p.field for p in NETWORK.params.values()}
+
+
+@pytest.mark.parametrize(
+    "name, text", [("batch", "1"), ("image", "1000"), ("channels", "<b>"), ("steps", "51"), ("lr", "inf"),
+                   ("mode", "<script>"), ("seed", "-1")],
+)  # fmt: skip
+def test_network_bad_values_fall_back_with_an_inert_warning(name, text):
+    config, warnings = NETWORK.parse({name: text}, NetworkConfig())
+    assert config == NetworkConfig() and len(warnings) == 1 and warnings[0].startswith(f"Ignored {name}=")
+    assert "<" not in warnings[0].replace("\\<", ""), warnings[0]
+
+
+def test_focus_channel():
+    assert FOCUS.parse({"channel": "3"}, Focus()) == (Focus(3), [])
+    assert FOCUS.parse({"channel": "x"}, Focus())[0] == Focus()

@@ -1,0 +1,76 @@
+"""What every page does the same way: widgets ⇄ URL, the verdict badge, charts. UI only, no maths."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import streamlit as st
+
+from bnviz.explorer.query import QuerySpec
+
+CHART_CONFIG = {"displaylogo": False, "responsive": True}
+
+
+def init_widgets(page: str, spec: QuerySpec, base: Any, kinds: Mapping[str, str], prefix: str = "") -> None:
+    """On a page's first run in a session (or when its widgets were dropped by a page switch), the
+    URL sets every widget; the link's refused values are kept to be shown until the view changes.
+
+    ``kinds`` maps URL names to widget kinds: "text" (a text box or a choice: the URL text),
+    "bool" (a checkbox) or "int" (a number box)."""
+    keys = [prefix + name for name in spec.names]
+    if st.session_state.get(f"{page}.initialized") and all(k in st.session_state for k in keys):
+        return
+    config, warnings = spec.parse(st.query_params.to_dict(), base)
+    for name in spec.names:
+        value = getattr(config, spec.params[name].field)
+        kind = kinds.get(name, "text")
+        st.session_state[prefix + name] = value if kind in ("bool", "int") else spec.format_value(name, config)
+    st.session_state[f"{page}.url_warnings"] = warnings
+    st.session_state[f"{page}.url_config"] = config
+    st.session_state[f"{page}.initialized"] = True
+
+
+def widget_query(spec: QuerySpec, prefix: str = "") -> dict[str, str]:
+    """The widgets' values as URL text (a checkbox as true/false, a number as its digits)."""
+    out = {}
+    for name in spec.names:
+        value = st.session_state.get(prefix + name)
+        out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    return out
+
+
+def read_view(page: str, spec: QuerySpec, base: Any, prefix: str = "") -> tuple[Any, list[str]]:
+    """The config the widgets describe, with the warnings to show: the link's refused values
+    (until the reader changes the view) and values just typed that were refused."""
+    config, typed = spec.parse(widget_query(spec, prefix), base)
+    url_warnings = st.session_state[f"{page}.url_warnings"] if config == st.session_state[f"{page}.url_config"] else []
+    return config, url_warnings + typed
+
+
+def write_url(query: Mapping[str, str]) -> None:
+    """The URL follows the view; when it is already right, nothing is sent."""
+    if st.query_params.to_dict() != dict(query):
+        st.query_params.from_dict(dict(query))
+
+
+def verdict_badge(verdict: str, detail: str, refused: bool = False, key: str = "verdict") -> None:
+    """The verdict as a compact coloured badge that keeps the word match or mismatch, then one
+    line of detail. Both sides refusing the input is neutral grey: it is not a success."""
+    with st.container(key=key):
+        if refused:
+            st.badge(f"{verdict}: both refuse this input", icon=":material/block:", color="gray")
+        elif verdict == "match":
+            st.badge("match", icon=":material/check_circle:", color="green")
+        else:
+            st.badge("mismatch", icon=":material/error:", color="red")
+        st.caption(detail)
+
+
+def chart(figure: Mapping[str, Any], key: str, empty: str = "Nothing to draw.") -> None:
+    """A prepared Plotly figure (a dict from the cache), full width; ``empty`` says why there is
+    nothing to draw when the figure has no trace."""
+    if figure.get("data"):
+        st.plotly_chart(dict(figure), key=key, width="stretch", config=CHART_CONFIG)
+    else:
+        st.caption(empty)

@@ -1,0 +1,85 @@
+"""The network page's engine: the question's CNN with torch's and bnviz's layers, in lockstep."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+
+import pytest
+import torch
+from torch import nn
+
+from bnviz.explorer import network
+from bnviz.explorer.network import NetworkConfig, all_figures, build, refusal, run_network, stop_text
+
+CASES = [
+    pytest.param(NetworkConfig(), id="default-eval"),
+    pytest.param(NetworkConfig(mode="train", steps=3), id="train-mode"),
+    pytest.param(NetworkConfig(batch=4, image=8, channels=2, steps=0), id="no-steps"),
+    pytest.param(NetworkConfig(batch=8, image=12, channels=5, steps=5, lr=0.5, seed=3), id="odd-sizes"),
+]
+
+
+@pytest.mark.parametrize("config", CASES)
+def test_every_layer_agrees_after_training(config):
+    r = run_network(config)
+    assert r.verdict == "match", [(x.name, x.max_abs, x.err_bnviz, x.err_torch) for x in r.layers if not x.ok]
+    assert len(r.losses["bnviz"]) == len(r.losses["torch"]) == config.steps
+    for a, b in zip(r.losses["bnviz"], r.losses["torch"], strict=True):
+        assert abs(a - b) <= 1e-5 * max(1.0, abs(b)), (a, b)
+    kinds = [x.kind for x in r.layers]
+    assert kinds == ["Conv2d", "BatchNorm2d", "Conv2d", "BatchNorm2d", "Linear", "BatchNorm1d", "Linear", "output"]
+
+
+def test_each_batch_norm_sees_the_shape_its_class_fits_and_the_other_refuses():
+    config = NetworkConfig(batch=16, image=8, channels=4)
+    stops = run_network(config).stops
+    assert [(s.layer, s.shape) for s in stops] == [
+        ("BatchNorm2d", (16, 4, 8, 8)), ("BatchNorm2d", (16, 8, 4, 4)), ("BatchNorm1d", (16, 32))]  # fmt: skip
+    assert stops[0].other_error == stops[0].other_error_bnviz == "ValueError: expected 2D or 3D input (got 4D input)"
+    assert stops[2].other_error == stops[2].other_error_bnviz == "ValueError: expected 4D input (got 2D input)"
+    assert [s.grouping.group_size() for s in stops] == [16 * 8 * 8, 16 * 4 * 4, 16]
+    assert "N·H·W = 16·8·8 = 1,024 values per statistic" in stop_text(stops[0])
+    assert "N = 16 values per statistic" in stop_text(stops[2])
+
+
+def test_the_two_networks_start_from_the_same_weights_and_only_their_batch_norms_differ():
+    config = NetworkConfig(channels=3)
+    ours, ref = build(config, "bnviz"), build(config, "torch")
+    assert ours.state_dict().keys() == ref.state_dict().keys()
+    for k, v in ref.state_dict().items():
+        assert torch.equal(ours.state_dict()[k], v), k
+    assert type(ours[1]).__module__ == "bnviz.modules" and isinstance(ref[1], nn.BatchNorm2d)
+
+
+def test_an_injected_bug_is_a_mismatch(monkeypatch):
+    class Off(network.BN_KINDS["1d"][1]):
+        def forward(self, x):
+            return super().forward(x) * 1.001
+
+    monkeypatch.setitem(network.BN_KINDS, "1d", (nn.BatchNorm1d, Off))
+    r = run_network(NetworkConfig(steps=2))
+    assert r.verdict == "mismatch"
+    assert not next(x for x in r.layers if x.name == "logits").ok
+
+
+def test_report_is_plain_data_and_figures_are_small():
+    r = run_network(NetworkConfig(steps=2))
+    assert pickle.loads(pickle.dumps(r)).verdict == r.verdict
+    figs = all_figures(r)
+    assert {"loss", "logits", "layers", "stop-1", "stop-5", "stop-9"} == set(figs)
+    assert all(fig.data and len(fig.to_json()) <= 100_000 for fig in figs.values())
+
+
+@pytest.mark.parametrize(
+    "change, words",
+    [(dict(batch=1), "batch size"), (dict(image=7), "image size"), (dict(channels=0), "channels"),
+     (dict(steps=51), "steps"), (dict(lr=0.0), "learning rate"), (dict(mode="x"), "mode"),
+     (dict(batch=256, image=64, channels=32, steps=50), "multiply-adds")],
+)  # fmt: skip
+def test_refusals_before_anything_is_allocated(change, words, monkeypatch):
+    config = replace(NetworkConfig(), **change)
+    assert words in (refusal(config) or ""), refusal(config)
+    monkeypatch.setattr(network, "build", lambda *a: pytest.fail("built a network for a refused config"))
+    with pytest.raises(ValueError):
+        run_network(config)
