@@ -67,6 +67,12 @@ def verdict_badge(verdict: str, detail: str, refused: bool = False, key: str = "
         st.caption(detail)
 
 
+def picture(svg: str | None, alt: str) -> None:
+    """A static SVG picture (drawn by the explorer), as wide as it was drawn or its column."""
+    if svg:
+        st.image(svg, width="content", alt=alt)
+
+
 def chart(figure: Mapping[str, Any], key: str, empty: str = "Nothing to draw.") -> None:
     """A prepared Plotly figure (a dict from the cache), full width; ``empty`` says why there is
     nothing to draw when the figure has no trace."""

@@ -7,7 +7,7 @@ from dataclasses import replace
 import streamlit as st
 import torch
 
-from app_pages.common import chart, init_widgets, read_view, verdict_badge, write_url
+from app_pages.common import chart, init_widgets, picture, read_view, verdict_badge, write_url
 from bnviz.bench import measure_config
 from bnviz.explorer.compare import (
     DTYPES,
@@ -37,7 +37,7 @@ from bnviz.explorer.explain import (
     truth_cells,
 )
 from bnviz.explorer.picture import cells_note
-from bnviz.explorer.plots import all_figures
+from bnviz.explorer.plots import all_figures, cube
 from bnviz.explorer.query import FOCUS, LAYER, Focus
 
 KINDS = {"affine": "bool", "track": "bool", "seed": "int", "steps": "int", "train_n": "int"}
@@ -50,7 +50,9 @@ def cached_report(config: Config) -> Report:
 
 @st.cache_data(max_entries=64, show_spinner=False)
 def cached_figures(config: Config, channel: int) -> dict:
-    return {name: fig.to_dict() for name, fig in all_figures(cached_report(config), channel).items()}
+    report = cached_report(config)
+    figures = {name: fig.to_dict() for name, fig in all_figures(report, channel).items()}
+    return {"cube": cube(report, channel), **figures}
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
@@ -110,7 +112,7 @@ def teach_section(report: Report, figures: dict, channel: int) -> None:
     st.subheader("What batch norm does to this tensor")
     left, right = st.columns([3, 2], gap="medium")
     with left:
-        chart(figures["cube"], "chart-cube")
+        picture(figures["cube"], "the tensor as a box with the values that share one statistic shaded")
         chart(figures["cells"], "chart-cells", "No cells to draw: the batch is empty.")
         note = cells_note(report.cells) if report.cells else ""
         st.caption(
@@ -187,7 +189,7 @@ def error_section(report: Report) -> None:
 
 def main() -> None:
     init_widgets("layer", LAYER, Config(), KINDS)
-    init_widgets("layer.focus", FOCUS, Focus(), {"channel": "int"})
+    init_widgets("layer.focus", FOCUS, Focus(), {"channel": "int", "code": "bool"})
     sidebar()
     config, warnings = read_view("layer", LAYER, Config())
     focus, focus_warnings = read_view("layer.focus", FOCUS, Focus())
@@ -217,8 +219,7 @@ def main() -> None:
         detail = "bnviz raises torch's error, word for word." if agree else "The two sides raise different errors."
         verdict_badge(report.verdict, detail, refused=agree)
         error_section(report)
-        st.subheader("Code")
-        st.code(code_snippet(config), language="python")
+        code_section(config)
         return
     failing = [q.name for q in report.quantities if not q.ok]
     verdict_badge(
@@ -249,10 +250,16 @@ def main() -> None:
     st.subheader("Differences from torch")
     chart(figures["differences"], "chart-differences")
     st.caption(bit_exact_note(report))
-    st.subheader("Code")
-    st.caption("A standalone script (torch and bnviz only) that reruns this comparison and prints the table's numbers:")
-    st.code(code_snippet(config), language="python")
+    code_section(config)
     performance_section(config)
+
+
+def code_section(config: Config) -> None:
+    """The standalone script, shown on demand (its highlighting is the page's slowest element)."""
+    st.subheader("Code")
+    if st.toggle("Show a standalone script (torch and bnviz only) that reruns this comparison and prints its numbers",
+                 key="code"):  # fmt: skip
+        st.code(code_snippet(config), language="python")
 
 
 def performance_section(config: Config) -> None:

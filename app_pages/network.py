@@ -5,9 +5,18 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, init_widgets, read_view, verdict_badge, write_url
+from app_pages.common import chart, init_widgets, picture, read_view, verdict_badge, write_url
 from bnviz.explorer.explain import markdown_table, sci
-from bnviz.explorer.network import MODES, NetworkConfig, NetworkReport, all_figures, refusal, run_network, stop_text
+from bnviz.explorer.network import (
+    MODES,
+    NetworkConfig,
+    NetworkReport,
+    all_figures,
+    refusal,
+    run_network,
+    stop_pictures,
+    stop_text,
+)
 from bnviz.explorer.query import NETWORK
 
 PREFIX = "net."
@@ -21,7 +30,8 @@ def cached_report(config: NetworkConfig) -> NetworkReport:
 
 @st.cache_data(max_entries=32, show_spinner=False)
 def cached_figures(config: NetworkConfig) -> dict:
-    return {name: fig.to_dict() for name, fig in all_figures(cached_report(config)).items()}
+    report = cached_report(config)
+    return {**{name: fig.to_dict() for name, fig in all_figures(report).items()}, "stops": stop_pictures(report)}
 
 
 def sidebar() -> None:
@@ -77,7 +87,7 @@ def main() -> None:
     for stop in report.stops:
         left, right = st.columns([2, 3], gap="medium")
         with left:
-            chart(figures[f"stop-{stop.name}"], f"chart-stop-{stop.name}")
+            picture(figures["stops"][stop.name], f"the values that share one statistic in layer {stop.name}")
         with right:
             st.markdown(f"**Layer {stop.name}: {stop.layer}**, input shape `{stop.shape}`")
             st.markdown(stop_text(stop))

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 import bnviz
-from bnviz.explorer.picture import Grouping, cube_figure
+from bnviz.explorer.picture import Grouping, cube_svg
 from bnviz.explorer.plots import BNVIZ_COLOR, DIFF_COLORS, INPUT_COLOR, LAYOUT, TORCH_COLOR
 
 MODES = ("train", "eval")
@@ -336,10 +336,13 @@ def layers_figure(report: NetworkReport) -> go.Figure:
 
 
 def all_figures(report: NetworkReport) -> dict[str, go.Figure]:
-    """The page's charts by name, with a small statistics picture per batch-norm layer."""
-    figures = {"loss": loss_figure(report), "logits": logits_figure(report), "layers": layers_figure(report)}
-    for stop in report.stops:
-        figures[f"stop-{stop.name}"] = cube_figure(
-            stop.grouping, title=f"{stop.grouping.group_size():,} values per statistic"
-        )
-    return figures
+    """The page's charts by name."""
+    return {"loss": loss_figure(report), "logits": logits_figure(report), "layers": layers_figure(report)}
+
+
+def stop_pictures(report: NetworkReport) -> dict[str, str]:
+    """The statistics picture (an SVG document) of each batch-norm layer, by layer name."""
+    return {
+        stop.name: cube_svg(stop.grouping, title=f"{stop.grouping.group_size():,} values per statistic")
+        for stop in report.stops
+    }

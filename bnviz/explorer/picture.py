@@ -14,7 +14,7 @@ InstanceNorm   2, 3, …                     S values (one sample, one channel)
 GroupNorm      2, 3, … with C in G groups  (C/G)·S values
 =============  ==========================  ===========================
 
-Two figures draw it. ``cube_figure`` is the classic picture: the tensor as a box with axes N, C
+Two figures draw it. ``cube_svg`` is the classic picture: the tensor as a box with axes N, C
 and the spatial dims folded into one (``H·W = 16·16``), and the group of one value shaded.
 ``cells_figure`` draws every value of a small tensor (a capped corner of a large one) as a
 cell, one sample per row and one block of positions per channel, coloured by its group; hover
@@ -24,6 +24,7 @@ capped, so a chart's JSON is a few tens of KB whatever the tensor's size.
 
 from __future__ import annotations
 
+import html
 import itertools
 import math
 from dataclasses import dataclass
@@ -212,81 +213,66 @@ def _grid_lines(size: int, cap: int = 24) -> list[float]:
     return [i / size for i in range(1, size)]
 
 
-def cube_figure(grouping: Grouping, sample: int = 0, channel: int = 0, title: str | None = None) -> go.Figure:
+def cube_svg(grouping: Grouping, sample: int = 0, channel: int = 0, title: str | None = None) -> str:
     """The tensor as a glass box (N down, S across, C in depth), with the group of value
     ``(sample, channel, 0)`` shaded in its group's colour (the one ``cells_figure`` uses): the
-    values that share its mean and variance."""
+    values that share its mean and variance. A static SVG document: it needs no chart library,
+    so it is the first picture a reader sees. Every word in it is built from numbers."""
     n_size, c_size, s_size = grouping.shape[0], grouping.shape[1], grouping.positions
     proj = _Projection(_W if grouping.spatial else 0.7)
-    fig = go.Figure()
-    outline = dict(color="#555555", width=1.5)
-    for xs, ys in proj.box_faces(0, 1, 0, 1, 0, 1):
-        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=outline, fill="toself", fillcolor="rgba(0,0,0,0.03)",
-                                 hoverinfo="skip", showlegend=False))  # fmt: skip
-    # cell borders on the visible faces, where there are few enough cells to see them
-    gx, gy = [], []
+    scale, left, top = 60.0, 0.9, 0.55  # px per unit; margins in units (labels left, title on top)
+    x_min, y_max = proj.point(0, 0, 0)[0] - left, proj.point(0, 0, 1)[1] + top
+
+    def px(x: float, y: float) -> str:
+        return f"{(x - x_min) * scale:.1f},{(y_max - y) * scale:.1f}"
+
+    def polyline(points: list[tuple[float, float]], style: str, closed: bool = False) -> str:
+        tag = "polygon" if closed else "polyline"
+        fill = "" if closed else ' fill="none"'
+        return f'<{tag} points="{" ".join(px(*p) for p in points)}"{fill} {style}/>'
+
+    parts = []
+    for xs, ys in proj.box_faces(0, 1, 0, 1, 0, 1):  # the tensor
+        parts.append(polyline(list(zip(xs, ys, strict=True)), 'fill="#000" fill-opacity="0.03" stroke="#555" '
+                              'stroke-width="1.5"', closed=True))  # fmt: skip
+    grid = []  # cell borders on the two visible faces of each axis, where there are few enough cells to see
     for f in _grid_lines(s_size):
-        for a, b in (((f, 0, 0), (f, 1, 0)), ((f, 0, 0), (f, 0, 1))):
-            for p in (a, b):
-                x, y = proj.point(*p)
-                gx.append(x)
-                gy.append(y)
-            gx.append(None)
-            gy.append(None)
+        grid += [((f, 0, 0), (f, 1, 0)), ((f, 0, 0), (f, 0, 1))]
     for f in _grid_lines(n_size):
-        for p in ((0, f, 0), (1, f, 0), (1, f, 1)):
-            x, y = proj.point(*p)
-            gx.append(x)
-            gy.append(y)
-        gx.append(None)
-        gy.append(None)
+        grid += [((0, f, 0), (1, f, 0)), ((1, f, 0), (1, f, 1))]
     for f in _grid_lines(c_size):
-        for p in ((0, 0, f), (1, 0, f), (1, 1, f)):
-            x, y = proj.point(*p)
-            gx.append(x)
-            gy.append(y)
-        gx.append(None)
-        gy.append(None)
-    if gx:
-        fig.add_trace(go.Scatter(x=gx, y=gy, mode="lines", line=dict(color="#bbbbbb", width=0.7),
-                                 hoverinfo="skip", showlegend=False))  # fmt: skip
-    hidden = [proj.point(*p) for p in ((0, 0, 1), (0, 1, 1), (1, 1, 1))]
-    hidden += [(None, None), proj.point(0, 1, 1), proj.point(0, 1, 0)]
-    dotted = dict(color="#999999", width=1, dash="dot")
-    fig.add_trace(go.Scatter(x=[p[0] for p in hidden], y=[p[1] for p in hidden], mode="lines", line=dotted,
-                             hoverinfo="skip", showlegend=False))  # fmt: skip
+        grid += [((0, 0, f), (1, 0, f)), ((1, 0, f), (1, 1, f))]
+    parts += [polyline([proj.point(*a), proj.point(*b)], 'stroke="#bbb" stroke-width="0.7"') for a, b in grid]
+    hidden = [((0, 0, 1), (0, 1, 1)), ((0, 1, 1), (1, 1, 1)), ((0, 1, 1), (0, 1, 0))]  # the back edges, dotted
+    parts += [polyline([proj.point(*a), proj.point(*b)], 'stroke="#999" stroke-dasharray="3,3"') for a, b in hidden]
     if min(n_size, c_size, s_size) > 0:
         color = PALETTE[grouping.group_id(sample, channel) % len(PALETTE)]
         n_runs, c_runs, s_runs = grouping.block(sample, channel, 0)
         for (n0, n1), (c0, c1), (s0, s1) in itertools.product(n_runs[:8], c_runs[:8], s_runs[:8]):
             box = (s0 / s_size, s1 / s_size, n0 / n_size, n1 / n_size, c0 / c_size, c1 / c_size)
             for xs, ys in proj.box_faces(*box):
-                fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line=dict(color=color, width=1), fill="toself",
-                                         fillcolor=color, opacity=0.55, hoverinfo="skip",
-                                         showlegend=False))  # fmt: skip
+                parts.append(polyline(list(zip(xs, ys, strict=True)), f'class="shared" fill="{color}" '
+                                      f'fill-opacity="0.55" stroke="{color}"', closed=True))  # fmt: skip
     n_label, c_label, s_label = axis_labels(grouping.shape)
-    annotations = [
-        (*proj.point(0, 0.5, 0), n_label, "right", -90),
-        (*proj.point(0.5, 1, 0), s_label, "center", 0),
-        (*proj.point(1, 1, 0.5), c_label, "left", 0),
+    labels = [
+        (proj.point(0, 0.5, 0), -10, 0, n_label, "middle", -90),
+        (proj.point(0.5, 1, 0), 0, 18, s_label, "middle", 0),
+        (proj.point(1, 1, 0.5), 8, 4, c_label, "start", 0),
     ]
-    for x, y, text, anchor, angle in annotations:
-        fig.add_annotation(x=x, y=y, text=text, showarrow=False, xanchor=anchor, textangle=angle,
-                           yshift=-14 if anchor == "center" else 0, xshift={"right": -6, "left": 8}.get(anchor, 0),
-                           font=dict(size=13))  # fmt: skip
-    x0, _ = proj.point(0, 0, 0)
-    _, y0 = proj.point(0, 1, 0)
-    _, y1 = proj.point(0, 0, 1)
-    fig.update_xaxes(visible=False, range=[x0 - 0.9, x0 + _W + _D * _DX + 1.1])
-    fig.update_yaxes(visible=False, range=[y0 - 0.45, y1 + 0.2], scaleanchor="x", scaleratio=1)
-    fig.update_layout(
-        template="plotly_white",
-        height=290,
-        margin=dict(l=10, r=10, t=40, b=10),
-        title=dict(text=title or f"shaded: {grouping.group_size():,} values, 1 statistic", font=dict(size=14)),
-        dragmode=False,
+    for (x, y), dx, dy, text, anchor, angle in labels:
+        at = px(x, y).split(",")
+        ax, ay = float(at[0]) + dx, float(at[1]) + dy
+        turn = f' transform="rotate({angle} {ax:.1f} {ay:.1f})"' if angle else ""
+        parts.append(f'<text x="{ax:.1f}" y="{ay:.1f}" text-anchor="{anchor}"{turn}>{html.escape(text)}</text>')
+    heading = title or f"shaded: {grouping.group_size():,} values, 1 statistic"
+    parts.append(f'<text x="4" y="16" font-weight="600">{html.escape(heading)}</text>')
+    width = (proj.point(1, 0, 1)[0] + 1.2 - x_min) * scale
+    height = (y_max - proj.point(0, 1, 0)[1] + 0.45) * scale
+    return (
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" '
+        f'height="{height:.0f}" font-family="sans-serif" font-size="13" fill="#31333f" role="img">'
+        f"<title>{html.escape(heading)}</title>{''.join(parts)}</svg>"
     )
-    return fig
 
 
 # --- the cells -----------------------------------------------------------------------------------

@@ -205,16 +205,20 @@ def figure_bytes(fig: go.Figure) -> int:
     return len(fig.to_json().encode())
 
 
+def cube(report: Report, channel: int = 0) -> str | None:
+    """The statistics picture of a report's displayed batch (an SVG document), ``channel`` shaded."""
+    if report.cells is None:
+        return None
+    grouping = picture.Grouping(report.cells.shape, tuple(report.channels.get("reduced_dims", ())))
+    return picture.cube_svg(grouping, 0, channel)
+
+
 def all_figures(report: Report, channel: int = 0) -> dict[str, go.Figure]:
     """Every chart of a report, by section name, with ``channel`` the one in focus. Empty for a
     report that carries an error."""
     if report.error is not None:
         return {}
-    figures = {}
-    if report.cells is not None:
-        grouping = picture.Grouping(report.cells.shape, tuple(report.channels.get("reduced_dims", ())))
-        figures["cube"] = picture.cube_figure(grouping, 0, channel)
-        figures["cells"] = picture.cells_figure(report.cells, channel)
+    figures = {"cells": picture.cells_figure(report.cells, channel)} if report.cells is not None else {}
     return {
         **figures,
         "modes": modes_figure(report, channel),

@@ -198,12 +198,14 @@ def format_value(name: str, config: Config) -> str:
 
 @dataclass(frozen=True)
 class Focus:
-    """What a page looks at closely without recomputing anything: the channel in focus."""
+    """What a page looks at closely without recomputing anything: the channel in focus, and
+    whether the standalone script is shown."""
 
     channel: int = 0
+    code: bool = False
 
 
-FOCUS = QuerySpec[Focus]([Param("channel", "channel", int_in(0, 4095))])
+FOCUS = QuerySpec[Focus]([Param("channel", "channel", int_in(0, 4095)), Param("code", "code", boolean)])
 
 
 NETWORK = QuerySpec[NetworkConfig](

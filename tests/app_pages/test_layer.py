@@ -12,7 +12,7 @@ from bnviz.explorer.query import PARAMS, to_query
 from tests.app_pages.helpers import page_text, run_app, verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-CHARTS = 7  # cube, cells, train-vs-eval, distributions, running statistics, gradients, differences
+CHARTS = 6  # cells, train-vs-eval, distributions, running statistics, gradients, differences (the cube is an image)
 
 
 def test_default_view_teaches_first_and_proves_below():
@@ -20,13 +20,17 @@ def test_default_view_teaches_first_and_proves_below():
     assert verdict(at) == "match"
     assert len(at.get("plotly_chart")) == CHARTS
     assert len(at.table) == 1, "one channel's numbers"
+    assert len(at.get("image")) == 1, "the cube picture"
+    assert not at.code, "the script is shown on demand"
+    at.toggle(key="code").set_value(True).run()
+    assert "import bnviz" in at.code[0].value and at.query_params["code"] == "true"
     headers = [h.value for h in at.subheader]
     assert headers.index("What batch norm does to this tensor") < headers.index("Proof: bnviz against torch")
     assert headers[0] == "What batch norm does to this tensor"
     text = page_text(at)
     assert "n = 2,048" in text and "| output | " in text, "the parity table is selectable text"
     assert "1.2 × 10⁻⁷" in text, "e-notation is explained"
-    assert dict(at.query_params) == {**to_query(Config()), "channel": "0"}
+    assert dict(at.query_params) == {**to_query(Config()), "channel": "0", "code": "true"}
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -60,7 +64,7 @@ NON_DEFAULT = {
 
 
 def test_every_control_reads_the_url_and_writes_it_back():
-    at = run_app({**NON_DEFAULT, "layout": "channels-first", "channel": "1"})
+    at = run_app({**NON_DEFAULT, "layout": "channels-first", "channel": "1", "code": "true"})
     sb = at.sidebar
     assert sb.selectbox(key="layer").value == "BatchNorm3d"
     assert sb.text_input(key="shape").value == "4,2,3,4,4"
@@ -72,7 +76,7 @@ def test_every_control_reads_the_url_and_writes_it_back():
     assert sb.selectbox(key="dist").value == "heavy-tailed"
     assert sb.number_input(key="seed").value == 7 and sb.number_input(key="steps").value == 3
     assert sb.number_input(key="train_n").value == 5
-    assert dict(at.query_params) == {**NON_DEFAULT, "layout": "channels-first", "channel": "1"}
+    assert dict(at.query_params) == {**NON_DEFAULT, "layout": "channels-first", "channel": "1", "code": "true"}
     assert not at.warning
 
 
@@ -105,7 +109,7 @@ def test_changing_a_control_updates_the_url(change, param, expected):
 def test_channel_in_focus_is_in_the_url_and_drives_the_table():
     at = run_app({"channel": "2"})
     assert at.query_params["channel"] == "2"
-    assert "Running statistics, channel 2" in at.get("plotly_chart")[4].proto.spec
+    assert "Running statistics, channel 2" in at.get("plotly_chart")[3].proto.spec
     at.segmented_control(key="channel").set_value(1).run()
     assert at.query_params["channel"] == "1"
     assert run_app({"channel": "7"}).query_params["channel"] == "2", "clamped to the channels drawn"
@@ -188,6 +192,7 @@ HOSTILE = {
     "layout": "<b>x</b>",
     "train_n": "-1",
     "channel": "<svg onload=alert(1)>",
+    "code": "<script>",
 }
 
 
@@ -198,7 +203,7 @@ def test_hostile_link_falls_back_with_warnings():
     for w in warnings:  # every Markdown-active character of the quoted value is escaped
         assert not re.search(r"(?<!\\)[<>$\[\]]", w), w
     assert verdict(at) == "match"
-    assert dict(at.query_params) == {**to_query(Config()), "channel": "0"}
+    assert dict(at.query_params) == {**to_query(Config()), "channel": "0", "code": "false"}
     at.sidebar.radio(key="mode").set_value("eval").run()
     assert not at.warning, "the link's warnings go once the reader changes the view"
 

@@ -16,7 +16,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_default_view_shows_every_batch_norm_and_the_training():
     at = run_app(page="network")
     assert verdict(at) == "match"
-    assert len(at.get("plotly_chart")) == 6  # three layer pictures, loss, logits, layers
+    assert len(at.get("plotly_chart")) == 3  # loss, logits, layers
+    assert len(at.get("image")) == 3, "one picture per batch-norm layer"
     text = page_text(at)
     for words in ("Layer 1: BatchNorm2d", "Layer 9: BatchNorm1d", "expected 2D or 3D input (got 4D input)",
                   "expected 4D input (got 2D input)", "| logits |", "values per statistic"):  # fmt: skip

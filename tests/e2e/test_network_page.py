@@ -15,7 +15,8 @@ pytestmark = pytest.mark.browser
 def test_default_view(server, page, request):
     open_view(page, server, "network")
     assert verdict(page).startswith("match"), verdict(page)
-    assert charts(page) == 6
+    assert charts(page) == 3
+    assert page.locator('[data-testid="stImage"] img').count() == 3
     body = main_text(page)
     assert "Layer 1: BatchNorm2d" in body and "Layer 9: BatchNorm1d" in body
     assert "expected 2D or 3D input (got 4D input)" in body and "expected 4D input (got 2D input)" in body

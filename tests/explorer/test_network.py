@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from bnviz.explorer import network
-from bnviz.explorer.network import NetworkConfig, all_figures, build, refusal, run_network, stop_text
+from bnviz.explorer.network import NetworkConfig, all_figures, build, refusal, run_network, stop_pictures, stop_text
 
 CASES = [
     pytest.param(NetworkConfig(), id="default-eval"),
@@ -67,8 +67,10 @@ def test_report_is_plain_data_and_figures_are_small():
     r = run_network(NetworkConfig(steps=2))
     assert pickle.loads(pickle.dumps(r)).verdict == r.verdict
     figs = all_figures(r)
-    assert {"loss", "logits", "layers", "stop-1", "stop-5", "stop-9"} == set(figs)
+    assert {"loss", "logits", "layers"} == set(figs)
     assert all(fig.data and len(fig.to_json()) <= 100_000 for fig in figs.values())
+    pictures = stop_pictures(r)
+    assert set(pictures) == {"1", "5", "9"} and "32 values per statistic" in pictures["9"]
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,212 @@
+"""The /inference engine: plain-data report, folding numbers, the three freezing variants, refusals, figures."""
+
+from __future__ import annotations
+
+import ast
+import dataclasses
+import math
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+
+from bnviz.explorer import inference
+from bnviz.explorer.inference import InferenceConfig, all_figures, refusal, run_inference
+from bnviz.explorer.plots import figure_bytes
+
+
+@pytest.fixture(scope="module")
+def report():
+    return run_inference(InferenceConfig())
+
+
+def plain(value, where="report"):
+    """Fail on anything but plain data: no tensor, module, array or generator hides inside."""
+    if value is None or isinstance(value, bool | int | float | str):
+        return
+    if isinstance(value, list | tuple):
+        for i, v in enumerate(value):
+            plain(v, f"{where}[{i}]")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            assert isinstance(k, str), f"{where}: key {k!r} is a {type(k).__name__}"
+            plain(v, f"{where}.{k}")
+    elif dataclasses.is_dataclass(value):
+        for f in dataclasses.fields(value):
+            plain(getattr(value, f.name), f"{where}.{f.name}")
+    else:
+        raise AssertionError(f"{where} is a {type(value).__module__}.{type(value).__name__}")
+
+
+def test_report_is_plain_data(report):
+    plain(report)
+    again = pickle.loads(pickle.dumps(report))
+    assert again == report
+    assert hash(report.config) == hash(InferenceConfig())
+
+
+def test_engine_never_imports_streamlit():
+    tree = ast.parse(Path(inference.__file__).read_text())
+    imported = [alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names]
+    imported += [node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module]
+    assert imported and not [name for name in imported if name.split(".")[0] == "streamlit"], imported
+
+
+def test_run_is_deterministic_apart_from_timings(report):
+    again = run_inference(InferenceConfig())
+    assert again.pairs == report.pairs and again.freezing == report.freezing
+    assert again.train_losses == report.train_losses
+
+
+def test_the_global_random_generator_is_untouched():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    run_inference(InferenceConfig(train_steps=1, finetune_steps=1))
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_folding_matches_the_unfolded_network(report):
+    out = report.outputs
+    assert out["max_abs"] < 1e-5, out["max_abs"]
+    assert out["mean_abs"] <= out["max_abs"]
+    for a, b in zip(out["folded"], out["unfolded"], strict=True):
+        assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5), (a, b)
+    h = out["histogram"]
+    assert sum(h["counts"]) + h["exact"] == h["total"] == InferenceConfig().batch_size * inference.CLASSES
+    assert report.layers_after.count("1: Identity") == 1 and report.layers_after.count("4: Identity") == 1
+    assert "1: BatchNorm2d" in report.layers_before
+
+
+def test_folding_a_training_mode_network_is_wrong(report):
+    wrong = report.train_mode
+    assert wrong["max_abs"] > 1e-2, wrong
+    assert wrong["max_abs"] > 1e4 * report.outputs["max_abs"]
+    assert wrong["folded"] == report.outputs["folded"]
+    assert wrong["train_output"] != report.outputs["unfolded"]
+
+
+@pytest.mark.parametrize("index", [0, 1], ids=["conv-with-bias", "conv-without-bias"])
+def test_formula_numbers(report, index):
+    """W' = W · γ/√(σ̂²+ε) and b' = (b − μ̂) · γ/√(σ̂²+ε) + β, recomputed from the reported inputs."""
+    p = report.pairs[index]
+    scale = p["gamma"] / math.sqrt(p["running_var"] + p["eps"])
+    assert math.isclose(p["scale"], scale, rel_tol=1e-12)
+    assert len(p["w_before"]) == len(p["w_after"]) == inference.WEIGHT_VALUES
+    for w, w_folded in zip(p["w_before"], p["w_after"], strict=True):
+        assert math.isclose(w * scale, w_folded, rel_tol=1e-6, abs_tol=1e-7), (w * scale, w_folded)
+    expected_b = (p["b_before"] - p["running_mean"]) * scale + p["beta"]
+    assert math.isclose(p["b_after"], expected_b, rel_tol=1e-5, abs_tol=1e-6), (p["b_after"], expected_b)
+    assert p["has_bias"] == (index == 0)
+    if index == 1:
+        assert p["b_before"] == 0.0
+
+
+def test_timing(report):
+    t = report.timing
+    assert t["unfolded_ms"] > 0 and t["folded_ms"] > 0 and t["repeats"] == inference.TIMING_REPEATS
+    assert math.isclose(t["speedup"], t["unfolded_ms"] / t["folded_ms"])
+
+
+def test_freezing_variants(report):
+    fr = report.freezing
+    steps = InferenceConfig().finetune_steps
+    assert fr["steps"] == list(range(steps + 1))
+    v = fr["variants"]
+    assert list(v) == list(inference.VARIANTS)
+    for name, rec in v.items():
+        for key in ("running_mean", "running_var", "weight", "output_drift", "bn_drift"):
+            assert len(rec[key]) == steps + 1, f"{name}.{key}"
+        assert len(rec["losses"]) == len(rec["bn_training"]) == steps
+        assert rec["output_drift"][0] == rec["bn_drift"][0] == 0.0
+    # requires_grad=False: γ stays, the running statistics move
+    rg = v["requires_grad"]
+    assert all(w == rg["weight"][0] for w in rg["weight"])
+    assert rg["running_mean"][-1] != rg["running_mean"][0] and rg["running_var"][-1] != rg["running_var"][0]
+    assert rg["bn_drift"][-1] > 1e-2
+    # bn.eval() is undone by model.train(): the batch norm trains, statistics and γ both move
+    ev = v["bn_eval"]
+    assert all(ev["bn_training"]), "model.train() did not put the batch norm back in training mode"
+    assert ev["running_mean"][-1] != ev["running_mean"][0] and ev["weight"][-1] != ev["weight"][0]
+    assert ev["bn_drift"][-1] > 1e-2
+    # freeze_batch_norm: exactly step 0's values, every step, although the model is in train mode
+    fz = v["freeze"]
+    assert all(fz["bn_training"]), "the frozen layer should see train mode, and ignore it"
+    for key in ("running_mean", "running_var", "weight"):
+        assert all(s == fz[key][0] for s in fz[key]), key
+    assert all(d == 0.0 for d in fz["bn_drift"])
+    assert fz["output_drift"][-1] > 0, "the rest of the network did not fine-tune: the test proves nothing"
+    # all three start from the same trained state
+    assert rg["running_mean"][0] == ev["running_mean"][0] == fz["running_mean"][0]
+
+
+REFUSED = {
+    "dtype": dict(dtype="float16"),
+    "batch-of-one": dict(batch_size=1),
+    "batch": dict(batch_size=inference.MAX_BATCH + 1),
+    "no-channels": dict(channels=0),
+    "channels": dict(channels=inference.MAX_CHANNELS + 1),
+    "image": dict(image_size=2),
+    "train-steps": dict(train_steps=-1),
+    "finetune-steps": dict(finetune_steps=0),
+    "finetune-steps-max": dict(finetune_steps=inference.MAX_FINETUNE_STEPS + 1),
+    "lr": dict(lr=0.0),
+    "shift": dict(shift=float("nan")),
+    "channel": dict(channel=4),
+    "batch-values": dict(batch_size=64, channels=16, image_size=8),
+    "work": dict(train_steps=200, finetune_steps=100),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_refusals(case, monkeypatch):
+    config = InferenceConfig(**REFUSED[case])
+    reason = refusal(config)
+    assert reason, f"{case}: not refused"
+    # refused before anything is built
+    monkeypatch.setattr(inference, "build_network", lambda config: pytest.fail("built a network"))
+    with pytest.raises(ValueError, match=r"\w"):
+        run_inference(config)
+
+
+def test_default_is_small_and_accepted():
+    config = InferenceConfig()
+    assert refusal(config) is None
+    assert config.work < inference.MAX_WORK
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        pytest.param(InferenceConfig(), id="default"),
+        pytest.param(
+            InferenceConfig(finetune_steps=100, train_steps=0, batch_size=2, image_size=3, channels=8), id="longest"
+        ),
+        pytest.param(InferenceConfig(channels=1, channel=0, dtype="float64", seed=3), id="one-channel-float64"),
+    ],
+)
+def test_figures_are_drawn_and_small(config):
+    figs = all_figures(run_inference(config))
+    assert set(figs) == {"fold_difference", "running_stats", "output_drift"}
+    for name, fig in figs.items():
+        size = figure_bytes(fig)
+        assert size <= 100_000, f"{name}: {size} bytes"
+        assert fig.data, f"{name} has no trace"
+
+
+def test_figure_contents(report):
+    figs = all_figures(report)
+    diff = figs["fold_difference"]
+    assert len(diff.data) == 2 and all(sum(t.y) > 0 for t in diff.data)
+    running = figs["running_stats"]
+    channels = min(InferenceConfig().channels, inference.PLOT_CHANNELS)
+    assert len(running.data) == 3 * 2 * channels
+    assert [a.text for a in running.layout.annotations] == list(inference.VARIANTS.values())
+    drift = figs["output_drift"]
+    assert {t.name for t in drift.data} == set(inference.VARIANTS.values())
+    for fig in (running, drift):
+        for axis in ("xaxis", "xaxis2"):
+            assert fig.layout[axis].tickformat == "d", f"{axis}: a step axis should have integer ticks"
+    colors = {t.line.color for t in drift.data}
+    assert colors == {inference.BNVIZ_COLOR, inference.TORCH_COLOR}
