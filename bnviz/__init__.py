@@ -1,12 +1,26 @@
-"""bnviz: batch normalization from scratch, for any rank, checked against torch.
+"""bnviz: batch normalization and its family from scratch, for any rank, checked against torch.
 
-Public API: ``batch_norm`` (``F.batch_norm``'s signature), ``BatchNorm`` (any rank ≥ 2) and
-``BatchNorm1d`` / ``BatchNorm2d`` / ``BatchNorm3d`` (the same layer with torch's input checks).
+Functions with torch's signatures and errors: ``batch_norm``, ``layer_norm``, ``group_norm``,
+``instance_norm``, ``rms_norm``. Modules with torch's constructors and state: ``BatchNorm`` (any
+rank ≥ 2) and ``BatchNorm1d/2d/3d``, ``LayerNorm``, ``GroupNorm``, ``InstanceNorm1d/2d/3d``,
+``RMSNorm``. Inference: ``fuse_conv_bn_eval``, ``fuse_linear_bn_eval``, ``fold_batch_norms``,
+``freeze_batch_norm`` and ``FrozenBatchNorm``. One core (``bnviz.autograd``) does the maths.
 """
 
 from bnviz.fold import FrozenBatchNorm, fold_batch_norms, freeze_batch_norm, fuse_conv_bn_eval, fuse_linear_bn_eval
-from bnviz.functional import batch_norm
-from bnviz.modules import BatchNorm, BatchNorm1d, BatchNorm2d, BatchNorm3d
+from bnviz.functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
+from bnviz.modules import (
+    BatchNorm,
+    BatchNorm1d,
+    BatchNorm2d,
+    BatchNorm3d,
+    GroupNorm,
+    InstanceNorm1d,
+    InstanceNorm2d,
+    InstanceNorm3d,
+    LayerNorm,
+    RMSNorm,
+)
 
 __all__ = [
     "BatchNorm",
@@ -14,10 +28,20 @@ __all__ = [
     "BatchNorm2d",
     "BatchNorm3d",
     "FrozenBatchNorm",
+    "GroupNorm",
+    "InstanceNorm1d",
+    "InstanceNorm2d",
+    "InstanceNorm3d",
+    "LayerNorm",
+    "RMSNorm",
     "batch_norm",
     "fold_batch_norms",
     "freeze_batch_norm",
     "fuse_conv_bn_eval",
     "fuse_linear_bn_eval",
+    "group_norm",
+    "instance_norm",
+    "layer_norm",
+    "rms_norm",
 ]
-__version__ = "0.1.0"
+__version__ = "0.2.0"

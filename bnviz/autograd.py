@@ -1,40 +1,52 @@
-r"""Batch norm as a ``torch.autograd.Function``: the forward and its closed-form backward, side by side.
+r"""One normalization core for the whole family: statistics over a set of dims per group, with or
+without centring, then an affine transform — the forward and its closed-form backward side by
+side in one ``torch.autograd.Function``.
 
-Per channel c, over the n = N·L₁·L₂·… values that share it (every dim but dim 1):
+Every member sees its input as rows: a ``(A, R, B)`` view whose statistics are taken per group of
+``k`` consecutive rows, over dims A and B (``Layout``):
+
+=============  =================================  ===  ==========  ==========================
+member         view (A, R, B)                     k    centred     affine
+=============  =================================  ===  ==========  ==========================
+BatchNorm      (N, C, L) — channels-last (N·L, C)  1    yes         per row (channel)
+InstanceNorm   (1, N·C, L)                        1    yes         per row: weight[r mod C]
+GroupNorm      (1, N·C, L)                        C/G  yes         per row: weight[r mod C]
+LayerNorm      (1, M, K), K = prod(shape)         1    yes         along B: weight over K
+RMSNorm        (1, M, K)                          1    no          along B: weight over K
+=============  =================================  ===  ==========  ==========================
+
+Per group, over its n values (centred; RMSNorm has ``mean = 0`` and ``var = Σx²/n``):
 
     mean    = Σ x / n
     var     = Σ (x − mean)² / n                 biased: this one normalizes
     inv_std = 1 / √(var + eps)
     x_hat   = (x − mean) · inv_std
-    y       = x_hat · weight + bias  = x · scale + shift,  scale = weight · inv_std,
-                                                         shift = bias − mean · scale
+    y       = x_hat · weight + bias
 
-and, with g = ∂L/∂y,
+and with g = ∂L/∂y, gh = g · weight (the weight broadcast as the affine says),
 
-    ∂L/∂bias   = Σ g
+    ∂L/∂bias   = Σ g                    (over everything the weight is shared by)
     ∂L/∂weight = Σ g · x_hat
-    ∂L/∂x      = weight · inv_std · (g − Σg / n − x_hat · Σ(g · x_hat) / n)    batch statistics
-    ∂L/∂x      = weight · inv_std · g                                         running statistics
+    ∂L/∂x      = inv_std · (gh − Σgh / n − x_hat · Σ(gh · x_hat) / n)     batch statistics
+    ∂L/∂x      = inv_std · gh                                             running statistics
 
-Statistics are computed on shifted data (a rough mean first — of the first chunk — then sums of
-``x − rough``), so a
-channel whose mean dwarfs its spread loses nothing to cancellation; per-channel arithmetic runs
-in float64, as torch's CPU kernel accumulates in double. float16/bfloat16 inputs compute in
+(RMSNorm drops the ``Σgh / n`` term.) Row statistics come from shifted data — a rough mean
+first, then sums of ``x − rough`` — in float64, so a group whose mean dwarfs its spread loses
+nothing to cancellation, and the rows of a group (GroupNorm's C/G channels, or SyncBatchNorm's
+ranks) are merged with Chan's formula (``merge_moments``). float16/bfloat16 inputs compute in
 float32 and return their own dtype.
 
-Speed: the input is seen as an ``(A, C, B)`` view (``(N, C, L)`` when contiguous, ``(N·L, C, 1)``
-when channels-last) without copying, and the passes that need ``x − mean`` walk it in chunks of
-about a million values through one reusable buffer, summing as they go. So a training forward
-plus backward allocates exactly two input-sized tensors — the output and ∂L/∂x — as torch does.
-
-The backward's closed form is also written with differentiable torch ops: under
-``create_graph=True`` the statistics are recomputed from the saved input and autograd
-differentiates the closed form itself, so double backward works.
+Speed: the passes that need ``x − mean`` walk the view in chunks of about a million values
+through one reusable buffer, so a training forward plus backward allocates the output and ∂L/∂x
+at full size and little else. The same maths in plain differentiable form is
+``reference_norm``: autograd differentiates it for double backward, and ``torch.compile``
+fuses it (no Python chunk loop under compile).
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -42,10 +54,12 @@ from torch import Tensor
 
 from bnviz._checks import REDUCED
 
+CHUNK = 1 << 20  # values per chunk of the passes that need x − mean (4 MiB in float32)
+
 
 def cast(t: Tensor, dtype: torch.dtype | None) -> Tensor:
     """``t.to(dtype)``, skipping the dispatcher when ``t`` already has that dtype (a no-op ``.to``
-    costs a microsecond, and a batch-norm step has dozens of them)."""
+    costs a microsecond, and a normalization step has dozens of them)."""
     return t if dtype is None or t.dtype == dtype else t.to(dtype)
 
 
@@ -59,11 +73,6 @@ def reduce_dims(x: Tensor) -> list[int]:
     return [0, *range(2, x.dim())]
 
 
-def channel_shape(x: Tensor) -> list[int]:
-    """Shape that broadcasts a ``(C,)`` vector along dim 1 of ``x``: ``[1, C, 1, …]``."""
-    return [1, x.size(1), *([1] * (x.dim() - 2))]
-
-
 def output_format(x: Tensor) -> torch.memory_format:
     """torch keeps channels_last (and channels_last_3d) inputs in that layout; else contiguous."""
     if not x.is_contiguous():
@@ -74,39 +83,28 @@ def output_format(x: Tensor) -> torch.memory_format:
     return torch.contiguous_format
 
 
-def centred_statistics(x: Tensor) -> tuple[Tensor, Tensor]:
-    """Per-channel ``mean`` and ``m2 = Σ (x − mean)²`` of ``(N, C, *)``, both float64, by shifted
-    data, with differentiable ops (the double-backward path; the forward uses ``centred_sums``).
+@dataclass(frozen=True)
+class Layout:
+    """How one member sees its input (see the module docstring's table).
 
-    A rough mean ``s = Σx / n`` first, then the deviations ``d = x − s``:
-    ``mean = s + Σd / n`` and ``m2 = Σd² − (Σd)² / n``. No large values are ever squared or
-    subtracted, so a channel whose mean dwarfs its spread keeps its accuracy.
+    ``kind``: "channels" (batch norm: rows are the channels, dim 1), "instances" (rows are
+    (sample, channel) pairs; the weight repeats every C rows), or "trailing" (rows are the
+    leading dims, B the last ``inner`` values; the weight runs along B). ``k`` rows share one
+    statistic; ``centred=False`` is RMSNorm's root mean square.
     """
-    dims, shape = reduce_dims(x), channel_shape(x)
-    n = x.numel() // x.size(1)
-    rough = x.sum(dims) / n  # (N, C, *) -> (C,)
-    d = x - rough.view(shape)
-    sum_d = d.sum(dims).double()  # (N, C, *) -> (C,)
-    sum_d2 = d.square().sum(dims).double()  # (N, C, *) -> (C,)
-    return rough.double() + sum_d / n, sum_d2 - sum_d * sum_d / n
+
+    kind: str = "channels"
+    k: int = 1
+    inner: int = 1
+    centred: bool = True
+    keep_format: bool = True  # channels_last in, channels_last out (batch, group, RMS norm); else contiguous
+
+    @property
+    def inner_affine(self) -> bool:
+        return self.kind == "trailing"
 
 
-def update_running_stats(
-    running_mean: Tensor, running_var: Tensor, mean: Tensor, unbiased_var: Tensor, momentum: float | Tensor
-) -> None:
-    """``running ← (1 − momentum) · running + momentum · batch``, in place.
-
-    ``lerp`` is exact at momentum 0 and 1 and within an ulp elsewhere. ``momentum`` may be a
-    0-d tensor (``1 / num_batches_tracked`` for a cumulative average), which keeps the update
-    free of host synchronisation.
-    """
-    with torch.no_grad():
-        for running, batch in ((running_mean, mean), (running_var, unbiased_var)):
-            weight = cast(momentum, running.dtype) if isinstance(momentum, Tensor) else momentum
-            running.lerp_(cast(batch, running.dtype), weight)
-
-
-CHUNK = 1 << 20  # values per chunk of the passes that need x − mean (4 MiB in float32)
+BATCH = Layout()
 
 
 def channel_view(t: Tensor) -> Tensor | None:
@@ -127,70 +125,128 @@ def channel_view(t: Tensor) -> Tensor | None:
     return None
 
 
+def row_view(t: Tensor, layout: Layout) -> tuple[Tensor, Tensor]:
+    """``t`` (copied to contiguous only when its strides allow no view) and its rows view."""
+    if layout.kind == "channels":
+        view = channel_view(t)
+        if view is None:
+            t = t.contiguous()
+            view = channel_view(t)
+        return t, view  # type: ignore[return-value]
+    t = t.contiguous()
+    b = layout.inner if layout.kind == "trailing" else math.prod(t.shape[2:])
+    return t, t.view(1, t.numel() // b if b else 0, b)
+
+
 def _dims(view: Tensor) -> tuple[int, ...]:
-    """The reduced dims of a channel view: (A, C, B) -> (0, 2); (A, C) -> (0,)."""
+    """The reduced dims of a rows view: (A, R, B) -> (0, 2); (A, R) -> (0,)."""
     return (0, 2) if view.dim() == 3 else (0,)
 
 
-def _per_channel(view: Tensor, t: Tensor) -> Tensor:
-    """A (C,) vector shaped to broadcast along dim 1 of a channel view."""
+def _per_row(view: Tensor, t: Tensor) -> Tensor:
+    """A (R,) vector shaped to broadcast along dim 1 of a rows view."""
     return t.view(1, -1, 1) if view.dim() == 3 else t.view(1, -1)
 
 
+def _split_dim(view: Tensor) -> int:
+    """Chunks run along dim 0 (sums accumulate over chunks) unless it has one entry; then along
+    the rows (each chunk holds whole rows)."""
+    return 0 if view.size(0) > 1 else 1
+
+
 def _chunks(view: Tensor) -> int:
-    """Rows of dim 0 per chunk."""
-    return max(1, CHUNK // max(1, math.prod(view.shape[1:])))
+    """Entries of the split dim per chunk."""
+    d = _split_dim(view)
+    per_entry = view.numel() // max(1, view.size(d))
+    return max(1, CHUNK // max(1, per_entry))
 
 
-def _split(view: Tensor, rows: int) -> tuple[Tensor, ...]:
-    """``view`` in chunks of ``rows`` rows (itself alone when it fits in one)."""
-    return (view,) if rows >= view.size(0) else view.split(rows)
+def _split(view: Tensor, size: int, dim: int) -> tuple[Tensor, ...]:
+    """``view`` in chunks of ``size`` along ``dim`` (itself alone when it fits in one)."""
+    return (view,) if size >= view.size(dim) else view.split(size, dim)
 
 
-def _buffer(view: Tensor, rows: int) -> Tensor:
+def _buffer(view: Tensor, size: int, dim: int) -> Tensor:
     """The one reusable chunk buffer for a pass over ``view``."""
-    return torch.empty((min(rows, view.size(0)), *view.shape[1:]), dtype=view.dtype, device=view.device)
+    shape = list(view.shape)
+    shape[dim] = min(size, shape[dim])
+    return torch.empty(shape, dtype=view.dtype, device=view.device)
 
 
-def centred_sums(xv: Tensor, shift: Tensor, gv: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """Per channel of an ``(A, C, B)`` view, in float64, with ``d = x − shift``:
-    ``(Σd, Σd²)``, or with ``gv`` given ``(Σg, Σg·d)``. One pass, one chunk-sized buffer."""
-    rows, dims = _chunks(xv), _dims(xv)
-    buf = _buffer(xv, rows)
-    shift_b = _per_channel(xv, shift)
-    firsts, seconds = [], []
-    for i, xc in enumerate(_split(xv, rows)):
-        d = torch.sub(xc, shift_b, out=buf[: xc.size(0)])
-        if gv is None:
-            firsts.append(d.sum(dims))  # (A, C, B) -> (C,)
-            seconds.append(d.square_().sum(dims))
-        else:
-            gc = gv[i * rows : i * rows + xc.size(0)]
-            firsts.append(gc.sum(dims))
-            seconds.append(d.mul_(gc).sum(dims))
-    if len(firsts) == 1:
-        return firsts[0].double(), seconds[0].double()
-    return torch.stack(firsts).double().sum(0), torch.stack(seconds).double().sum(0)
+def _rows_count(view: Tensor) -> int:
+    """Values per row (A·B)."""
+    return view.numel() // max(1, view.size(1))
 
 
-def _canonical(t: Tensor) -> tuple[Tensor, Tensor]:
-    """``t`` (copied to contiguous only when it has no (A, C, B) view) and its view."""
-    view = channel_view(t)
-    if view is None:
-        t = t.contiguous()
-        view = channel_view(t)
-    return t, view  # type: ignore[return-value]
+def row_moments(xv: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row of a rows view, in float64: ``(mean, m2)`` with ``m2 = Σ (x − mean)²``, from
+    shifted data (a rough mean first, then ``Σd`` and ``Σd²`` of ``d = x − rough``), one pass
+    over the input and one chunk-sized buffer."""
+    dims, d = _dims(xv), _split_dim(xv)
+    size = _chunks(xv)
+    n = _rows_count(xv)
+    buf = _buffer(xv, size, d)
+    if d == 0:  # partial sums over chunks of dim 0; the rough mean from the first chunk
+        head = xv[:size]
+        rough = head.sum(dims).div_(head.numel() // head.size(1))  # (A, R, B) -> (R,)
+        firsts, seconds = [], []
+        shift = _per_row(xv, rough)
+        for xc in _split(xv, size, 0):
+            dc = torch.sub(xc, shift, out=buf[: xc.size(0)])
+            firsts.append(dc.sum(dims))  # (A, R, B) -> (R,)
+            seconds.append(dc.square_().sum(dims))
+        sum_d = firsts[0].double() if len(firsts) == 1 else torch.stack(firsts).double().sum(0)
+        sum_d2 = seconds[0].double() if len(seconds) == 1 else torch.stack(seconds).double().sum(0)
+        rough64 = rough.double()
+    else:  # whole rows per chunk: each chunk's own rough mean, then its shifted sums
+        parts = []
+        for xc in _split(xv, size, 1):
+            rough_c = xc.sum(dims).div_(max(n, 1))  # (1, r, B) -> (r,)
+            dc = torch.sub(xc, _per_row(xc, rough_c), out=buf[:, : xc.size(1)])
+            parts.append((rough_c.double(), dc.sum(dims).double(), dc.square_().sum(dims).double()))
+        rough64, sum_d, sum_d2 = (torch.cat(p) for p in zip(*parts, strict=True))
+    correction = sum_d / n
+    return rough64 + correction, sum_d2 - sum_d * correction
 
 
-def _like(t: Tensor, other: Tensor) -> Tensor:
-    """``other`` with ``t``'s strides (a copy only when they differ), so their views align."""
-    if other.stride() == t.stride():
-        return other
-    return torch.empty_like(t).copy_(other)
+def row_squares(xv: Tensor) -> Tensor:
+    """Per row, in float64: ``Σ x²`` (RMSNorm's statistic: no centring, no cancellation)."""
+    dims, d = _dims(xv), _split_dim(xv)
+    size = _chunks(xv)
+    buf = _buffer(xv, size, d)
+    parts = [torch.mul(xc, xc, out=buf[: xc.size(0)] if d == 0 else buf[:, : xc.size(1)]).sum(dims).double()
+             for xc in _split(xv, size, d)]  # fmt: skip
+    return torch.stack(parts).sum(0) if d == 0 else torch.cat(parts)
 
 
-class BatchNormFunction(torch.autograd.Function):
-    """``y = (x − mean) · inv_std · weight + bias`` with batch or running statistics."""
+def merge_moments(mean: Tensor, m2: Tensor, count: Tensor | float, k: int) -> tuple[Tensor, Tensor]:
+    """Chan's parallel formula: ``(mean, m2)`` of consecutive blocks of ``k`` entries (each with
+    ``count`` values) merged into one per block — exact, and free of cancellation:
+
+        mean = Σ n_i · mean_i / Σ n_i,   m2 = Σ m2_i + Σ n_i · (mean_i − mean)²
+
+    ``mean``, ``m2`` (and a tensor ``count``) have shape ``(…, G·k)``; the result ``(…, G)``.
+    GroupNorm merges its C/G channel rows this way; SyncBatchNorm its ranks.
+    """
+    if k == 1 and not isinstance(count, Tensor):
+        return mean, m2
+    shape = (*mean.shape[:-1], -1, k)
+    mean_k, m2_k = mean.reshape(shape), m2.reshape(shape)
+    counts = count.reshape(shape).to(mean.dtype) if isinstance(count, Tensor) else torch.full_like(mean_k, count)
+    total = counts.sum(-1)
+    merged = (counts * mean_k).sum(-1) / total.clamp_min(1)
+    spread = (counts * (mean_k - merged.unsqueeze(-1)).square()).sum(-1)
+    return merged, m2_k.sum(-1) + spread
+
+
+def expand_rows(v: Tensor, rows: int) -> Tensor:
+    """A per-channel (P,) vector for every one of ``rows`` rows: ``v[r mod P]``."""
+    return v if v.numel() == rows else v.repeat(rows // max(1, v.numel()))
+
+
+class NormFunction(torch.autograd.Function):
+    """``y = (x − mean) · inv_std · weight + bias`` with batch (or instance, group, layer) or
+    running statistics, for any ``Layout``."""
 
     @staticmethod
     def forward(  # type: ignore[override]
@@ -200,50 +256,47 @@ class BatchNormFunction(torch.autograd.Function):
         bias: Tensor | None,
         running_mean: Tensor | None,
         running_var: Tensor | None,
-        training: bool,
+        layout: Layout,
+        use_batch_stats: bool,
         momentum: float | Tensor,
         eps: float,
     ) -> Tensor:
-        ctx.training, ctx.eps = training, eps
+        ctx.layout, ctx.batch_stats, ctx.eps = layout, use_batch_stats, eps
         ctx.weight_dtype = None if weight is None else weight.dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
+        ctx.bias_shape = None if bias is None else bias.shape
         if input.numel() == 0:
             ctx.save_for_backward(input, weight, None, None)
             return torch.empty_like(input)
         cdtype = compute_dtype(input.dtype)
-        x, xv = _canonical(cast(input, cdtype))
-        n = xv.numel() // xv.size(1)
-        if training:
-            # A first estimate to shift by: the mean of the first chunk (exact enough to keep the
-            # shifted sums free of cancellation, and a fraction of a pass to compute).
-            head = xv[: _chunks(xv)]
-            rough = head.sum(_dims(xv)).div_(head.numel() // head.size(1))  # (A, C, B) -> (C,)
-            sum_d, sum_d2 = centred_sums(xv, rough)
-            correction = sum_d.div_(n)
-            mean64 = correction + rough
-            var64 = sum_d2.div_(n).sub_(correction.square_())  # Σ (x − mean)² / n
+        x, xv = row_view(cast(input, cdtype), layout)
+        rows = xv.size(1)
+        if use_batch_stats:
+            mean64, var64, n = _batch_statistics(xv, layout)
             if running_mean is not None and running_var is not None:
-                update_running_stats(running_mean, running_var, mean64, var64 * (n / (n - 1)), momentum)
+                update_running_stats(running_mean, running_var, mean64, var64 * (n / max(n - 1, 1))
+                                     if n > 1 else var64 * math.nan, momentum, rows // layout.k)  # fmt: skip
             # torch keeps batch statistics in the parameters' dtype (float32 ones for a
             # float16/bfloat16 input, else the input's): round them the same way.
             params = [t for t in (weight, bias, running_mean, running_var) if t is not None]
-            stats_dtype = params[0].dtype if params else cdtype
-            mean = cast(cast(mean64, stats_dtype), cdtype)
-            inv_std = cast(cast(var64.add_(eps).rsqrt_(), stats_dtype), cdtype)
-        else:  # the caller has checked that both running statistics are given
-            mean = cast(running_mean, cdtype)  # type: ignore[arg-type]
-            inv_std = torch.rsqrt(cast(running_var, cdtype) + eps)  # type: ignore[arg-type]
-        # y = x · scale + shift in one pass: torch's own form, scale = inv_std · weight rounded like
-        # torch's, shift = bias − mean · scale rounded once from an exact float64 product.
-        scale = inv_std if weight is None else inv_std * cast(weight, cdtype)
-        shift = torch.mul(mean.double(), scale.double()).neg_()
-        if bias is not None:
-            shift = shift.add_(bias)
+            stats_dtype = params[0].dtype if params and not layout.inner_affine else cdtype
+            group_mean = cast(cast(mean64, stats_dtype), cdtype)
+            group_inv = cast(cast(var64.add_(eps).rsqrt_(), stats_dtype), cdtype)
+        else:  # running statistics (the caller has checked that both are given)
+            group_mean = cast(running_mean, cdtype)  # type: ignore[arg-type]
+            group_inv = torch.rsqrt(cast(running_var, cdtype) + eps)  # type: ignore[arg-type]
+        mean = group_mean.repeat_interleave(layout.k) if layout.k > 1 else group_mean
+        inv_std = group_inv.repeat_interleave(layout.k) if layout.k > 1 else group_inv
+        mean, inv_std = expand_rows(mean, rows), expand_rows(inv_std, rows)  # running stats per channel
         out = torch.empty_like(x)
-        # one fused multiply-add per value (torch's addcmul rounds once, like torch's kernel)
-        torch.addcmul(_per_channel(xv, cast(shift, cdtype)), xv, _per_channel(xv, scale), out=channel_view(out))
+        if layout.inner_affine:
+            _apply_inner(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
+        elif layout.kind == "channels":
+            _apply_rows(xv, channel_view(out), mean, inv_std, weight, bias, cdtype)  # type: ignore[arg-type]
+        else:
+            _apply_centred(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
         ctx.save_for_backward(input, weight, mean, inv_std)
-        fmt = output_format(input)
+        fmt = output_format(input) if layout.keep_format else torch.contiguous_format
         if not out.is_contiguous(memory_format=fmt):
             out = out.contiguous(memory_format=fmt)
         return cast(out, input.dtype)
@@ -252,71 +305,376 @@ class BatchNormFunction(torch.autograd.Function):
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
         input, weight, mean, inv_std = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        nones = (None,) * 5
+        nones = (None,) * 6
         if input.numel() == 0:
             grad_w = torch.zeros_like(weight) if need_w else None
-            grad_b = torch.zeros(input.size(1), dtype=ctx.bias_dtype, device=input.device) if need_b else None
+            grad_b = torch.zeros(ctx.bias_shape, dtype=ctx.bias_dtype, device=input.device) if need_b else None
             return torch.zeros_like(input), grad_w, grad_b, *nones
-        cdtype = compute_dtype(input.dtype)
-        if torch.is_grad_enabled():  # create_graph: a differentiable closed form
-            grads = _differentiable_backward(ctx, input, grad_output, weight, mean, inv_std)
+        if torch.is_grad_enabled():  # create_graph: differentiate the plain formula itself
+            grads = _reference_backward(ctx, input, grad_output, weight, mean, inv_std)
             return *(t if need else None for t, need in zip(grads, (need_x, need_w, need_b), strict=True)), *nones
-        x, xv = _canonical(cast(input, cdtype))
+        cdtype = compute_dtype(input.dtype)
+        layout = ctx.layout
+        x, xv = row_view(cast(input, cdtype), layout)
         g = _like(x, cast(grad_output, cdtype))
-        gv = channel_view(g)
-        n = xv.numel() // xv.size(1)
-        if ctx.training or need_w:
-            sum_g, sum_g_d = centred_sums(xv, mean, gv)  # Σg, Σg·(x − mean)
+        gv = g.view(xv.shape) if layout.kind != "channels" else channel_view(g)
+        if layout.inner_affine:
+            grad_x, grad_w, grad_b = _backward_inner(ctx, x, xv, gv, weight, mean, inv_std, need_x, need_w, need_b)
         else:
-            sum_g, sum_g_d = gv.sum(_dims(gv)).double(), None
-        w_inv_std = inv_std if weight is None else inv_std * cast(weight, cdtype)
-        grad_x = grad_w = grad_b = None
-        if need_x:
-            grad_x = torch.empty_like(x)
-            out = channel_view(grad_x)
-            if ctx.training:
-                # ∂L/∂x = w·inv_std·(g − Σg/n − x_hat·Σ(g·x_hat)/n) = c_g·g + c_d·(x − mean) + c_0
-                w_inv_std64 = w_inv_std.double()
-                c_d = _per_channel(xv, cast((sum_g_d * inv_std.double().square()).mul_(w_inv_std64).div_(-n), cdtype))
-                c_0 = _per_channel(xv, cast((sum_g * w_inv_std64).div_(-n), cdtype))
-                c_g = _per_channel(xv, w_inv_std)
-                rows = _chunks(xv)
-                buf = _buffer(xv, rows)
-                mean_b = _per_channel(xv, mean)
-                for xc, gc, oc in zip(_split(xv, rows), _split(gv, rows), _split(out, rows), strict=True):
-                    d = torch.sub(xc, mean_b, out=buf[: xc.size(0)]).mul_(c_d).add_(c_0)
-                    torch.addcmul(d, gc, c_g, out=oc)
-            else:
-                torch.mul(gv, _per_channel(gv, w_inv_std), out=out)
-            fmt = output_format(input)
+            grad_x, grad_w, grad_b = _backward_rows(ctx, x, xv, gv, weight, mean, inv_std, need_x, need_w, need_b)
+        if grad_x is not None:
+            fmt = output_format(input) if layout.keep_format else torch.contiguous_format
             if not grad_x.is_contiguous(memory_format=fmt):
                 grad_x = grad_x.contiguous(memory_format=fmt)
-            grad_x = cast(grad_x, input.dtype)
-        if need_w:
-            grad_w = cast(sum_g_d * inv_std.double(), ctx.weight_dtype)  # Σ g·x_hat
-        if need_b:
-            grad_b = cast(sum_g, ctx.bias_dtype)
+            grad_x = cast(grad_x.view(input.shape) if grad_x.shape != input.shape else grad_x, input.dtype)
+        grad_w = None if grad_w is None else cast(grad_w, ctx.weight_dtype).view(weight.shape)
+        grad_b = None if grad_b is None else cast(grad_b, ctx.bias_dtype).view(ctx.bias_shape)
         return grad_x, grad_w, grad_b, *nones
 
 
-def _differentiable_backward(
+def _batch_statistics(xv: Tensor, layout: Layout) -> tuple[Tensor, Tensor, int]:
+    """Per statistics group, float64: the mean (0 for RMSNorm), the biased variance (the mean
+    square for RMSNorm), and n, the values per group."""
+    n = _rows_count(xv) * layout.k
+    if not layout.centred:
+        ms = row_squares(xv) / n
+        return torch.zeros_like(ms), ms, n
+    mean, m2 = row_moments(xv)
+    mean, m2 = merge_moments(mean, m2, float(n // layout.k), layout.k)
+    return mean, m2.div_(n), n
+
+
+def update_running_stats(
+    running_mean: Tensor,
+    running_var: Tensor,
+    mean: Tensor,
+    unbiased_var: Tensor,
+    momentum: float | Tensor,
+    groups: int | None = None,
+) -> None:
+    """``running ← (1 − momentum) · running + momentum · batch``, in place.
+
+    ``lerp`` is exact at momentum 0 and 1 and within an ulp elsewhere. ``momentum`` may be a
+    0-d tensor (``1 / num_batches_tracked`` for a cumulative average), which keeps the update
+    free of host synchronisation. When the batch holds more groups than the buffers (instance
+    norm: one statistic per sample and channel, running statistics per channel), each sample's
+    update is averaged over the samples, as torch does.
+    """
+    with torch.no_grad():
+        for running, batch in ((running_mean, mean), (running_var, unbiased_var)):
+            weight = cast(momentum, running.dtype) if isinstance(momentum, Tensor) else momentum
+            if groups is not None and groups != running.numel():
+                copies = running.repeat(groups // running.numel()).lerp_(cast(batch, running.dtype), weight)
+                running.copy_(copies.view(-1, running.numel()).mean(0))
+            else:
+                running.lerp_(cast(batch, running.dtype), weight)
+
+
+def _apply_rows(
+    xv: Tensor, out: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor | None,
+    cdtype: torch.dtype,
+) -> None:  # fmt: skip
+    """``y = x · scale + shift`` per row, torch's own form: ``scale = inv_std · weight`` rounded
+    like torch's, ``shift = bias − mean · scale`` rounded once from an exact float64 product, one
+    fused multiply-add per value (addcmul rounds once, as torch's kernel does)."""
+    rows = xv.size(1)
+    scale = inv_std if weight is None else inv_std * expand_rows(cast(weight, cdtype), rows)
+    shift = torch.mul(mean.double(), scale.double()).neg_()
+    if bias is not None:
+        shift = shift.add_(expand_rows(bias, rows))
+    torch.addcmul(_per_row(xv, cast(shift, cdtype)), xv, _per_row(xv, scale), out=out)
+
+
+def _apply_centred(
+    xv: Tensor, out: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor | None,
+    cdtype: torch.dtype,
+) -> None:  # fmt: skip
+    """``y = (x − mean) · scale + bias`` per row, ``scale = inv_std · weight``: centred first, so a
+    constant group gives exactly β (instance and group norm; a group of one value is common there)."""
+    rows = xv.size(1)
+    scale = inv_std if weight is None else inv_std * expand_rows(cast(weight, cdtype), rows)
+    torch.sub(xv, _per_row(xv, mean), out=out)
+    if bias is None:
+        out.mul_(_per_row(xv, scale))
+    else:
+        torch.addcmul(_per_row(xv, expand_rows(cast(bias, cdtype), rows)), out, _per_row(xv, scale), out=out)
+
+
+def _apply_inner(
+    xv: Tensor, out: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor | None,
+    cdtype: torch.dtype,
+) -> None:  # fmt: skip
+    """``y = (x − mean) · inv_std · weight + bias`` with the weight along B (layer and RMS norm),
+    in place in ``out``; centred first, so a constant row gives exactly β."""
+    torch.sub(xv, _per_row(xv, mean), out=out).mul_(_per_row(xv, inv_std))
+    if weight is not None and bias is not None:
+        torch.addcmul(cast(bias, cdtype).view(1, 1, -1), out, cast(weight, cdtype).view(1, 1, -1), out=out)
+    elif weight is not None:
+        out.mul_(cast(weight, cdtype).view(1, 1, -1))
+    elif bias is not None:
+        out.add_(cast(bias, cdtype).view(1, 1, -1))
+
+
+def _like(t: Tensor, other: Tensor) -> Tensor:
+    """``other`` with ``t``'s strides (a copy only when they differ), so their views align."""
+    if other.stride() == t.stride():
+        return other
+    return torch.empty_like(t).copy_(other)
+
+
+def row_grad_sums(xv: Tensor, mean: Tensor, gv: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row of a rows view, float64: ``(Σg, Σg·(x − mean))``; one pass, one chunk buffer."""
+    dims, d = _dims(xv), _split_dim(xv)
+    size = _chunks(xv)
+    buf = _buffer(xv, size, d)
+    mean_r = _per_row(xv, mean)
+    firsts, seconds = [], []
+    for xc, gc in zip(_split(xv, size, d), _split(gv, size, d), strict=True):
+        out = buf[: xc.size(0)] if d == 0 else buf[:, : xc.size(1)]
+        mc = mean_r if d == 0 else mean_r[:, len(firsts) * size : len(firsts) * size + xc.size(1)]
+        dc = torch.sub(xc, mc, out=out)
+        firsts.append(gc.sum(dims))  # (A, R, B) -> (R,)
+        seconds.append(dc.mul_(gc).sum(dims))
+    join = (lambda p: torch.stack(p).double().sum(0)) if d == 0 else (lambda p: torch.cat(p).double())
+    return join(firsts), join(seconds)
+
+
+def _backward_rows(
+    ctx: Any, x: Tensor, xv: Tensor, gv: Tensor, weight: Tensor | None, mean: Tensor, inv_std: Tensor,
+    need_x: bool, need_w: bool, need_b: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # fmt: skip
+    """The closed form for a per-row affine (batch, instance and group norm): with per-row sums
+    ``Σg``, ``Σg·d`` (d = x − mean) weighted by each row's γ and summed over a group's k rows,
+    ``∂L/∂x = c_g·g + c_d·d + c_0`` per row."""
+    layout, cdtype = ctx.layout, x.dtype
+    rows, k = xv.size(1), layout.k
+    n = _rows_count(xv) * k
+    w_rows = None if weight is None else expand_rows(cast(weight, cdtype), rows)
+    need_sums = ctx.batch_stats or need_w or need_b
+    sum_g = sum_gd = None
+    if need_sums:
+        sum_g, sum_gd = row_grad_sums(xv, mean, gv) if ctx.batch_stats or need_w else (gv.sum(_dims(gv)).double(),
+                                                                                        None)  # fmt: skip
+    grad_x = grad_w = grad_b = None
+    if need_x:
+        grad_x = torch.empty_like(x)
+        out = channel_view(grad_x) if layout.kind == "channels" else grad_x.view(xv.shape)
+        w_inv = inv_std if w_rows is None else inv_std * w_rows
+        if ctx.batch_stats:
+            # ∂L/∂x = inv_std·(gh − Σgh/n − x_hat·Σ(gh·x_hat)/n) = c_g·g + c_d·(x − mean) + c_0, gh = γ·g
+            w64 = torch.ones_like(sum_g) if w_rows is None else w_rows.double()
+            s1, s2 = _group_sum(sum_g * w64, k), _group_sum(sum_gd * w64, k)  # (R,) -> (G,) -> (R,)
+            inv64 = inv_std.double()
+            c_d = _per_row(xv, cast(s2.mul_(inv64.pow(3)).div_(-n), cdtype))
+            c_0 = _per_row(xv, cast(s1.mul_(inv64).div_(-n), cdtype))
+            c_g = _per_row(xv, w_inv)
+            d = _split_dim(xv)
+            size = _chunks(xv)
+            buf = _buffer(xv, size, d)
+            mean_r = _per_row(xv, mean)
+            for i, (xc, gc, oc) in enumerate(zip(_split(xv, size, d), _split(gv, size, d), _split(out, size, d),
+                                                 strict=True)):  # fmt: skip
+                if d == 0:
+                    tmp = torch.sub(xc, mean_r, out=buf[: xc.size(0)]).mul_(c_d).add_(c_0)
+                    torch.addcmul(tmp, gc, c_g, out=oc)
+                else:
+                    sl = slice(i * size, i * size + xc.size(1))
+                    tmp = torch.sub(xc, mean_r[:, sl], out=buf[:, : xc.size(1)]).mul_(c_d[:, sl]).add_(c_0[:, sl])
+                    torch.addcmul(tmp, gc, c_g[:, sl], out=oc)
+        else:
+            torch.mul(gv, _per_row(gv, w_inv), out=out)
+    period = weight.numel() if weight is not None else (x.size(1) if x.dim() > 1 else rows)
+    if need_w:
+        grad_w = _fold_period(sum_gd * inv_std.double(), period)  # Σ g·x_hat per channel
+    if need_b:
+        grad_b = _fold_period(sum_g, period)
+    return grad_x, grad_w, grad_b
+
+
+def _group_sum(v: Tensor, k: int) -> Tensor:
+    """Sum over each group of k consecutive rows, repeated back to every row."""
+    return v if k == 1 else v.view(-1, k).sum(1).repeat_interleave(k)
+
+
+def _fold_period(v: Tensor, period: int) -> Tensor:
+    """A per-row (R,) sum folded onto the (P,) parameters it came from (rows r, r+P, … share)."""
+    return v if v.numel() == period else v.view(-1, period).sum(0)
+
+
+def _backward_inner(
+    ctx: Any, x: Tensor, xv: Tensor, gv: Tensor, weight: Tensor | None, mean: Tensor, inv_std: Tensor,
+    need_x: bool, need_w: bool, need_b: bool,
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # fmt: skip
+    """The closed form for an affine along B (layer and RMS norm): per row ``Σgh`` and
+    ``Σgh·d`` with ``gh = γ·g``; per column ``Σ g·x_hat`` and ``Σ g`` for γ and β."""
+    layout, cdtype = ctx.layout, x.dtype
+    n = xv.size(2)
+    d = 1  # rows views of these members are (1, R, B): chunks of whole rows
+    size = _chunks(xv)
+    buf = _buffer(xv, size, d)
+    w = None if weight is None else cast(weight, cdtype).view(1, 1, -1)
+    s1_parts, s2_parts, gw_parts, gb_parts = [], [], [], []
+    for i, (xc, gc) in enumerate(zip(_split(xv, size, d), _split(gv, size, d), strict=True)):
+        sl = slice(i * size, i * size + xc.size(1))
+        dc = torch.sub(xc, _per_row(xc, mean[sl]), out=buf[:, : xc.size(1)])  # x − mean
+        gh = gc if w is None else gc * w
+        s1_parts.append(gh.sum(2).double().view(-1))
+        if need_w:
+            gw_parts.append((gc * dc * _per_row(xc, inv_std[sl])).sum((0, 1)).double())
+        if need_b:
+            gb_parts.append(gc.sum((0, 1)).double())
+        s2_parts.append(dc.mul_(gh).sum(2).double().view(-1))
+    grad_x = None
+    if need_x:
+        inv64 = inv_std.double()
+        s2 = torch.cat(s2_parts)
+        c_d = cast(s2.mul_(inv64.pow(3)).div_(-n), cdtype)
+        c_0 = cast(torch.cat(s1_parts).mul_(inv64).div_(-n), cdtype) if layout.centred else None
+        grad_x = torch.empty_like(x)
+        out = grad_x.view(xv.shape)
+        for i, (xc, gc, oc) in enumerate(zip(_split(xv, size, d), _split(gv, size, d), _split(out, size, d),
+                                             strict=True)):  # fmt: skip
+            sl = slice(i * size, i * size + xc.size(1))
+            tmp = torch.sub(xc, _per_row(xc, mean[sl]), out=buf[:, : xc.size(1)]).mul_(_per_row(xc, c_d[sl]))
+            if c_0 is not None:
+                tmp.add_(_per_row(xc, c_0[sl]))
+            gh = gc if w is None else gc * w
+            torch.addcmul(tmp, gh, _per_row(xc, inv_std[sl]), out=oc)
+    grad_w = torch.stack(gw_parts).sum(0) if need_w else None
+    grad_b = torch.stack(gb_parts).sum(0) if need_b else None
+    return grad_x, grad_w, grad_b
+
+
+# --- the plain formula -------------------------------------------------------------------------
+
+
+def reference_norm(
+    input: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    layout: Layout,
+    eps: float,
+    mean: Tensor | None = None,
+    inv_std: Tensor | None = None,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The same maths with plain differentiable ops and no chunk loop: what autograd
+    differentiates for double backward and what ``torch.compile`` fuses. Statistics in float64
+    from a two-pass formula (the mean, then the mean of ``(x − mean)²``), or the given per-group
+    ``mean`` and ``inv_std`` (running statistics). Returns ``(y, mean, var)``: the batch's
+    float64 group mean and biased variance (for the running statistics), None with given ones."""
+    cdtype = compute_dtype(input.dtype)
+    x = input.to(cdtype)
+    n_dim, shape = x.size(0), x.shape
+    if layout.kind == "channels":
+        xv = x.reshape(n_dim, x.size(1), -1)  # (N, C, L)
+        dims, group_shape = (0, 2), (1, -1, 1)
+    elif layout.kind == "instances":
+        k = layout.k
+        xv = x.reshape(1, -1, k * math.prod(shape[2:]))  # (1, N·G, (C/G)·L)
+        dims, group_shape = (0, 2), (1, -1, 1)
+    else:
+        xv = x.reshape(1, -1, layout.inner)  # (1, M, K)
+        dims, group_shape = (0, 2), (1, -1, 1)
+    mean64 = var64 = None
+    if inv_std is None:
+        n = xv.numel() // max(1, xv.size(1))
+        if layout.centred:
+            mean64 = xv.sum(dims, dtype=torch.float64) / n
+            dev = xv.double() - mean64.view(group_shape)
+            var64 = (dev * dev).sum(dims) / n
+        else:
+            mean64 = torch.zeros(xv.size(1), dtype=torch.float64, device=x.device)
+            var64 = (xv.double() * xv.double()).sum(dims) / n
+        params = [t for t in (weight, bias) if t is not None]
+        stats_dtype = params[0].dtype if params and not layout.inner_affine else cdtype
+        mean = mean64.to(stats_dtype).to(cdtype)
+        inv_std = (var64 + eps).rsqrt().to(stats_dtype).to(cdtype)
+    else:
+        mean = mean.to(cdtype)
+        inv_std = inv_std.to(cdtype)
+    if layout.kind == "instances" and layout.k > 1:  # per group of channels: back to (1, N·C, L)
+        xv = x.reshape(1, -1, math.prod(shape[2:]))
+        mean, inv_std = mean.repeat_interleave(layout.k), inv_std.repeat_interleave(layout.k)
+    mean_r, inv_r = expand_rows(mean, xv.size(1)), expand_rows(inv_std, xv.size(1))
+    x_hat = (xv - mean_r.view(group_shape)) * inv_r.view(group_shape)
+    if layout.inner_affine:
+        y = x_hat if weight is None else x_hat * weight.to(cdtype).reshape(1, 1, -1)
+        y = y if bias is None else y + bias.to(cdtype).reshape(1, 1, -1)
+    else:
+        rows = xv.size(1)
+        y = x_hat if weight is None else x_hat * expand_rows(weight.to(cdtype), rows).view(group_shape)
+        y = y if bias is None else y + expand_rows(bias.to(cdtype), rows).view(group_shape)
+    return y.reshape(shape).to(input.dtype), mean64, var64
+
+
+def _reference_backward(
     ctx: Any, input: Tensor, grad_output: Tensor, weight: Tensor | None, mean: Tensor, inv_std: Tensor
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """The same closed form with out-of-place ops, for double backward: in training the
-    statistics are recomputed from ``input`` so that autograd sees them depend on it."""
-    cdtype = compute_dtype(input.dtype)
-    x, g = input.to(cdtype), grad_output.to(cdtype)
-    dims, shape = reduce_dims(x), channel_shape(x)
-    n = x.numel() // x.size(1)
-    if ctx.training:
-        mean64, m2 = centred_statistics(x)
-        mean, inv_std = mean64.to(cdtype), (m2 / n + ctx.eps).rsqrt().to(cdtype)
-    x_hat = (x - mean.view(shape)) * inv_std.view(shape)
-    sum_g = g.sum(dims)  # (N, C, *) -> (C,)
-    sum_g_xhat = (g * x_hat).sum(dims)  # (N, C, *) -> (C,)
-    w_inv_std = inv_std if weight is None else inv_std * weight.to(cdtype)
-    inner = g - (sum_g / n).view(shape) - x_hat * (sum_g_xhat / n).view(shape) if ctx.training else g
-    grad_x = (inner * w_inv_std.view(shape)).to(input.dtype)
-    grad_w = None if ctx.weight_dtype is None else sum_g_xhat.to(ctx.weight_dtype)
-    grad_b = None if ctx.bias_dtype is None else sum_g.to(ctx.bias_dtype)
+    """First derivatives as a differentiable graph (for double backward): autograd through
+    ``reference_norm``, with the batch statistics recomputed from ``input`` so that they depend
+    on it, or the saved running statistics."""
+    layout = ctx.layout
+    bias = None
+    if ctx.bias_dtype is not None:  # ∂L/∂β = Σg whatever β is: a stand-in with its shape
+        bias = torch.zeros(ctx.bias_shape, dtype=ctx.bias_dtype, device=input.device, requires_grad=True)
+    with torch.enable_grad():
+        x = input if input.requires_grad else input.detach().requires_grad_()
+        w = weight if weight is None or weight.requires_grad else weight.detach().requires_grad_()
+        if ctx.batch_stats:
+            y, _, _ = reference_norm(x, w, bias, layout, ctx.eps)
+        else:  # the saved running statistics, one per channel
+            channels = mean.numel() if layout.kind == "channels" else input.size(1)
+            y, _, _ = reference_norm(x, w, bias, layout, ctx.eps, mean[:channels], inv_std[:channels])
+        inputs = [t for t in (x, w, bias) if t is not None]
+        grads = torch.autograd.grad(y, inputs, grad_output, create_graph=True)
+    grad_x = grads[0]
+    grad_w = grads[1] if w is not None else None
+    grad_b = grads[-1] if bias is not None else None
     return grad_x, grad_w, grad_b
+
+
+def compiled_norm(
+    input: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    layout: Layout,
+    use_batch_stats: bool,
+    momentum: float | Tensor,
+    eps: float,
+) -> Tensor:
+    """What ``normalize`` runs under ``torch.compile``: ``reference_norm`` — plain ops that
+    inductor fuses into a few kernels, no Python chunk loop, autograd's own backward — and the
+    same running-statistics update as the eager path (``update_running_stats``)."""
+    if use_batch_stats:
+        y, mean64, var64 = reference_norm(input, weight, bias, layout, eps)
+        if running_mean is not None and running_var is not None and mean64 is not None and var64 is not None:
+            n = input.numel() // max(1, mean64.numel())
+            groups = mean64.numel()
+            update_running_stats(running_mean, running_var, mean64.detach(), var64.detach() * (n / (n - 1)),
+                                 momentum, groups)  # fmt: skip
+    else:
+        cdtype = compute_dtype(input.dtype)
+        inv_std = torch.rsqrt(cast(running_var, cdtype) + eps)  # type: ignore[arg-type]
+        y, _, _ = reference_norm(input, weight, bias, layout, eps, running_mean, inv_std)
+    fmt = output_format(input) if layout.keep_format else torch.contiguous_format
+    return y if y.is_contiguous(memory_format=fmt) else y.contiguous(memory_format=fmt)
+
+
+def normalize(
+    input: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    layout: Layout,
+    use_batch_stats: bool,
+    momentum: float | Tensor,
+    eps: float,
+) -> Tensor:
+    """The one entry to the core for every member: the chunked eager ``NormFunction``, or under
+    ``torch.compile`` the plain formula that inductor fuses (``compiled_norm``)."""
+    if torch.compiler.is_compiling() and input.numel() != 0:
+        return compiled_norm(input, weight, bias, running_mean, running_var, layout, use_batch_stats, momentum, eps)
+    return NormFunction.apply(input, weight, bias, running_mean, running_var, layout, use_batch_stats, momentum, eps)

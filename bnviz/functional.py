@@ -1,6 +1,6 @@
-r"""``bnviz.batch_norm``: ``torch.nn.functional.batch_norm``'s signature, semantics and errors.
+r"""bnviz's normalization functions, with torch's signatures, semantics and errors.
 
-For each channel c (dim 1) of an input of shape ``(N, C, *)``:
+``batch_norm`` — for each channel c (dim 1) of an input of shape ``(N, C, *)``:
 
 .. math::
     y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
@@ -14,14 +14,37 @@ are given they are updated in place with the *unbiased* variance (Bessel's n / (
 
 Note that m weights the *new* batch (torch's convention; Keras' momentum weights the old value,
 so torch 0.1 is Keras 0.9). In evaluation the running statistics normalize instead.
+
+The family is the same formula over other sets of values — one core (``bnviz.autograd``):
+
+- ``instance_norm``: per sample and channel, over the spatial dims (batch norm of a
+  ``(1, N·C, *)`` view; running statistics averaged over the samples);
+- ``group_norm``: per sample and group of C/G channels, over those channels and the spatial dims;
+- ``layer_norm``: per sample (every leading index), over the trailing ``normalized_shape``,
+  with γ and β shaped like it;
+- ``rms_norm``: as layer norm without centring: ``y = x / √(E[x²] + ε) · γ``.
 """
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
+
 from torch import Tensor
 
-from bnviz._checks import verify_arguments, verify_batch_size, verify_empty_input_parameters, verify_eps
-from bnviz.autograd import BatchNormFunction
+from bnviz._checks import (
+    rms_norm_dtypes,
+    rms_norm_eps,
+    verify_arguments,
+    verify_batch_size,
+    verify_empty_input_parameters,
+    verify_eps,
+    verify_group_norm,
+    verify_instance_norm,
+    verify_layer_norm,
+    verify_rms_norm,
+)
+from bnviz.autograd import BATCH, Layout, normalize
 
 
 def batch_norm(
@@ -58,4 +81,65 @@ def batch_norm(
         verify_arguments(input, running_mean, running_var, weight, bias, training)
     else:
         verify_empty_input_parameters(weight, bias)
-    return BatchNormFunction.apply(input, weight, bias, running_mean, running_var, training, momentum, eps)
+    return normalize(input, weight, bias, running_mean, running_var, BATCH, training, momentum, eps)
+
+
+def instance_norm(
+    input: Tensor,
+    running_mean: Tensor | None = None,
+    running_var: Tensor | None = None,
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    use_input_stats: bool = True,
+    momentum: float = 0.1,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalize each sample's channel over its spatial dims, like ``F.instance_norm``.
+
+    Args:
+        input: ``(N, C, *)``, rank ≥ 3 (at least 2 spatial values when using input statistics).
+        running_mean, running_var: optional ``(C,)`` buffers; with ``use_input_stats`` they are
+            updated in place with each sample's statistics, averaged over the samples.
+        weight, bias: optional ``(C,)`` γ and β.
+        use_input_stats: normalize with the input's own statistics (else the running ones).
+        momentum, eps: as in ``batch_norm``.
+    """
+    verify_instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
+    layout = Layout("instances", keep_format=False)
+    return normalize(input, weight, bias, running_mean, running_var, layout, use_input_stats, momentum, eps)
+
+
+def group_norm(
+    input: Tensor, num_groups: int, weight: Tensor | None = None, bias: Tensor | None = None, eps: float = 1e-5
+) -> Tensor:
+    """Normalize each sample over groups of ``C / num_groups`` channels (and the spatial dims),
+    like ``F.group_norm``; γ and β are per channel ``(C,)``."""
+    verify_group_norm(input, num_groups, weight, bias, eps)
+    layout = Layout("instances", k=input.size(1) // num_groups)
+    return normalize(input, weight, bias, None, None, layout, True, 0.0, eps)
+
+
+def layer_norm(
+    input: Tensor,
+    normalized_shape: int | Sequence[int],
+    weight: Tensor | None = None,
+    bias: Tensor | None = None,
+    eps: float = 1e-5,
+) -> Tensor:
+    """Normalize over the trailing ``normalized_shape`` dims, like ``F.layer_norm``; γ and β
+    have ``normalized_shape``."""
+    shape = verify_layer_norm(input, normalized_shape, weight, bias, eps)
+    layout = Layout("trailing", inner=math.prod(shape), keep_format=False)
+    return normalize(input, weight, bias, None, None, layout, True, 0.0, eps)
+
+
+def rms_norm(
+    input: Tensor, normalized_shape: int | Sequence[int], weight: Tensor | None = None, eps: float | None = None
+) -> Tensor:
+    """Divide by the root mean square over the trailing ``normalized_shape`` dims, like
+    ``F.rms_norm``: ``y = x / √(mean(x²) + eps) · γ``; ``eps=None`` is the dtype's machine epsilon."""
+    shape = verify_rms_norm(input, normalized_shape, weight, eps)
+    layout = Layout("trailing", inner=math.prod(shape), centred=False)
+    y = normalize(input, weight, None, None, None, layout, True, 0.0, rms_norm_eps(input, eps))
+    return y.to(rms_norm_dtypes(input, weight)[1])  # always the input's dtype, whatever the weight's
+

@@ -1,21 +1,26 @@
-r"""Batch-norm modules: state in ``_NormBase``, policy in ``BatchNorm``, input checks in 1d/2d/3d.
+r"""Normalization modules: state in ``_NormBase``, policy in ``BatchNorm``, input checks in 1d/2d/3d;
+then the family — ``InstanceNorm1d/2d/3d`` (on ``_NormBase``, as in torch), ``LayerNorm``,
+``GroupNorm`` and ``RMSNorm`` — each a thin wrapper over its function in ``bnviz.functional``.
 
 ``BatchNorm`` is the universal layer — any input of rank ≥ 2, channels on dim 1 — and
 ``BatchNorm1d``, ``BatchNorm2d`` and ``BatchNorm3d`` extend it by one method each, the input
 check. That is the whole difference between torch's three classes, made visible.
 
-Parameter and buffer names, defaults, ``extra_repr`` and the state-dict version match
-``torch.nn.BatchNorm*d``, so state dicts load both ways.
+Parameter and buffer names, defaults, ``extra_repr`` and the state-dict version match torch's
+classes, so state dicts load both ways.
 """
 
 from __future__ import annotations
 
+import numbers
+import warnings
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from bnviz.functional import batch_norm
+from bnviz.functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 
 
 class _NormBase(nn.Module):
@@ -174,3 +179,276 @@ class BatchNorm3d(BatchNorm):
     def _check_input_dim(self, input: Tensor) -> None:
         if input.dim() != 5:
             raise ValueError(f"expected 5D input (got {input.dim()}D input)")
+
+
+# --- the family: the same core over other sets of values ---------------------------------------
+
+
+class _InstanceNorm(_NormBase):
+    r"""Instance normalization: each sample's channel over its spatial dims.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
+
+    with E and the biased Var per (sample, channel). ``affine`` and ``track_running_stats``
+    default to False, as in torch; with running statistics, training updates them with the
+    samples' statistics averaged, and eval normalizes with them. Unbatched input (no N) works.
+    1d/2d/3d differ in the ranks they accept.
+    """
+
+    _no_batch_dim = 2
+    _ranks = "2D or 3D"
+
+    def __init__(
+        self,
+        num_features: int,
+        eps: float = 1e-5,
+        momentum: float | None = 0.1,
+        affine: bool = False,
+        track_running_stats: bool = False,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
+
+    def _check_input_dim(self, input: Tensor) -> None:
+        if input.dim() not in (self._no_batch_dim, self._no_batch_dim + 1):
+            raise ValueError(f"expected {self._ranks} input (got {input.dim()}D input)")
+
+    def _load_from_state_dict(
+        self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any], *args: Any
+    ) -> None:
+        # State dicts from before torch 0.4 carried running statistics that are no longer tracked.
+        error_msgs = args[-1]
+        if local_metadata.get("version", None) is None and not self.track_running_stats:
+            keys = [prefix + name for name in ("running_mean", "running_var") if prefix + name in state_dict]
+            if keys:
+                klass = type(self).__name__
+                error_msgs.append(
+                    "Unexpected running stats buffer(s) {names} for {klass} with track_running_stats=False. If "
+                    "state_dict is a checkpoint saved before 0.4.0, this may be expected because {klass} does not "
+                    "track running stats by default since 0.4.0. Please remove these keys from state_dict. If the "
+                    "running stats are actually needed, instead set track_running_stats=True in {klass} to enable "
+                    "them. See the documentation of {klass} for details.".format(
+                        names=" and ".join(f'"{k}"' for k in keys), klass=klass
+                    )
+                )
+                for key in keys:
+                    state_dict.pop(key)
+        nn.Module._load_from_state_dict(self, state_dict, prefix, local_metadata, *args)
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        feature_dim = input.dim() - self._no_batch_dim
+        if input.size(feature_dim) != self.num_features:
+            if self.affine:
+                raise ValueError(
+                    f"expected input's size at dim={feature_dim} to match num_features ({self.num_features}), "
+                    f"but got: {input.size(feature_dim)}."
+                )
+            warnings.warn(
+                f"input's size at dim={feature_dim} does not match num_features. You can silence this warning by "
+                "not passing in num_features, which is not used because affine=False",
+                stacklevel=2,
+            )
+        batched = input if input.dim() > self._no_batch_dim else input.unsqueeze(0)
+        y = instance_norm(
+            batched,
+            self.running_mean,
+            self.running_var,
+            self.weight,
+            self.bias,
+            self.training or not self.track_running_stats,
+            self.momentum if self.momentum is not None else 0.0,
+            self.eps,
+        )
+        return y if input.dim() > self._no_batch_dim else y.squeeze(0)
+
+
+class InstanceNorm1d(_InstanceNorm):
+    """Instance normalization of ``(N, C, L)`` or unbatched ``(C, L)`` inputs."""
+
+    _no_batch_dim, _ranks = 2, "2D or 3D"
+
+
+class InstanceNorm2d(_InstanceNorm):
+    """Instance normalization of ``(N, C, H, W)`` or unbatched ``(C, H, W)`` inputs."""
+
+    _no_batch_dim, _ranks = 3, "3D or 4D"
+
+
+class InstanceNorm3d(_InstanceNorm):
+    """Instance normalization of ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)`` inputs."""
+
+    _no_batch_dim, _ranks = 4, "4D or 5D"
+
+
+def _shape_tuple(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
+    """torch's rule: an int is a one-dim shape; anything else becomes a tuple."""
+    return (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
+
+
+class LayerNorm(nn.Module):
+    r"""Layer normalization over the trailing ``normalized_shape`` dims of each sample.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
+
+    with E and the biased Var over the last ``len(normalized_shape)`` dims, and γ, β of that
+    shape. No batch statistics: the same in train and eval, whatever the batch size.
+
+    Args:
+        normalized_shape: the trailing shape (an int for one dim).
+        eps: added to the variance. Default: 1e-5
+        elementwise_affine: learn γ (``weight``) and β (``bias``). Default: True
+        bias: learn β (with ``elementwise_affine``). Default: True
+    """
+
+    __constants__: ClassVar[list[str]] = ["normalized_shape", "eps", "elementwise_affine"]
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float = 1e-5,
+        elementwise_affine: bool = True,
+        bias: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        factory = {"device": device, "dtype": dtype}
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        self.weight: nn.Parameter | None
+        self.bias: nn.Parameter | None
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(self.normalized_shape, **factory))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ ← 1, β ← 0."""
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+class GroupNorm(nn.Module):
+    r"""Group normalization: each sample's channels in ``num_groups`` groups, each group over its
+    channels and the spatial dims; γ and β per channel.
+
+    .. math::
+        y = \frac{x - \mathrm{E}[x]}{\sqrt{\mathrm{Var}[x] + \epsilon}} \cdot \gamma + \beta
+
+    ``num_groups=1`` is a layer norm over (C, *) with per-channel γ, β; ``num_groups=C`` an
+    instance norm without running statistics.
+    """
+
+    __constants__: ClassVar[list[str]] = ["num_groups", "num_channels", "eps", "affine"]
+
+    def __init__(
+        self,
+        num_groups: int,
+        num_channels: int,
+        eps: float = 1e-5,
+        affine: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+        *,
+        bias: bool = True,
+    ) -> None:
+        super().__init__()
+        if num_channels % num_groups != 0:  # (a ZeroDivisionError for 0 groups, as in torch)
+            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        factory = {"device": device, "dtype": dtype}
+        self.num_groups = num_groups
+        self.num_channels = num_channels
+        self.eps = eps
+        self.affine = affine
+        self.weight: nn.Parameter | None
+        self.bias: nn.Parameter | None
+        if affine:
+            self.weight = nn.Parameter(torch.empty(num_channels, **factory))
+            if bias:
+                self.bias = nn.Parameter(torch.empty(num_channels, **factory))
+            else:
+                self.register_parameter("bias", None)
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ ← 1, β ← 0."""
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+        if self.bias is not None:
+            nn.init.zeros_(self.bias)
+
+    def forward(self, input: Tensor) -> Tensor:
+        return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
+
+    def extra_repr(self) -> str:
+        bias = self.bias is not None
+        return f"{self.num_groups}, {self.num_channels}, eps={self.eps}, affine={self.affine}, bias={bias}"
+
+
+class RMSNorm(nn.Module):
+    r"""Root-mean-square normalization over the trailing ``normalized_shape`` dims: no centring.
+
+    .. math::
+        y = \frac{x}{\sqrt{\mathrm{E}[x^2] + \epsilon}} \cdot \gamma
+
+    ``eps=None`` uses the machine epsilon of the input's dtype (``torch.finfo``), as torch does.
+    """
+
+    __constants__: ClassVar[list[str]] = ["normalized_shape", "eps", "elementwise_affine"]
+
+    def __init__(
+        self,
+        normalized_shape: int | Sequence[int],
+        eps: float | None = None,
+        elementwise_affine: bool = True,
+        device: Any = None,
+        dtype: Any = None,
+    ) -> None:
+        super().__init__()
+        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.eps = eps
+        self.elementwise_affine = elementwise_affine
+        self.weight: nn.Parameter | None
+        if elementwise_affine:
+            self.weight = nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype))
+        else:
+            self.register_parameter("weight", None)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """γ ← 1."""
+        if self.weight is not None:
+            nn.init.ones_(self.weight)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return rms_norm(x, self.normalized_shape, self.weight, self.eps)
+
+    def extra_repr(self) -> str:
+        return f"{self.normalized_shape}, eps={self.eps}, elementwise_affine={self.elementwise_affine}"
