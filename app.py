@@ -8,10 +8,15 @@ import streamlit as st
 
 st.set_page_config(page_title="bnviz — batch norm explorer", page_icon="📊", layout="wide")
 
-PAGES = [
-    st.Page("app_pages/layer.py", title="Layer explorer", icon="🔬", default=True),
-    st.Page("app_pages/network.py", title="BatchNorm2d vs 1d in a CNN", icon="🧱", url_path="network"),
-]
+PAGES = {  # one page per question (../shared/PRODUCT.md), grouped as a reader meets them
+    "Batch norm": [
+        st.Page("app_pages/layer.py", title="Layer explorer", icon="🔬", default=True),
+        st.Page("app_pages/network.py", title="BatchNorm2d vs 1d in a CNN", icon="🧱", url_path="network"),
+    ],
+    "Beyond one layer": [
+        st.Page("app_pages/inference.py", title="Fold and freeze for inference", icon="🧊", url_path="inference"),
+    ],
+}
 
 page = st.navigation(PAGES)
 try:

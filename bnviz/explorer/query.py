@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from bnviz.explorer import network
+from bnviz.explorer import inference, network
 from bnviz.explorer.compare import DEVICES, DTYPES, LAYERS, LAYOUTS, MAX_RANK, MAX_STEPS, MAX_TRAIN_BATCH, MODES, Config
 from bnviz.explorer.data import DISTRIBUTIONS
+from bnviz.explorer.inference import InferenceConfig
 from bnviz.explorer.network import NetworkConfig
 
 MAX_VALUE_LENGTH = 100
@@ -217,5 +218,21 @@ NETWORK = QuerySpec[NetworkConfig](
         Param("lr", "lr", float_in(1e-6, 1.0)),
         Param("seed", "seed", int_in(0, 2**31 - 1)),
         Param("mode", "mode", choice(network.MODES)),
+    ]
+)
+
+
+INFERENCE = QuerySpec[InferenceConfig](
+    [
+        Param("batch", "batch_size", int_in(2, inference.MAX_BATCH)),
+        Param("channels", "channels", int_in(1, inference.MAX_CHANNELS)),
+        Param("image", "image_size", int_in(3, inference.MAX_IMAGE)),
+        Param("steps", "train_steps", int_in(0, inference.MAX_STEPS)),
+        Param("finetune", "finetune_steps", int_in(1, inference.MAX_FINETUNE_STEPS)),
+        Param("lr", "lr", float_in(1e-6, 1.0)),
+        Param("shift", "shift", float_in(-100.0, 100.0)),
+        Param("channel", "channel", int_in(0, inference.MAX_CHANNELS - 1)),
+        Param("seed", "seed", int_in(0, 2**31 - 1)),
+        Param("dtype", "dtype", choice(tuple(inference.DTYPES))),
     ]
 )

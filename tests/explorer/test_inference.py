@@ -6,13 +6,16 @@ import ast
 import dataclasses
 import math
 import pickle
+import re
 from pathlib import Path
 
+import plotly.graph_objects as go
 import pytest
 import torch
 
 from bnviz.explorer import inference
 from bnviz.explorer.inference import InferenceConfig, all_figures, refusal, run_inference
+from bnviz.explorer.parity import tolerance
 from bnviz.explorer.plots import figure_bytes
 
 
@@ -188,25 +191,110 @@ def test_default_is_small_and_accepted():
 )
 def test_figures_are_drawn_and_small(config):
     figs = all_figures(run_inference(config))
-    assert set(figs) == {"fold_difference", "running_stats", "output_drift"}
+    running = {f"running_stats_{key}" for key in inference.VARIANTS}
+    assert set(figs) == {"fold_difference", "output_drift", *running}
     for name, fig in figs.items():
         size = figure_bytes(fig)
         assert size <= 100_000, f"{name}: {size} bytes"
         assert fig.data, f"{name} has no trace"
+        assert len(fig.layout.title.text) <= 35, f"{name}: {fig.layout.title.text!r} would clip at 390 px"
+        assert fig.layout.legend.yref == "container", f"{name}: not the shared LAYOUT (legend at the bottom edge)"
 
 
 def test_figure_contents(report):
     figs = all_figures(report)
     diff = figs["fold_difference"]
     assert len(diff.data) == 2 and all(sum(t.y) > 0 for t in diff.data)
-    running = figs["running_stats"]
     channels = min(InferenceConfig().channels, inference.PLOT_CHANNELS)
-    assert len(running.data) == 3 * 2 * channels
-    assert [a.text for a in running.layout.annotations] == list(inference.VARIANTS.values())
+    ranges = []
+    for key in inference.VARIANTS:
+        running = figs[f"running_stats_{key}"]
+        assert len(running.data) == 2 * channels
+        assert [a.text for a in running.layout.annotations] == ["running_mean", "running_var"]
+        assert {t.line.color for t in running.data} == {inference.VARIANT_STYLE[key][0]}
+        ranges.append((running.layout.yaxis.range, running.layout.yaxis2.range))
+    assert ranges[0] == ranges[1] == ranges[2], "every variant's chart should share the y ranges"
+    freeze = figs["running_stats_freeze"]
+    assert all(len(set(t.y)) == 1 for t in freeze.data), "the frozen statistics should be flat lines"
     drift = figs["output_drift"]
-    assert {t.name for t in drift.data} == set(inference.VARIANTS.values())
-    for fig in (running, drift):
+    assert {t.name for t in drift.data} == {f"{i}. {label}" for i, label in enumerate(inference.VARIANTS.values(), 1)}
+    for fig in (figs["running_stats_freeze"], drift):
         for axis in ("xaxis", "xaxis2"):
             assert fig.layout[axis].tickformat == "d", f"{axis}: a step axis should have integer ticks"
     colors = {t.line.color for t in drift.data}
     assert colors == {inference.BNVIZ_COLOR, inference.TORCH_COLOR}
+
+
+@pytest.mark.parametrize("steps, dtick", [(1, 1), (6, 1), (8, 2), (30, 5), (100, 20)])
+def test_step_axis_has_a_few_round_ticks(steps, dtick):
+    fig = go.Figure()
+    inference._step_axis(fig, steps)
+    assert fig.layout.xaxis.dtick == dtick and fig.layout.xaxis.tickformat == "d"
+
+
+def test_verdict_is_the_folds_exactness(report):
+    out = report.outputs
+    assert report.verdict == "match" and out["ok"] is True
+    assert (out["rtol"], out["atol"]) == tolerance(torch.float32)
+    broken = dataclasses.replace(report, outputs={**out, "ok": False})
+    assert broken.verdict == "mismatch"
+    assert "Folding is exact" in inference.verdict_detail(report)
+    assert "Folding is exact" not in inference.verdict_detail(broken)
+
+
+def test_fold_of_a_training_mode_network_is_refused(report):
+    refused = report.train_mode["refused"]
+    assert refused.startswith("ValueError: fold_batch_norms needs a model in eval mode"), refused
+
+
+def test_moved_summarises_every_channel(report):
+    for key, rec in report.freezing["variants"].items():
+        shown = {
+            stat: max(abs(a - b) for a, b in zip(rec[stat][-1], rec[stat][0], strict=True)) for stat in inference.MOVED
+        }
+        for stat in inference.MOVED:  # over all channels, so at least as far as over the channels drawn
+            assert rec["moved"][stat] >= shown[stat] - 1e-12, (key, stat)
+    moved = {key: rec["moved"] for key, rec in report.freezing["variants"].items()}
+    assert moved["freeze"] == {stat: 0.0 for stat in inference.MOVED}
+    assert moved["requires_grad"]["weight"] == 0.0 and moved["requires_grad"]["running_mean"] > 0
+    assert moved["bn_eval"]["weight"] > 0 and moved["bn_eval"]["running_var"] > 0
+
+
+def test_pair_words_carry_the_reports_numbers(report):
+    first, second = report.pairs
+    text = inference.pair_text(first)
+    for value in ("gamma", "beta", "running_mean", "running_var", "scale", "b_before", "b_after"):
+        assert f"{first[value]:.6g}".replace("-", "−") in text, value
+    assert f"{first['weights']} weights" in text and first["weights"] == inference.CLASSES * 9
+    assert "no bias, so b = 0" in inference.pair_text(second) and second["weights"] == InferenceConfig().channels * 9
+    rows = inference.weight_rows(first)
+    assert len(rows) == inference.WEIGHT_VALUES and list(rows[0]) == ["W", "W′ = W · s"]
+
+
+def test_words_for_the_page(report):
+    texts = {
+        "network": inference.network_text(report),
+        "difference": inference.difference_text(report),
+        "timing": inference.timing_text(report),
+        "train_mode": inference.train_mode_text(report),
+        "finetune": inference.finetune_text(report),
+        "drift": inference.drift_text(report),
+        **{key: inference.variant_text(report, key) for key in inference.VARIANTS},
+    }
+    steps = InferenceConfig().finetune_steps
+    assert f"{len(report.train_losses)} SGD steps" in texts["network"]
+    assert f"{report.outputs['histogram']['exact']} of them are bit-identical" in texts["difference"]
+    assert "as fast" in texts["timing"]
+    assert texts["train_mode"].startswith("**Folding a network in training mode gives the wrong answer.**")
+    assert f"for {steps} SGD steps" in texts["finetune"]
+    assert f"at {steps} of {steps} steps" in texts["bn_eval"] and "silently undone" in texts["bn_eval"]
+    assert "nothing moved" in texts["freeze"] and "γ moved by 0" in texts["requires_grad"]
+    assert "3: 0." in texts["drift"]
+    for name, text in texts.items():  # Markdown-safe: fixed words and numbers only
+        assert not re.search(r"[<>$]|:\w+\[", text), name
+    assert len(inference.output_rows(report)) == inference.CLASSES
+
+
+def test_words_when_training_mode_happens_to_agree(report):
+    same = dataclasses.replace(report, train_mode={**report.train_mode, "max_abs": 0.0})
+    assert "happen to equal" in inference.train_mode_text(same)

@@ -7,8 +7,20 @@ from dataclasses import fields
 import pytest
 
 from bnviz.explorer.compare import Config
+from bnviz.explorer.inference import InferenceConfig, refusal
 from bnviz.explorer.network import NetworkConfig
-from bnviz.explorer.query import FIELD_OF, FOCUS, NETWORK, PARAMS, Focus, inert, parse_query, parse_shape, to_query
+from bnviz.explorer.query import (
+    FIELD_OF,
+    FOCUS,
+    INFERENCE,
+    NETWORK,
+    PARAMS,
+    Focus,
+    inert,
+    parse_query,
+    parse_shape,
+    to_query,
+)
 
 ROUND_TRIPS = [
     Config(),
@@ -110,3 +122,34 @@ def test_network_bad_values_fall_back_with_an_inert_warning(name, text):
 def test_focus_channel():
     assert FOCUS.parse({"channel": "3"}, Focus()) == (Focus(3), [])
     assert FOCUS.parse({"channel": "x"}, Focus())[0] == Focus()
+
+
+INFERENCE_TRIPS = [
+    InferenceConfig(),
+    InferenceConfig(batch_size=2, channels=64, image_size=3, train_steps=0, finetune_steps=100, lr=1e-6, shift=-100.0,
+                    channel=63, seed=2**31 - 1, dtype="float64"),
+    InferenceConfig(batch_size=256, channels=1, image_size=32, train_steps=200, finetune_steps=1, lr=1.0, shift=0.25),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("config", INFERENCE_TRIPS, ids=range(len(INFERENCE_TRIPS)))
+def test_inference_round_trip_and_every_field_in_the_url(config):
+    assert INFERENCE.parse(INFERENCE.to_query(config), InferenceConfig()) == (config, [])
+    assert {f.name for f in fields(InferenceConfig)} == {p.field for p in INFERENCE.params.values()}
+
+
+@pytest.mark.parametrize(
+    "name, text", [("batch", "1"), ("channels", "65"), ("image", "2"), ("steps", "201"), ("finetune", "0"),
+                   ("lr", "0"), ("shift", "nan"), ("channel", "<b>"), ("seed", "-1"), ("dtype", "float16")],
+)  # fmt: skip
+def test_inference_bad_values_fall_back_with_an_inert_warning(name, text):
+    config, warnings = INFERENCE.parse({name: text}, InferenceConfig())
+    assert config == InferenceConfig() and len(warnings) == 1 and warnings[0].startswith(f"Ignored {name}=")
+    assert "<" not in warnings[0].replace("\\<", ""), warnings[0]
+
+
+def test_inference_url_limits_are_the_engines():
+    """A value the URL accepts on its own is never refused for being out of range (only for the work)."""
+    for name, text in [("batch", "2"), ("channels", "64"), ("image", "32"), ("finetune", "100"), ("lr", "1")]:
+        config, warnings = INFERENCE.parse({name: text}, InferenceConfig())
+        assert not warnings and (refusal(config) is None or "limit" in refusal(config)), (name, refusal(config))
