@@ -459,29 +459,10 @@ def _backward_rows(
     if need_x:
         grad_x = torch.empty_like(x)
         out = channel_view(grad_x) if layout.kind == "channels" else grad_x.view(xv.shape)
-        w_inv = inv_std if w_rows is None else inv_std * w_rows
         if ctx.batch_stats:
-            # ∂L/∂x = inv_std·(gh − Σgh/n − x_hat·Σ(gh·x_hat)/n) = c_g·g + c_d·(x − mean) + c_0, gh = γ·g
-            w64 = torch.ones_like(sum_g) if w_rows is None else w_rows.double()
-            s1, s2 = _group_sum(sum_g * w64, k), _group_sum(sum_gd * w64, k)  # (R,) -> (G,) -> (R,)
-            inv64 = inv_std.double()
-            c_d = _per_row(xv, cast(s2.mul_(inv64.pow(3)).div_(-n), cdtype))
-            c_0 = _per_row(xv, cast(s1.mul_(inv64).div_(-n), cdtype))
-            c_g = _per_row(xv, w_inv)
-            d = _split_dim(xv)
-            size = _chunks(xv)
-            buf = _buffer(xv, size, d)
-            mean_r = _per_row(xv, mean)
-            for i, (xc, gc, oc) in enumerate(zip(_split(xv, size, d), _split(gv, size, d), _split(out, size, d),
-                                                 strict=True)):  # fmt: skip
-                if d == 0:
-                    tmp = torch.sub(xc, mean_r, out=buf[: xc.size(0)]).mul_(c_d).add_(c_0)
-                    torch.addcmul(tmp, gc, c_g, out=oc)
-                else:
-                    sl = slice(i * size, i * size + xc.size(1))
-                    tmp = torch.sub(xc, mean_r[:, sl], out=buf[:, : xc.size(1)]).mul_(c_d[:, sl]).add_(c_0[:, sl])
-                    torch.addcmul(tmp, gc, c_g[:, sl], out=oc)
+            batch_grad_input(xv, gv, out, w_rows, mean, inv_std, sum_g, sum_gd, n, k)  # type: ignore[arg-type]
         else:
+            w_inv = inv_std if w_rows is None else inv_std * w_rows
             torch.mul(gv, _per_row(gv, w_inv), out=out)
     period = weight.numel() if weight is not None else (x.size(1) if x.dim() > 1 else rows)
     if need_w:
@@ -489,6 +470,38 @@ def _backward_rows(
     if need_b:
         grad_b = _fold_period(sum_g, period)
     return grad_x, grad_w, grad_b
+
+
+def batch_grad_input(
+    xv: Tensor, gv: Tensor, out: Tensor, w_rows: Tensor | None, mean: Tensor, inv_std: Tensor,
+    sum_g: Tensor, sum_gd: Tensor, n: int, k: int = 1,
+) -> None:  # fmt: skip
+    """∂L/∂x with batch statistics, into ``out`` (a rows view like ``xv``), from the per-row sums
+    ``Σg`` and ``Σg·(x − mean)`` over all n values of each group — local ones, or summed over a
+    process group (SyncBatchNorm):
+
+        ∂L/∂x = inv_std·(gh − Σgh/n − x_hat·Σ(gh·x_hat)/n) = c_g·g + c_d·(x − mean) + c_0,  gh = γ·g
+    """
+    cdtype = xv.dtype
+    w64 = torch.ones_like(sum_g) if w_rows is None else w_rows.double()
+    s1, s2 = _group_sum(sum_g * w64, k), _group_sum(sum_gd * w64, k)  # (R,) -> (G,) -> (R,)
+    inv64 = inv_std.double()
+    c_d = _per_row(xv, cast(s2.mul_(inv64.pow(3)).div_(-n), cdtype))
+    c_0 = _per_row(xv, cast(s1.mul_(inv64).div_(-n), cdtype))
+    c_g = _per_row(xv, inv_std if w_rows is None else inv_std * w_rows)
+    d = _split_dim(xv)
+    size = _chunks(xv)
+    buf = _buffer(xv, size, d)
+    mean_r = _per_row(xv, mean)
+    for i, (xc, gc, oc) in enumerate(zip(_split(xv, size, d), _split(gv, size, d), _split(out, size, d),
+                                         strict=True)):  # fmt: skip
+        if d == 0:
+            tmp = torch.sub(xc, mean_r, out=buf[: xc.size(0)]).mul_(c_d).add_(c_0)
+            torch.addcmul(tmp, gc, c_g, out=oc)
+        else:
+            sl = slice(i * size, i * size + xc.size(1))
+            tmp = torch.sub(xc, mean_r[:, sl], out=buf[:, : xc.size(1)]).mul_(c_d[:, sl]).add_(c_0[:, sl])
+            torch.addcmul(tmp, gc, c_g[:, sl], out=oc)
 
 
 def _group_sum(v: Tensor, k: int) -> Tensor:
