@@ -1,15 +1,21 @@
-"""``python -m bnviz.bench``: bnviz against torch's native kernel, a textbook version and a memory floor.
+"""``python -m bnviz.bench``: bnviz against torch's native kernels — eager and under ``torch.compile``.
 
-Every implementation runs interleaved in one process (A B C D A B C D …) so that machine noise
+Every implementation runs interleaved in one process (A B C D … A B C D …) so that machine noise
 hits them alike; the first rounds are warm-up and excluded; the table shows medians in ms and
-ratios to torch. ``--csv FILE`` writes the same rows, ``--device cuda`` runs on a GPU.
+ratios to torch's eager kernel (and compiled bnviz to compiled torch). ``--csv FILE`` writes the
+same rows, ``--device cuda`` runs on a GPU.
 
-- torch:    ``torch.nn.BatchNorm*d`` (its native kernel)
-- bnviz:    ``bnviz.BatchNorm*d``
+- torch:    ``torch.nn.BatchNorm*d`` (its native kernel), or the family member's torch layer
+- bnviz:    ``bnviz.BatchNorm*d`` (eager: the chunked closed form), or bnviz's member
+- bnviz-c:  ``torch.compile(bnviz layer)`` — the plain formula, fused by inductor
+- torch-c:  ``torch.compile(torch layer)``
 - textbook: ``(x − x.mean()) / sqrt(x.var(unbiased=False) + eps) · γ + β`` with autograd — what
-  most people write
+  most people write (batch norm rows only)
 - floor:    the memory traffic alone: one copy of the input into a preallocated tensor per pass
   over the data (1 for a forward, 2 for a forward + backward)
+
+Compile time: each compiled layer's first call minus its steady-state time, per case; inductor's
+own start-up (the process's first compile) is measured once, apart, and printed first.
 
 Peak memory: the largest amount of memory allocated during one training forward + backward
 beyond what existed before it (inputs, upstream gradient and parameters excluded), measured by
@@ -26,7 +32,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -42,10 +48,19 @@ SHAPES = {
     "5d": (8, 32, 16, 32, 32),
 }
 TINY_SHAPES = {"tiny-4d": (4, 3, 8, 8), "tiny-2d": (64, 16)}
+FAMILY_SHAPE = (32, 64, 28, 28)
+TINY_FAMILY_SHAPE = (4, 4, 6, 6)
 MODES = ("train fwd", "train fwd+bwd", "eval fwd")
-IMPLS = ("torch", "bnviz", "textbook", "floor")
+IMPLS = ("torch", "bnviz", "bnviz-c", "torch-c", "textbook", "floor")
 _CLASSES = {2: (nn.BatchNorm1d, bnviz.BatchNorm1d), 3: (nn.BatchNorm1d, bnviz.BatchNorm1d),
             4: (nn.BatchNorm2d, bnviz.BatchNorm2d), 5: (nn.BatchNorm3d, bnviz.BatchNorm3d)}  # fmt: skip
+# The family's members on an (N, C, H, W) input: (torch layer, bnviz layer) for C channels.
+FAMILY: dict[str, Callable[[Any, tuple[int, ...]], nn.Module]] = {
+    "LayerNorm": lambda m, s: m.LayerNorm(s[1:]),
+    "GroupNorm": lambda m, s: m.GroupNorm(max(1, s[1] // 4), s[1]),
+    "InstanceNorm2d": lambda m, s: m.InstanceNorm2d(s[1], affine=True),
+    "RMSNorm": lambda m, s: m.RMSNorm(s[1:]),
+}
 
 
 class Textbook(nn.Module):
@@ -80,29 +95,16 @@ class Case:
     shape: tuple[int, ...]
     mode: str
     calls: dict[str, Callable[[], object]]
+    compiled: tuple[str, ...] = field(default=())
 
 
-def _make_case(name: str, shape: tuple[int, ...], mode: str, device: str) -> Case:
-    torch_cls, bnviz_cls = _CLASSES[len(shape)]
-    c = shape[1]
-    x = torch.randn(shape, device=device) * 2 + 1
-    upstream = torch.randn(shape, device=device)
-    floor_out = torch.empty_like(x)
-    modules = {"torch": torch_cls(c, device=device), "bnviz": bnviz_cls(c, device=device),
-               "textbook": Textbook(c, device=device)}  # fmt: skip
-    for m in modules.values():
-        m.train(mode != "eval fwd")
-    calls: dict[str, Callable[[], object]] = {}
-    for impl, m in modules.items():
-        if mode == "train fwd+bwd":
-            xr = x.clone().requires_grad_()
-            params = [m.weight, m.bias]
-            calls[impl] = lambda m=m, xr=xr, params=params: torch.autograd.grad(m(xr), [xr, *params], upstream)
-        else:
-            calls[impl] = lambda m=m: _no_grad_call(m, x)
-    passes = 2 if mode == "train fwd+bwd" else 1
-    calls["floor"] = lambda: [floor_out.copy_(x) for _ in range(passes)]
-    return Case(name, shape, mode, calls)
+def _call(m: nn.Module, x: Tensor, upstream: Tensor, mode: str) -> Callable[[], object]:
+    """One step of ``m`` in ``mode``: a forward under no_grad, or a forward + backward."""
+    if mode == "train fwd+bwd":
+        xr = x.clone().requires_grad_()
+        params = [p for p in m.parameters()]
+        return lambda: torch.autograd.grad(m(xr), [xr, *params], upstream)
+    return lambda: _no_grad_call(m, x)
 
 
 def _no_grad_call(m: nn.Module, x: Tensor) -> Tensor:
@@ -110,13 +112,52 @@ def _no_grad_call(m: nn.Module, x: Tensor) -> Tensor:
         return m(x)
 
 
+def make_case(name: str, shape: tuple[int, ...], mode: str, device: str, compiled: bool,
+              layers: tuple[nn.Module, nn.Module] | None = None) -> Case:  # fmt: skip
+    """Every implementation's step for one shape and mode. ``layers`` (torch's, bnviz's) defaults
+    to batch norm for the shape's rank; the textbook version joins batch norm only."""
+    x = torch.randn(shape, device=device) * 2 + 1
+    upstream = torch.randn(shape, device=device)
+    floor_out = torch.empty_like(x)
+    if layers is None:
+        torch_cls, bnviz_cls = _CLASSES[len(shape)]
+        layers = (torch_cls(shape[1], device=device), bnviz_cls(shape[1], device=device))
+        extra: dict[str, nn.Module] = {"textbook": Textbook(shape[1], device=device)}
+    else:
+        extra = {}
+    modules: dict[str, nn.Module] = {"torch": layers[0].to(device), "bnviz": layers[1].to(device), **extra}
+    if compiled:
+        modules["bnviz-c"] = torch.compile(_copy_of(layers[1], device))
+        modules["torch-c"] = torch.compile(_copy_of(layers[0], device))
+    for m in modules.values():
+        m.train(mode != "eval fwd")
+    calls = {impl: _call(m, x, upstream, mode) for impl, m in modules.items()}
+    passes = 2 if mode == "train fwd+bwd" else 1
+    calls["floor"] = lambda: [floor_out.copy_(x) for _ in range(passes)]
+    return Case(name, shape, mode, calls, ("bnviz-c", "torch-c") if compiled else ())
+
+
+def _copy_of(m: nn.Module, device: str) -> nn.Module:
+    import copy
+
+    return copy.deepcopy(m).to(device)
+
+
 def _sync(device: str) -> None:
     if device == "cuda":
         torch.cuda.synchronize()
 
 
-def time_case(case: Case, device: str, rounds: int, warmup: int) -> dict[str, float]:
-    """Median ms per implementation, the implementations interleaved round by round."""
+def time_case(case: Case, device: str, rounds: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms per implementation, interleaved round by round, and each compiled
+    implementation's compile time in seconds (its first call, less its median)."""
+    first: dict[str, float] = {}
+    for impl in case.compiled:  # compile first, timed on its own
+        _sync(device)
+        t = time.perf_counter()
+        case.calls[impl]()
+        _sync(device)
+        first[impl] = time.perf_counter() - t
     samples: dict[str, list[float]] = {k: [] for k in case.calls}
     for r in range(warmup + rounds):
         for impl, call in case.calls.items():
@@ -126,7 +167,18 @@ def time_case(case: Case, device: str, rounds: int, warmup: int) -> dict[str, fl
             _sync(device)
             if r >= warmup:
                 samples[impl].append((time.perf_counter() - t) * 1e3)
-    return {impl: statistics.median(v) for impl, v in samples.items()}
+    medians = {impl: statistics.median(v) for impl, v in samples.items()}
+    return medians, {impl: first[impl] - medians[impl] / 1e3 for impl in case.compiled}
+
+
+def inductor_startup(device: str) -> float:
+    """Seconds of the process's first ``torch.compile`` (inductor's own start-up), on a trivial
+    function: reported apart from the per-layer compile times."""
+    fn = torch.compile(lambda t: (t * 2).sum())
+    t = time.perf_counter()
+    fn(torch.ones(4, device=device))
+    _sync(device)
+    return time.perf_counter() - t
 
 
 def peak_extra_bytes(impl: str, shape: tuple[int, ...], device: str) -> int:
@@ -182,17 +234,35 @@ def _quiet() -> Iterator[None]:
                 os.close(fd)
 
 
-def run(shapes: dict[str, tuple[int, ...]], device: str, rounds: int, warmup: int, memory: bool) -> list[dict]:
+def _row(case: Case, medians: dict[str, float], compile_s: dict[str, float]) -> dict[str, Any]:
+    row: dict[str, Any] = {"shape": case.name, "dims": "x".join(map(str, case.shape)), "mode": case.mode}
+    for impl in IMPLS:
+        row[f"{impl} ms"] = round(medians[impl], 4) if impl in medians else ""
+    for impl in ("bnviz", "bnviz-c", "torch-c", "textbook", "floor"):
+        row[f"{impl}/torch"] = round(medians[impl] / medians["torch"], 3) if impl in medians else ""
+    both = "bnviz-c" in medians and "torch-c" in medians
+    row["bnviz-c/torch-c"] = round(medians["bnviz-c"] / medians["torch-c"], 3) if both else ""
+    for impl in ("bnviz-c", "torch-c"):
+        row[f"{impl} compile s"] = round(compile_s[impl], 2) if impl in compile_s else ""
+    return row
+
+
+def run(
+    shapes: dict[str, tuple[int, ...]],
+    device: str,
+    rounds: int,
+    warmup: int,
+    memory: bool,
+    compiled: bool = True,
+    family_shape: tuple[int, ...] | None = None,
+) -> list[dict]:
+    """Batch norm on every shape and mode, then (with ``family_shape``) each family member's
+    training forward + backward; plus, with ``memory``, batch norm's peak memory per shape."""
     rows = []
     for name, shape in shapes.items():
         for mode in MODES:
-            medians = time_case(_make_case(name, shape, mode, device), device, rounds, warmup)
-            row = {"shape": name, "dims": "x".join(map(str, shape)), "mode": mode}
-            for impl in IMPLS:
-                row[f"{impl} ms"] = round(medians[impl], 4)
-            for impl in ("bnviz", "textbook", "floor"):
-                row[f"{impl}/torch"] = round(medians[impl] / medians["torch"], 3)
-            rows.append(row)
+            case = make_case(name, shape, mode, device, compiled)
+            rows.append(_row(case, *time_case(case, device, rounds, warmup)))
         if memory:
             size = torch.Size(shape).numel() * 4
             peaks = {impl: peak_extra_bytes(impl, shape, device) for impl in ("torch", "bnviz", "textbook")}
@@ -200,41 +270,50 @@ def run(shapes: dict[str, tuple[int, ...]], device: str, rounds: int, warmup: in
                 {"shape": name, "dims": "x".join(map(str, shape)), "mode": "peak MiB fwd+bwd",
                  **{f"{k} ms": round(v / 2**20, 2) for k, v in peaks.items()}, "floor ms": round(size / 2**20, 2),
                  "bnviz/torch": round(peaks["bnviz"] / max(peaks["torch"], 1), 3),
-                 "textbook/torch": round(peaks["textbook"] / max(peaks["torch"], 1), 3), "floor/torch": ""}
+                 "textbook/torch": round(peaks["textbook"] / max(peaks["torch"], 1), 3)}
             )  # fmt: skip
+    for member, make in FAMILY.items() if family_shape else ():
+        layers = (make(nn, family_shape), make(bnviz, family_shape))
+        case = make_case(member, family_shape, "train fwd+bwd", device, compiled, layers)
+        rows.append(_row(case, *time_case(case, device, rounds, warmup)))
     return rows
 
 
-def print_table(rows: list[dict], device: str) -> None:
+COLUMNS = [("shape", 14), ("mode", 17), ("torch ms", 9), ("bnviz ms", 9), ("bnviz-c ms", 10), ("torch-c ms", 10),
+           ("bnviz/torch", 11), ("bnviz-c/torch", 13), ("bnviz-c/torch-c", 15), ("textbook/torch", 14),
+           ("floor/torch", 11), ("bnviz-c compile s", 17), ("torch-c compile s", 17)]  # fmt: skip
+
+
+def print_table(rows: list[dict], device: str, startup: float | None = None) -> None:
     print(f"bnviz benchmark on {device} ({torch.get_num_threads()} threads), torch {torch.__version__}")
-    print("medians in ms (peak rows: MiB; floor column there = one input's size); ratios are to torch\n")
-    cols = ["shape", "mode", *(f"{i} ms" for i in IMPLS), "bnviz/torch", "textbook/torch", "floor/torch"]
-    widths = [8, 17, 10, 10, 11, 10, 12, 15, 12]
-    print(" ".join(f"{c:>{w}s}" for c, w in zip(cols, widths, strict=True)))
+    print("medians in ms (peak rows: MiB; floor column there = one input's size); ratios are to torch's eager kernel")
+    if startup is not None:
+        print(f"inductor start-up (the process's first torch.compile, not counted below): {startup:.1f} s")
+    print()
+    print(" ".join(f"{c:>{w}s}" for c, w in COLUMNS))
     for row in rows:
-        print(" ".join(f"{row.get(c, '')!s:>{w}s}" for c, w in zip(cols, widths, strict=True)))
+        print(" ".join(f"{row.get(c, '')!s:>{w}s}" for c, w in COLUMNS))
 
 
-def measure_config(config: Any, repeats: int = 7) -> dict[str, float]:
+def measure_config(config: Any, repeats: int = 7, compiled: bool = False) -> dict[str, float]:
     """bnviz vs torch on one app config: median ms of the displayed batch's step (forward +
-    backward in train mode, forward in eval), interleaved, after one warm-up round."""
+    backward in train mode, forward in eval), interleaved, after one warm-up round; with
+    ``compiled``, both layers under ``torch.compile`` and each one's compile time (s)."""
     from bnviz.explorer.compare import make_module
     from bnviz.explorer.data import sample_batch
 
     dtype = getattr(torch, config.dtype)
     x = sample_batch(config.dist, config.shape, config.seed, 0, dtype, config.device)
     upstream = torch.ones_like(x)
-    calls = {}
-    for side in ("bnviz", "torch"):
-        m = make_module(config, side).train(config.mode == "train")
-        params = [p for p in (m.weight, m.bias) if p is not None]
-        xr = x.clone().requires_grad_()
-        if config.mode == "train":
-            calls[side] = lambda m=m, xr=xr, params=params: torch.autograd.grad(m(xr), [xr, *params], upstream)
-        else:
-            calls[side] = lambda m=m: _no_grad_call(m, x)
-    medians = time_case(Case("config", tuple(config.shape), config.mode, calls), config.device, repeats, 1)
-    return {**medians, "ratio": medians["bnviz"] / medians["torch"]}
+    mode = "train fwd+bwd" if config.mode == "train" else "eval fwd"
+    modules = {side: make_module(config, side).train(config.mode == "train") for side in ("bnviz", "torch")}
+    if compiled:
+        modules = {side: torch.compile(m) for side, m in modules.items()}
+    calls = {side: _call(m, x, upstream, mode) for side, m in modules.items()}
+    case = Case("config", tuple(config.shape), mode, calls, tuple(calls) if compiled else ())
+    medians, compile_s = time_case(case, config.device, repeats, 1)
+    out = {**medians, "ratio": medians["bnviz"] / medians["torch"]}
+    return {**out, **{f"{side} compile s": s for side, s in compile_s.items()}}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -246,13 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shapes", nargs="*", choices=[*SHAPES, *TINY_SHAPES], help="a subset of shapes")
     parser.add_argument("--tiny", action="store_true", help="tiny shapes only (a smoke run)")
     parser.add_argument("--no-memory", action="store_true", help="skip the peak-memory rows")
+    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile columns")
+    parser.add_argument("--no-family", action="store_true", help="skip the family's rows")
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda: no CUDA device here")
     every = {**SHAPES, **TINY_SHAPES}
     shapes = TINY_SHAPES if args.tiny else ({k: every[k] for k in args.shapes} if args.shapes else SHAPES)
-    rows = run(shapes, args.device, args.rounds, args.warmup, not args.no_memory)
-    print_table(rows, args.device)
+    family = None if args.no_family else (TINY_FAMILY_SHAPE if args.tiny else FAMILY_SHAPE)
+    startup = None if args.no_compile else inductor_startup(args.device)
+    rows = run(shapes, args.device, args.rounds, args.warmup, not args.no_memory, not args.no_compile, family)
+    print_table(rows, args.device, startup)
     if args.csv:
         with open(args.csv, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))

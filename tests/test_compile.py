@@ -1,0 +1,162 @@
+"""bnviz under ``torch.compile``: no graph breaks, the plain formula fused (no chunk loop), parity
+with torch and with eager bnviz (forward, running statistics, gradients, mixed precision, large
+means), and batch-size changes that do not recompile once the batch dim is dynamic."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch._dynamo
+from torch import nn
+
+import bnviz
+from tests.conftest import assert_close
+
+
+@pytest.fixture(autouse=True)
+def fresh_dynamo():
+    torch._dynamo.reset()
+    yield
+    torch._dynamo.reset()
+
+
+def _input(shape, seed=0, dtype=torch.float32, offset=1.0, spread=2.0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(shape, generator=g, dtype=torch.float64) * spread + offset).to(dtype)
+
+
+class Model(nn.Module):
+    """Every kind of bnviz layer in one network."""
+
+    def __init__(self, momentum=0.1):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.bn2d = bnviz.BatchNorm2d(8, momentum=momentum)
+        self.gn = bnviz.GroupNorm(2, 8)
+        self.inorm = bnviz.InstanceNorm2d(8, affine=True, track_running_stats=True)
+        self.ln = bnviz.LayerNorm((8, 6, 6))
+        self.rms = bnviz.RMSNorm(6)
+        self.flat = nn.Flatten()
+        self.fc = nn.Linear(8 * 6 * 6, 16)
+        self.bn1d = bnviz.BatchNorm1d(16, momentum=momentum)
+        self.any = bnviz.BatchNorm(16)
+
+    def forward(self, x):
+        x = self.rms(self.ln(self.inorm(self.gn(self.bn2d(self.conv(x))))))
+        y = self.bn1d(self.fc(self.flat(x)))
+        return self.any(y.view(y.size(0), 16, 1, 1)).flatten(1)
+
+
+@pytest.mark.parametrize("momentum", [0.1, None], ids=["m0.1", "cumulative"])
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_a_model_of_every_layer_compiles_with_no_graph_break(momentum, training):
+    model = Model(momentum).train(training)
+    x = _input((4, 3, 6, 6))
+    explanation = torch._dynamo.explain(model)(x)
+    assert explanation.graph_break_count == 0, explanation.break_reasons
+    code = "\n".join(g.code for g in explanation.graphs)
+    assert "split" not in code, "the chunk loop of the eager path is not traced"
+    eager, compiled = Model(momentum).train(training), Model(momentum).train(training)
+    compiled.load_state_dict(eager.state_dict())
+    fused = torch.compile(compiled, fullgraph=True)
+    for step in range(3):
+        xs = _input((4, 3, 6, 6), seed=step).requires_grad_()
+        y, y_eager = fused(xs), eager(xs)
+        assert_close(y, y_eager, f"step {step} output", scale=10)
+        gx, gx_eager = (torch.autograd.grad(t.square().sum(), xs)[0] for t in (y, y_eager))
+        assert_close(gx, gx_eager, f"step {step} grad input", scale=100)
+    for (name, a), b in zip(compiled.state_dict().items(), eager.state_dict().values(), strict=True):
+        assert_close(a.float(), b.float(), name, scale=10)
+
+
+PARITY = [
+    pytest.param(cls, shape, affine, momentum, dtype, id=f"{cls.__name__}-{len(shape)}d-{affine}-m{momentum}-{dt}")
+    for cls, shape in [(bnviz.BatchNorm1d, (16, 5)), (bnviz.BatchNorm1d, (8, 5, 7)), (bnviz.BatchNorm2d, (4, 5, 6, 7)),
+                       (bnviz.BatchNorm3d, (2, 5, 3, 4, 5))]
+    for affine, momentum, (dtype, dt) in [(True, 0.1, (torch.float32, "f32")), (False, None, (torch.float32, "f32")),
+                                          (True, 0.1, (torch.bfloat16, "bf16")), (True, None, (torch.float16, "f16"))]
+]  # fmt: skip
+TORCH_OF = {bnviz.BatchNorm1d: nn.BatchNorm1d, bnviz.BatchNorm2d: nn.BatchNorm2d, bnviz.BatchNorm3d: nn.BatchNorm3d}
+
+
+@pytest.mark.parametrize("cls, shape, affine, momentum, dtype", PARITY)
+def test_compiled_batch_norm_equals_torch(cls, shape, affine, momentum, dtype):
+    """Outputs, all gradients, running statistics and num_batches_tracked over train, train,
+    eval, train — compiled bnviz against torch's eager layer (mixed precision: float32 params)."""
+    ours, ref = cls(shape[1], affine=affine, momentum=momentum), TORCH_OF[cls](shape[1], affine=affine,
+                                                                              momentum=momentum)  # fmt: skip
+    if affine:
+        with torch.no_grad():
+            for m in (ours, ref):
+                m.weight.copy_(torch.linspace(0.5, 2.0, shape[1]))
+                m.bias.copy_(torch.linspace(-1.0, 1.0, shape[1]))
+    fused = torch.compile(ours, fullgraph=True)
+    for step, mode in enumerate(["train", "train", "eval", "train"]):
+        ours.train(mode == "train")
+        ref.train(mode == "train")
+        x = _input(shape, seed=step, dtype=dtype).requires_grad_()
+        upstream = _input(shape, seed=10 + step, dtype=dtype)
+        y, y_ref = fused(x), ref(x)
+        assert y.dtype == y_ref.dtype == dtype
+        assert_close(y, y_ref, f"step {step} output")
+        params = [p for p in ours.parameters()]
+        grads = torch.autograd.grad(y, [x, *params], upstream)
+        grads_ref = torch.autograd.grad(y_ref, [x, *ref.parameters()], upstream)
+        for what, a, b in zip(["grad input", "grad weight", "grad bias"], grads, grads_ref, strict=False):
+            assert_close(a, b, f"step {step} {what}", scale=8 if dtype == torch.float32 else 1)
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            assert_close(getattr(ours, name), getattr(ref, name), f"step {step} {name}")
+
+
+@pytest.mark.parametrize(
+    "make", [lambda m: m.LayerNorm((5, 4)), lambda m: m.GroupNorm(3, 6), lambda m: m.RMSNorm(4),
+             lambda m: m.InstanceNorm2d(6, affine=True, track_running_stats=True)],
+    ids=["LayerNorm", "GroupNorm", "RMSNorm", "InstanceNorm2d"],
+)  # fmt: skip
+def test_compiled_family_equals_torch(make):
+    ours, ref = make(bnviz), make(nn)
+    fused = torch.compile(ours, fullgraph=True)
+    for step, mode in enumerate(["train", "eval"]):
+        ours.train(mode == "train")
+        ref.train(mode == "train")
+        x = _input((3, 6, 5, 4), seed=step).requires_grad_()
+        y, y_ref = fused(x), ref(x)
+        assert_close(y, y_ref, f"{mode} output")
+        gx, gx_ref = (torch.autograd.grad(t.square().sum(), x)[0] for t in (y, y_ref))
+        assert_close(gx, gx_ref, f"{mode} grad input", scale=8)
+        for name, buf in ours.named_buffers():
+            assert_close(buf, dict(ref.named_buffers())[name], f"{mode} {name}")
+
+
+@pytest.mark.parametrize("mean, spread", [(1e4, 1e-2), (1e6, 1.0)], ids=["1e4+-1e-2", "1e6+-1"])
+def test_large_means_survive_compilation(mean, spread):
+    """The compiled statistics keep float64 accumulation: the running statistics (the batch's
+    mean and unbiased variance) are as close to a float64 truth as torch's, and the output as close
+    as torch's within 25 % (both end in float32 arithmetic at the mean's magnitude)."""
+    x = _input((16, 4, 8, 8), seed=2, offset=mean, spread=spread)
+    ours, ref, truth = (cls(4, momentum=1.0) for cls in (bnviz.BatchNorm2d, nn.BatchNorm2d, nn.BatchNorm2d))
+    with torch.no_grad():
+        y, y_ref, y_truth = torch.compile(ours, fullgraph=True)(x), ref(x), truth.double()(x.double())
+    for name in ("running_mean", "running_var"):
+        t = getattr(truth, name)
+        err, err_ref = (float((getattr(m, name).double() - t).abs().max()) for m in (ours, ref))
+        assert err <= err_ref, f"{name}: compiled bnviz {err:.3e} from float64, torch {err_ref:.3e}"
+    err, err_ref = (float((v.double() - y_truth).abs().max()) for v in (y, y_ref))
+    assert err <= 1.25 * err_ref + 2e-5, f"output: compiled bnviz {err:.3e} from float64, torch {err_ref:.3e}"
+
+
+def test_batch_size_changes_do_not_recompile_once_dynamic():
+    """With the batch dim dynamic (``dynamic=True``, or dynamo's automatic dynamic after the first
+    change) one graph serves every batch size; bnviz adds no specialization of its own."""
+    def graphs(layer, **options):
+        torch._dynamo.reset()
+        before = torch._dynamo.utils.counters["stats"]["unique_graphs"]
+        fused = torch.compile(layer, **options)
+        for n in (8, 16, 5, 32, 3):
+            fused(_input((n, 3, 4, 4)))
+        return torch._dynamo.utils.counters["stats"]["unique_graphs"] - before
+
+    counts = {name: graphs(layer, dynamic=True) for name, layer in (("bnviz", bnviz.BatchNorm2d(3)),
+                                                                   ("torch", nn.BatchNorm2d(3)))}  # fmt: skip
+    assert counts["bnviz"] == 1 and counts["bnviz"] <= counts["torch"], counts
+    assert graphs(bnviz.BatchNorm2d(3)) <= 2, "one static graph, then one dynamic for every later batch size"
