@@ -14,6 +14,7 @@ PAGES = {  # one page per question (../shared/PRODUCT.md), grouped as a reader m
         st.Page("app_pages/network.py", title="BatchNorm2d vs 1d in a CNN", icon="🧱", url_path="network"),
     ],
     "Beyond one layer": [
+        st.Page("app_pages/family.py", title="The normalization family", icon="👪", url_path="family"),
         st.Page("app_pages/inference.py", title="Fold and freeze for inference", icon="🧊", url_path="inference"),
     ],
 }

@@ -102,7 +102,8 @@ def proof_section(report: Report) -> None:
     st.caption(
         f"{E_NOTATION} max abs diff is the largest |bnviz − torch| over the values. A quantity agrees when it is "
         f"within {report.config.dtype}'s tolerance of torch (rtol={report.rtol:g}, atol={report.atol:g}), or when "
-        "bnviz is at least as close as torch to a float64 run of the same values (the second table)."
+        "bnviz is about as close as torch to a float64 run of the same values (the second table: within 4× of torch's "
+        "error; at a large mean both are at float32's limit)."
     )
 
 
@@ -183,8 +184,10 @@ def error_section(report: Report) -> None:
         with right:
             st.markdown(
                 "**Or normalize each position over its features** — LayerNorm(C), what a transformer uses. It needs "
-                "no batch statistics at all; the normalization family compares it with batch norm."
+                "no batch statistics at all; the normalization family compares it with batch norm:"
             )
+            st.page_link("app_pages/family.py", label="LayerNorm over the features, beside batch norm",
+                         query_params={"shape": ",".join(map(str, config.shape)), "ln": "last"})  # fmt: skip
 
 
 def main() -> None:

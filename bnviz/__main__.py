@@ -1,4 +1,6 @@
-"""``python -m bnviz``: a parity report of bnviz against torch on a handful of configurations.
+"""``python -m bnviz``: a parity report of bnviz against torch on a handful of configurations —
+batch norm (every layer, mode, dtype and error), then the family (LayerNorm, InstanceNorm,
+GroupNorm, RMSNorm beside BatchNorm on the same tensors).
 
 Exits 0 when every configuration matches, 1 otherwise.
 """
@@ -10,6 +12,7 @@ import sys
 import torch
 
 from bnviz.explorer.compare import Config, Quantity, run_comparison
+from bnviz.explorer.family import FamilyConfig, run_family
 
 CONFIGS = [
     Config(layer="BatchNorm1d", shape=(32, 16), steps=3),
@@ -22,6 +25,18 @@ CONFIGS = [
     Config(layer="BatchNorm1d", shape=(1, 16)),
     Config(layer="BatchNorm2d", shape=(8, 3, 16)),
 ]
+
+
+FAMILY_CONFIGS = [
+    FamilyConfig(shape=(8, 6, 8, 8), groups=2),
+    FamilyConfig(shape=(4, 64, 16), groups=8, ln_over="last", dist="heavy-tailed"),
+    FamilyConfig(shape=(2, 4, 3, 4, 4), groups=4, dist="large-mean"),
+]
+
+
+def describe_family(c: FamilyConfig) -> str:
+    over = "LN over last dim" if c.ln_over == "last" else "LN per sample"
+    return f"{tuple(c.shape)} G={c.groups} {c.dist} {over}"
 
 
 def describe(c: Config) -> str:
@@ -52,6 +67,16 @@ def main() -> int:
         q = {x.name: x for x in r.quantities}
         out = f"{q['output'].max_abs:.1e} ({q['output'].exact_fraction:.0%})"
         print(f"{describe(config):60s} {r.verdict:9s} {out:>18s} " + " ".join(_cell(q[n], w) for n, w in columns))
+    print(f"\nthe family — max |bnviz − torch| of the output and the gradients (x, γ, β), torch {torch.__version__}\n")
+    header = f"{'tensor':34s} {'member':14s} {'verdict':9s} {'output':>9s} {'gradients':>10s}"
+    print(header)
+    print("-" * len(header))
+    for config in FAMILY_CONFIGS:
+        for m in run_family(config).members:
+            ok &= m.ok
+            grads = max(v for k, v in m.max_abs.items() if k != "output")
+            line = f"{describe_family(config):34s} {m.member:14s} {m.verdict:9s}"
+            print(f"{line} {m.max_abs['output']:9.1e} {grads:10.1e}")
     print("\nall match" if ok else "\nSOME MISMATCH")
     return 0 if ok else 1
 

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 import bnviz
+from bnviz.explorer.parity import as_accurate
 from bnviz.explorer.picture import Grouping, cube_svg
 from bnviz.explorer.plots import BNVIZ_COLOR, DIFF_COLORS, INPUT_COLOR, LAYOUT, TORCH_COLOR
 
@@ -129,7 +130,7 @@ class LayerCheck:
     @property
     def ok(self) -> bool:
         """Within 1e-5 of the values' scale, or no further from float64 than torch's own rounding."""
-        return self.max_abs <= 1e-5 * max(self.scale, 1.0) or self.err_bnviz <= 2 * self.err_torch + 1e-12
+        return self.max_abs <= 1e-5 * max(self.scale, 1.0) or as_accurate(self.err_bnviz, self.err_torch)
 
 
 @dataclass(frozen=True)

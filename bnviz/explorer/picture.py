@@ -213,14 +213,18 @@ def _grid_lines(size: int, cap: int = 24) -> list[float]:
     return [i / size for i in range(1, size)]
 
 
-def cube_svg(grouping: Grouping, sample: int = 0, channel: int = 0, title: str | None = None) -> str:
+def cube_svg(
+    grouping: Grouping, sample: int = 0, channel: int = 0, title: str | None = None, font: int = 13
+) -> str:
     """The tensor as a glass box (N down, S across, C in depth), with the group of value
     ``(sample, channel, 0)`` shaded in its group's colour (the one ``cells_figure`` uses): the
     values that share its mean and variance. A static SVG document: it needs no chart library,
-    so it is the first picture a reader sees. Every word in it is built from numbers."""
+    so it is the first picture a reader sees. Every word in it is built from numbers. ``font``: the
+    text size in the picture's own pixels (larger for a picture drawn small)."""
     n_size, c_size, s_size = grouping.shape[0], grouping.shape[1], grouping.positions
     proj = _Projection(_W if grouping.spatial else 0.7)
-    scale, left, top = 60.0, 0.9, 0.55  # px per unit; margins in units (labels left, title on top)
+    scale = 60.0  # px per unit
+    left, top, bottom = 0.9 * font / 13, 0.55 * font / 13, 0.45 * font / 13  # margins in units: labels, title
     x_min, y_max = proj.point(0, 0, 0)[0] - left, proj.point(0, 0, 1)[1] + top
 
     def px(x: float, y: float) -> str:
@@ -255,9 +259,9 @@ def cube_svg(grouping: Grouping, sample: int = 0, channel: int = 0, title: str |
                                       f'fill-opacity="0.55" stroke="{color}"', closed=True))  # fmt: skip
     n_label, c_label, s_label = axis_labels(grouping.shape)
     labels = [
-        (proj.point(0, 0.5, 0), -10, 0, n_label, "middle", -90),
-        (proj.point(0.5, 1, 0), 0, 18, s_label, "middle", 0),
-        (proj.point(1, 1, 0.5), 8, 4, c_label, "start", 0),
+        (proj.point(0, 0.5, 0), -0.8 * font, 0, n_label, "middle", -90),
+        (proj.point(0.5, 1, 0), 0, 1.4 * font, s_label, "middle", 0),
+        (proj.point(1, 1, 0.5), 0.6 * font, 0.3 * font, c_label, "start", 0),
     ]
     for (x, y), dx, dy, text, anchor, angle in labels:
         at = px(x, y).split(",")
@@ -265,12 +269,12 @@ def cube_svg(grouping: Grouping, sample: int = 0, channel: int = 0, title: str |
         turn = f' transform="rotate({angle} {ax:.1f} {ay:.1f})"' if angle else ""
         parts.append(f'<text x="{ax:.1f}" y="{ay:.1f}" text-anchor="{anchor}"{turn}>{html.escape(text)}</text>')
     heading = title or f"shaded: {grouping.group_size():,} values, 1 statistic"
-    parts.append(f'<text x="4" y="16" font-weight="600">{html.escape(heading)}</text>')
-    width = (proj.point(1, 0, 1)[0] + 1.2 - x_min) * scale
-    height = (y_max - proj.point(0, 1, 0)[1] + 0.45) * scale
+    parts.append(f'<text x="4" y="{1.25 * font:.0f}" font-weight="600">{html.escape(heading)}</text>')
+    width = (proj.point(1, 0, 1)[0] + 1.2 * font / 13 - x_min) * scale
+    height = (y_max - proj.point(0, 1, 0)[1] + bottom) * scale
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width:.0f} {height:.0f}" width="{width:.0f}" '
-        f'height="{height:.0f}" font-family="sans-serif" font-size="13" fill="#31333f" role="img">'
+        f'height="{height:.0f}" font-family="sans-serif" font-size="{font}" fill="#31333f" role="img">'
         f"<title>{html.escape(heading)}</title>{''.join(parts)}</svg>"
     )
 

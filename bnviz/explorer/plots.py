@@ -37,7 +37,7 @@ def _integer_axis(fig: go.Figure, **where: Any) -> None:
     fig.update_xaxes(tickformat="d", dtick=1, **where)
 
 
-def _bars(edges: list[float], counts: list[int], name: str, color: str, show: bool, opacity: float = 0.6) -> go.Bar:
+def bars(edges: list[float], counts: list[int], name: str, color: str, show: bool, opacity: float = 0.6) -> go.Bar:
     centers = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges)]
     width = (edges[1] - edges[0]) if len(edges) > 1 else 1.0
     return go.Bar(
@@ -52,11 +52,11 @@ def _bars(edges: list[float], counts: list[int], name: str, color: str, show: bo
     )
 
 
-def _outline(edges: list[float], counts: list[int], name: str, color: str, show: bool = True) -> go.Bar:
+def outline(edges: list[float], counts: list[int], name: str, color: str, show: bool = True) -> go.Bar:
     """Bars drawn as outlines only: torch's histogram over bnviz's filled one, so both show."""
-    bars = _bars(edges, counts, name, color, show, 1.0)
-    bars.marker = dict(color="rgba(0,0,0,0)", line=dict(color=color, width=1.5))
-    return bars
+    trace = bars(edges, counts, name, color, show, 1.0)
+    trace.marker = dict(color="rgba(0,0,0,0)", line=dict(color=color, width=1.5))
+    return trace
 
 
 def distributions_figure(report: Report, channel: int = 0) -> go.Figure:
@@ -66,9 +66,9 @@ def distributions_figure(report: Report, channel: int = 0) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=(f"channel {channel}: input", f"channel {channel}: output"))  # fmt: skip
     if h is not None:
-        fig.add_trace(_bars(h["input_edges"], h["input"], "input", INPUT_COLOR, True), row=1, col=1)
-        fig.add_trace(_bars(h["output_edges"], h["bnviz"], "bnviz output", BNVIZ_COLOR, True, 0.45), row=1, col=2)
-        fig.add_trace(_outline(h["output_edges"], h["torch"], "torch output", TORCH_COLOR), row=1, col=2)
+        fig.add_trace(bars(h["input_edges"], h["input"], "input", INPUT_COLOR, True), row=1, col=1)
+        fig.add_trace(bars(h["output_edges"], h["bnviz"], "bnviz output", BNVIZ_COLOR, True, 0.45), row=1, col=2)
+        fig.add_trace(outline(h["output_edges"], h["torch"], "torch output", TORCH_COLOR), row=1, col=2)
     fig.update_layout(barmode="overlay", height=340, title=f"Channel {channel}, before and after",
                       **LAYOUT)  # fmt: skip
     return _plain_ticks(fig)
@@ -83,7 +83,7 @@ def modes_figure(report: Report, channel: int = 0) -> go.Figure:
         for mode, color in (("train", TRAIN_COLOR), ("eval", EVAL_COLOR)):
             if mode in entry:
                 label = f"{mode} mode: mean {entry[f'{mode}_mean']:.3g}, std {entry[f'{mode}_std']:.3g}"
-                fig.add_trace(_bars(entry["edges"], entry[mode], label, color, True, 0.55))
+                fig.add_trace(bars(entry["edges"], entry[mode], label, color, True, 0.55))
     fig.update_xaxes(title_text=f"output of channel {channel}")
     fig.update_yaxes(title_text="count")
     fig.update_layout(barmode="overlay", height=330, title=f"Channel {channel}: train vs eval",
@@ -172,8 +172,8 @@ def gradients_figure(report: Report) -> go.Figure:
     )  # fmt: skip
     gi = grads.get("grad_input")
     if gi and gi["edges"]:
-        fig.add_trace(_bars(gi["edges"], gi["bnviz"], "bnviz", BNVIZ_COLOR, True, 0.45), row=1, col=1)
-        fig.add_trace(_outline(gi["edges"], gi["torch"], "torch", TORCH_COLOR), row=1, col=1)
+        fig.add_trace(bars(gi["edges"], gi["bnviz"], "bnviz", BNVIZ_COLOR, True, 0.45), row=1, col=1)
+        fig.add_trace(outline(gi["edges"], gi["torch"], "torch", TORCH_COLOR), row=1, col=1)
     for col, key in ((1, "grad_weight"), (2, "grad_bias")):
         values: dict[str, Any] | None = grads.get("grad_params", {}).get(key)
         if not values:

@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from bnviz.explorer import inference, network
+from bnviz.explorer import family, inference, network
 from bnviz.explorer.compare import DEVICES, DTYPES, LAYERS, LAYOUTS, MAX_RANK, MAX_STEPS, MAX_TRAIN_BATCH, MODES, Config
 from bnviz.explorer.data import DISTRIBUTIONS
+from bnviz.explorer.family import FamilyConfig
 from bnviz.explorer.inference import InferenceConfig
 from bnviz.explorer.network import NetworkConfig
 
@@ -235,4 +236,30 @@ INFERENCE = QuerySpec[InferenceConfig](
         Param("seed", "seed", int_in(0, 2**31 - 1)),
         Param("dtype", "dtype", choice(tuple(inference.DTYPES))),
     ]
+)
+
+
+FAMILY = QuerySpec[FamilyConfig](
+    [
+        Param("shape", "shape", parse_shape),
+        Param("groups", "groups", int_in(1, 4096)),
+        Param("dist", "dist", choice(DISTRIBUTIONS)),
+        Param("seed", "seed", int_in(0, 2**31 - 1)),
+        Param("ln", "ln_over", choice(family.LN_OVER)),
+        Param("eps", "eps", float_in(1e-12, 1.0)),
+    ]
+)
+
+
+@dataclass(frozen=True)
+class FamilyFocus:
+    """What the family page looks at closely: the channel whose statistics groups are shaded, and
+    the member whose cells are drawn."""
+
+    channel: int = 0
+    member: str = "BatchNorm"
+
+
+FAMILY_FOCUS = QuerySpec[FamilyFocus](
+    [Param("channel", "channel", int_in(0, 4095)), Param("member", "member", choice(family.MEMBERS))]
 )

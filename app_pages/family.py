@@ -1,0 +1,157 @@
+"""``/family``: BatchNorm, LayerNorm, InstanceNorm, GroupNorm and RMSNorm on one tensor — the same
+operation over different sets of values — each from scratch against torch, and batch dependence
+shown live. Widgets ⇄ URL → cached call into bnviz.explorer.family → pictures and figures."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from app_pages.common import chart, init_widgets, picture, read_view, verdict_badge, write_url
+from bnviz.explorer.data import DISTRIBUTIONS
+from bnviz.explorer.explain import markdown_table, sci
+from bnviz.explorer.family import (
+    LN_OVER,
+    MEMBERS,
+    FamilyConfig,
+    FamilyReport,
+    dependence_rows,
+    member_cells,
+    member_pictures,
+    output_figure,
+    refusal,
+    run_family,
+    universal_rows,
+)
+from bnviz.explorer.query import FAMILY, FAMILY_FOCUS, FamilyFocus
+
+PREFIX = "fam."
+KINDS = {"groups": "int", "seed": "int"}
+FOCUS_PREFIX = "famf."
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_report(config: FamilyConfig) -> FamilyReport:
+    return run_family(config)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def cached_views(config: FamilyConfig, channel: int, member: str) -> dict:
+    report = cached_report(config)
+    return {
+        "pictures": member_pictures(report, 0, channel),
+        "cells": member_cells(report, channel)[member].to_dict(),
+        "outputs": output_figure(report).to_dict(),
+    }
+
+
+def sidebar() -> None:
+    sb = st.sidebar
+    sb.header("The tensor")
+    sb.text_input("Shape (N, C, spatial…)", key=PREFIX + "shape", help="Rank 3 to 6, e.g. 8,6,8,8.")
+    sb.number_input("GroupNorm groups", step=1, key=PREFIX + "groups", help="Must divide C.")
+    sb.radio(
+        "LayerNorm and RMSNorm over",
+        LN_OVER,
+        key=PREFIX + "ln",
+        format_func={"sample": "every per-sample dim (C, spatial…)", "last": "the last dim only (features)"}.get,
+        help="A transformer's (N, L, C) tensor: normalize each position over its C features.",
+    )
+    sb.selectbox("Input distribution", DISTRIBUTIONS, key=PREFIX + "dist")
+    sb.number_input("Seed", step=1, key=PREFIX + "seed")
+    sb.text_input("eps", key=PREFIX + "eps")
+
+
+def main() -> None:
+    init_widgets("family", FAMILY, FamilyConfig(), KINDS, PREFIX)
+    init_widgets("family.focus", FAMILY_FOCUS, FamilyFocus(), {"channel": "int"}, FOCUS_PREFIX)
+    sidebar()
+    config, warnings = read_view("family", FAMILY, FamilyConfig(), PREFIX)
+    focus, focus_warnings = read_view("family.focus", FAMILY_FOCUS, FamilyFocus(), FOCUS_PREFIX)
+    st.title("One operation, five sets of values")
+    st.caption(
+        "BatchNorm, LayerNorm, InstanceNorm, GroupNorm and RMSNorm, each written from scratch in bnviz and run beside "
+        "torch's on the same tensor. Every control is in the URL."
+    )
+    if config != st.session_state["family.url_config"]:
+        focus_warnings = []
+    for warning in warnings + focus_warnings:
+        st.warning(warning)
+    reason = refusal(config)
+    if reason is not None:
+        write_url({**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)})
+        st.error(f"Not run: {reason}.")
+        return
+    report = cached_report(config)
+    channels = min(config.shape[1], 8)
+    channel = min(focus.channel, channels - 1)
+    write_url({**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(FamilyFocus(channel, focus.member))})
+    failing = [m.member for m in report.members if not m.ok]
+    verdict_badge(
+        report.verdict,
+        "All five agree with torch: outputs and gradients." if not failing
+        else f"Differ from torch: {', '.join(failing)}",
+    )
+    st.markdown(
+        "Each member computes a mean and a variance over a set of values, normalizes every value with its set's "
+        "statistics, then scales and shifts by γ and β. They differ **only in which values share a statistic** — "
+        "the shaded block in each picture (the set that holds sample 0 and the channel in focus)."
+    )
+    st.session_state[FOCUS_PREFIX + "channel"] = channel
+    st.segmented_control("Channel in focus", list(range(channels)), key=FOCUS_PREFIX + "channel", required=True,
+                         format_func=lambda c: f"c={c}")  # fmt: skip
+    views = cached_views(config, channel, focus.member)
+
+    st.subheader("Which values share a statistic")
+    columns = st.columns(len(MEMBERS), gap="small")
+    for column, m in zip(columns, report.members, strict=True):
+        with column:
+            st.markdown(f"**{m.member}**")
+            picture(views["pictures"][m.member], f"{m.member}: the values that share one statistic")
+            st.caption(f"{m.statistics:,} statistics of {m.per_statistic:,} values · {m.verdict}")
+    st.radio("Draw every value for", MEMBERS, key=FOCUS_PREFIX + "member", horizontal=True)
+    chart(views["cells"], "chart-cells")
+    st.caption("Each colour is one statistic's set of values; hover a cell for its index, value, and its set's mean "
+               "and variance. The channel in focus is drawn in full colour.")  # fmt: skip
+
+    st.subheader("The universal form")
+    sizes, kinds = universal_rows(report)
+    st.markdown(markdown_table(sizes))
+    st.markdown(markdown_table(kinds))
+    st.caption(f"For a tensor of shape {config.shape}: groups is how many means and variances the member computes. "
+               "Running statistics are kept per channel (instance norm averages its samples' into them). RMSNorm "
+               "divides by the root mean square: no mean is taken out, so it has no β.")  # fmt: skip
+
+    st.subheader("Batch size matters to batch norm only")
+    st.markdown(
+        "Keep sample 0, replace every other sample of the batch (other values, three times the spread, shifted by 2), "
+        "and run each member again. How far does **sample 0's** output move?"
+    )
+    st.markdown(markdown_table(dependence_rows(report)))
+    st.caption(
+        "BatchNorm's statistics come from the whole batch, so one sample's output depends on the others — and with "
+        "a small batch those statistics are noisy. The others take statistics within each sample: the batch size "
+        "does not enter."
+    )
+
+    st.subheader("Outputs against torch")
+    chart(views["outputs"], "chart-outputs")
+    rows = [{"member": m.member, "output": sci(m.max_abs["output"]),
+             "gradients": sci(max(v for k, v in m.max_abs.items() if k != "output"))}
+            for m in report.members]  # fmt: skip
+    st.markdown(markdown_table(rows))
+    st.caption("Largest |bnviz − torch| of the output, and of the gradients of x, γ and β (a fixed random upstream "
+               "gradient). A member matches (the verdict under its picture above) within float32's tolerance, or "
+               "when it is about as close as torch to a float64 run.")  # fmt: skip
+
+    st.subheader("Features last: what a transformer does")
+    st.markdown(
+        "A transformer's activations are (N, L, C): batch, length, features. Batch norm takes dim 1 for the "
+        "channels, so it would normalize each position L over the batch — the layer explorer shows its error and "
+        "the permute that fixes it. LayerNorm over the last dim normalizes each position over its own C features "
+        "instead, with no batch statistics:"
+    )
+    st.page_link("app_pages/family.py", label="The family on an (N, L, C) = (8, 128, 64) tensor, LayerNorm over C",
+                 query_params={"shape": "8,128,64", "ln": "last", "groups": "4"})  # fmt: skip
+
+
+main()

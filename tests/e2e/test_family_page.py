@@ -1,0 +1,42 @@
+"""The /family page in Chromium: five pictures drawn, the verdict, layout, hostile links, a baseline."""
+
+from __future__ import annotations
+
+from urllib.parse import urlencode
+
+import pytest
+
+from bnviz.shots import layout_problems, open_view
+from tests.e2e.conftest import charts, check_screenshot, main_text, verdict
+
+pytestmark = pytest.mark.browser
+
+
+def test_default_view(server, page, request):
+    open_view(page, server, "family")
+    assert verdict(page).startswith("match"), verdict(page)
+    assert charts(page) == 2
+    images = page.locator('[data-testid="stImage"] img')
+    assert images.count() == 5 and all(images.nth(i).evaluate("i => i.naturalWidth > 100") for i in range(5))
+    body = main_text(page)
+    assert "Batch size matters to batch norm only" in body and "0 (exactly)" in body
+    assert not page.page_errors
+    check_screenshot(page, "family", request)
+
+
+@pytest.mark.parametrize("width", [390, 1024])
+def test_nothing_overlaps_or_clips(server, browser, width):
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    try:
+        open_view(page, server, "family?shape=8,128,64&ln=last&groups=4")
+        assert layout_problems(page) == []
+    finally:
+        page.close()
+
+
+def test_hostile_link_is_inert(server, page):
+    open_view(page, server, "family?" + urlencode({"shape": "<img src=x onerror=alert(1)>", "member": "<script>"}))
+    assert not page.dialogs
+    assert page.locator('[data-testid="stAlertContentWarning"]').count() == 2
+    assert page.locator('[data-testid="stMainBlockContainer"] img[src=x]').count() == 0
+    assert verdict(page).startswith("match")
