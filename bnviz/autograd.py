@@ -187,16 +187,19 @@ def row_moments(xv: Tensor) -> tuple[Tensor, Tensor]:
     n = _rows_count(xv)
     buf = _buffer(xv, size, d)
     if d == 0:  # partial sums over chunks of dim 0; the rough mean from the first chunk
-        head = xv[:size]
+        head = xv if size >= xv.size(0) else xv[:size]
         rough = head.sum(dims).div_(head.numel() // head.size(1))  # (A, R, B) -> (R,)
-        firsts, seconds = [], []
         shift = _per_row(xv, rough)
-        for xc in _split(xv, size, 0):
-            dc = torch.sub(xc, shift, out=buf[: xc.size(0)])
-            firsts.append(dc.sum(dims))  # (A, R, B) -> (R,)
-            seconds.append(dc.square_().sum(dims))
-        sum_d = firsts[0].double() if len(firsts) == 1 else torch.stack(firsts).double().sum(0)
-        sum_d2 = seconds[0].double() if len(seconds) == 1 else torch.stack(seconds).double().sum(0)
+        if head is xv:  # one chunk: the common small case, with as few dispatched ops as it takes
+            dc = torch.sub(xv, shift, out=buf)
+            sum_d, sum_d2 = dc.sum(dims).double(), dc.square_().sum(dims).double()  # (A, R, B) -> (R,)
+        else:
+            firsts, seconds = [], []
+            for xc in _split(xv, size, 0):
+                dc = torch.sub(xc, shift, out=buf[: xc.size(0)])
+                firsts.append(dc.sum(dims))  # (A, R, B) -> (R,)
+                seconds.append(dc.square_().sum(dims))
+            sum_d, sum_d2 = torch.stack(firsts).double().sum(0), torch.stack(seconds).double().sum(0)
         rough64 = rough.double()
     else:  # whole rows per chunk: each chunk's own rough mean, then its shifted sums
         parts = []
@@ -244,6 +247,55 @@ def expand_rows(v: Tensor, rows: int) -> Tensor:
     return v if v.numel() == rows else v.repeat(rows // max(1, v.numel()))
 
 
+def norm_forward(
+    input: Tensor,
+    weight: Tensor | None,
+    bias: Tensor | None,
+    running_mean: Tensor | None,
+    running_var: Tensor | None,
+    layout: Layout,
+    use_batch_stats: bool,
+    momentum: float | Tensor,
+    eps: float,
+) -> tuple[Tensor, Tensor | None, Tensor | None]:
+    """The forward of ``NormFunction`` as a plain function: ``(y, mean, inv_std)`` per row, the
+    running statistics updated in place. Without autograd (no_grad, or nothing requires a
+    gradient) ``normalize`` calls it directly: a Function's own overhead is most of a small call."""
+    if input.numel() == 0:
+        return torch.empty_like(input), None, None
+    cdtype = compute_dtype(input.dtype)
+    x, xv = row_view(cast(input, cdtype), layout)
+    rows = xv.size(1)
+    if use_batch_stats:
+        mean64, var64, n = _batch_statistics(xv, layout)
+        if running_mean is not None and running_var is not None:
+            update_running_stats(running_mean, running_var, mean64, var64 * (n / max(n - 1, 1))
+                                 if n > 1 else var64 * math.nan, momentum, rows // layout.k)  # fmt: skip
+        # torch keeps batch statistics in the parameters' dtype (float32 ones for a
+        # float16/bfloat16 input, else the input's): round them the same way.
+        params = [t for t in (weight, bias, running_mean, running_var) if t is not None]
+        stats_dtype = params[0].dtype if params and not layout.inner_affine else cdtype
+        group_mean = cast(cast(mean64, stats_dtype), cdtype)
+        group_inv = cast(cast(var64.add_(eps).rsqrt_(), stats_dtype), cdtype)
+    else:  # running statistics (the caller has checked that both are given)
+        group_mean = cast(running_mean, cdtype)  # type: ignore[arg-type]
+        group_inv = torch.rsqrt(cast(running_var, cdtype) + eps)  # type: ignore[arg-type]
+    mean = group_mean.repeat_interleave(layout.k) if layout.k > 1 else group_mean
+    inv_std = group_inv.repeat_interleave(layout.k) if layout.k > 1 else group_inv
+    mean, inv_std = expand_rows(mean, rows), expand_rows(inv_std, rows)  # running stats per channel
+    out = torch.empty_like(x)
+    if layout.inner_affine:
+        _apply_inner(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
+    elif layout.kind == "channels":
+        _apply_rows(xv, channel_view(out), mean, inv_std, weight, bias, cdtype)  # type: ignore[arg-type]
+    else:
+        _apply_centred(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
+    fmt = output_format(input) if layout.keep_format else torch.contiguous_format
+    if not out.is_contiguous(memory_format=fmt):
+        out = out.contiguous(memory_format=fmt)
+    return cast(out, input.dtype), mean, inv_std
+
+
 class NormFunction(torch.autograd.Function):
     """``y = (x − mean) · inv_std · weight + bias`` with batch (or instance, group, layer) or
     running statistics, for any ``Layout``."""
@@ -265,41 +317,10 @@ class NormFunction(torch.autograd.Function):
         ctx.weight_dtype = None if weight is None else weight.dtype
         ctx.bias_dtype = None if bias is None else bias.dtype
         ctx.bias_shape = None if bias is None else bias.shape
-        if input.numel() == 0:
-            ctx.save_for_backward(input, weight, None, None)
-            return torch.empty_like(input)
-        cdtype = compute_dtype(input.dtype)
-        x, xv = row_view(cast(input, cdtype), layout)
-        rows = xv.size(1)
-        if use_batch_stats:
-            mean64, var64, n = _batch_statistics(xv, layout)
-            if running_mean is not None and running_var is not None:
-                update_running_stats(running_mean, running_var, mean64, var64 * (n / max(n - 1, 1))
-                                     if n > 1 else var64 * math.nan, momentum, rows // layout.k)  # fmt: skip
-            # torch keeps batch statistics in the parameters' dtype (float32 ones for a
-            # float16/bfloat16 input, else the input's): round them the same way.
-            params = [t for t in (weight, bias, running_mean, running_var) if t is not None]
-            stats_dtype = params[0].dtype if params and not layout.inner_affine else cdtype
-            group_mean = cast(cast(mean64, stats_dtype), cdtype)
-            group_inv = cast(cast(var64.add_(eps).rsqrt_(), stats_dtype), cdtype)
-        else:  # running statistics (the caller has checked that both are given)
-            group_mean = cast(running_mean, cdtype)  # type: ignore[arg-type]
-            group_inv = torch.rsqrt(cast(running_var, cdtype) + eps)  # type: ignore[arg-type]
-        mean = group_mean.repeat_interleave(layout.k) if layout.k > 1 else group_mean
-        inv_std = group_inv.repeat_interleave(layout.k) if layout.k > 1 else group_inv
-        mean, inv_std = expand_rows(mean, rows), expand_rows(inv_std, rows)  # running stats per channel
-        out = torch.empty_like(x)
-        if layout.inner_affine:
-            _apply_inner(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
-        elif layout.kind == "channels":
-            _apply_rows(xv, channel_view(out), mean, inv_std, weight, bias, cdtype)  # type: ignore[arg-type]
-        else:
-            _apply_centred(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
+        out, mean, inv_std = norm_forward(input, weight, bias, running_mean, running_var, layout, use_batch_stats,
+                                          momentum, eps)  # fmt: skip
         ctx.save_for_backward(input, weight, mean, inv_std)
-        fmt = output_format(input) if layout.keep_format else torch.contiguous_format
-        if not out.is_contiguous(memory_format=fmt):
-            out = out.contiguous(memory_format=fmt)
-        return cast(out, input.dtype)
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
@@ -435,6 +456,8 @@ def row_grad_sums(xv: Tensor, mean: Tensor, gv: Tensor) -> tuple[Tensor, Tensor]
         dc = torch.sub(xc, mc, out=out)
         firsts.append(gc.sum(dims))  # (A, R, B) -> (R,)
         seconds.append(dc.mul_(gc).sum(dims))
+    if len(firsts) == 1:
+        return firsts[0].double(), seconds[0].double()
     join = (lambda p: torch.stack(p).double().sum(0)) if d == 0 else (lambda p: torch.cat(p).double())
     return join(firsts), join(seconds)
 
@@ -690,4 +713,6 @@ def normalize(
     ``torch.compile`` the plain formula that inductor fuses (``compiled_norm``)."""
     if torch.compiler.is_compiling() and input.numel() != 0:
         return compiled_norm(input, weight, bias, running_mean, running_var, layout, use_batch_stats, momentum, eps)
+    if not torch.is_grad_enabled() or not any(t is not None and t.requires_grad for t in (input, weight, bias)):
+        return norm_forward(input, weight, bias, running_mean, running_var, layout, use_batch_stats, momentum, eps)[0]
     return NormFunction.apply(input, weight, bias, running_mean, running_var, layout, use_batch_stats, momentum, eps)
