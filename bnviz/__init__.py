@@ -21,6 +21,7 @@ from bnviz.modules import (
     LayerNorm,
     RMSNorm,
 )
+from bnviz.sync import SyncBatchNorm
 
 __all__ = [
     "BatchNorm",
@@ -34,6 +35,7 @@ __all__ = [
     "InstanceNorm3d",
     "LayerNorm",
     "RMSNorm",
+    "SyncBatchNorm",
     "batch_norm",
     "fold_batch_norms",
     "freeze_batch_norm",
