@@ -15,6 +15,7 @@ PAGES = {  # one page per question (../shared/PRODUCT.md), grouped as a reader m
     ],
     "Beyond one layer": [
         st.Page("app_pages/family.py", title="The normalization family", icon="👪", url_path="family"),
+        st.Page("app_pages/data_parallel.py", title="Across devices", icon="🔗", url_path="data-parallel"),
         st.Page("app_pages/inference.py", title="Fold and freeze for inference", icon="🧊", url_path="inference"),
     ],
 }

@@ -45,8 +45,11 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def serve_app(port: int | None = None, timeout: float = 90.0) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``streamlit run app.py`` on 127.0.0.1:port (headless, no file watcher, no usage stats).
+def serve_app(
+    port: int | None = None, timeout: float = 90.0, env: dict[str, str] | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``streamlit run app.py`` on 127.0.0.1:port (headless, no file watcher, no usage stats), with
+    ``env`` added to the environment.
 
     Yields (base URL, process) once ``/_stcore/health`` answers; stops the server on exit.
     """
@@ -58,7 +61,7 @@ def serve_app(port: int | None = None, timeout: float = 90.0) -> Iterator[tuple[
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
     )
     base = f"http://127.0.0.1:{port}"
     try:

@@ -14,9 +14,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from bnviz.explorer import family, inference, network
+from bnviz.explorer import data_parallel, family, inference, network
 from bnviz.explorer.compare import DEVICES, DTYPES, LAYERS, LAYOUTS, MAX_RANK, MAX_STEPS, MAX_TRAIN_BATCH, MODES, Config
 from bnviz.explorer.data import DISTRIBUTIONS
+from bnviz.explorer.data_parallel import DataParallelConfig
 from bnviz.explorer.family import FamilyConfig
 from bnviz.explorer.inference import InferenceConfig
 from bnviz.explorer.network import NetworkConfig
@@ -262,4 +263,24 @@ class FamilyFocus:
 
 FAMILY_FOCUS = QuerySpec[FamilyFocus](
     [Param("channel", "channel", int_in(0, 4095)), Param("member", "member", choice(family.MEMBERS))]
+)
+
+
+def batch_sizes(text: str) -> str:
+    """A typed list of per-rank batch sizes, ``"8,8,4,0"`` (or empty for even sizes)."""
+    body = text.strip()
+    if body and not re.fullmatch(r"\d{1,4}(\s*,\s*\d{1,4})*", body):
+        raise ValueError("batch sizes are whole numbers ≥ 0 separated by commas, like 8,8,4,0")
+    return ",".join(p.strip() for p in body.split(",")) if body else ""
+
+
+DATA_PARALLEL = QuerySpec[DataParallelConfig](
+    [
+        Param("world", "world", int_in(1, data_parallel.MAX_WORLD)),
+        Param("per_rank", "per_rank", int_in(0, data_parallel.MAX_RANK_BATCH)),
+        Param("batches", "batches", batch_sizes),
+        Param("sample", "sample", parse_shape),
+        Param("dist", "dist", choice(DISTRIBUTIONS)),
+        Param("seed", "seed", int_in(0, 2**31 - 1)),
+    ]
 )

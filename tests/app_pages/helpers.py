@@ -13,8 +13,10 @@ APP = Path(__file__).resolve().parents[2] / "app.py"
 def run_app(params: dict[str, str] | None = None, page: str | None = None) -> AppTest:
     """The app at ``page`` (a file under app_pages/; the layer page by default) with a query."""
     at = AppTest.from_file(str(APP), default_timeout=90)
-    if page:
+    if page:  # st.navigation registers the pages on a first run: only then does a custom url_path match
+        at.run()
         at.switch_page(f"app_pages/{page}.py")
+        at.query_params.clear()
     for key, value in (params or {}).items():
         at.query_params[key] = value
     at.run()
