@@ -134,13 +134,20 @@ class BatchNorm(_NormBase):
         if input.dim() < 2:
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
-    def forward(self, input: Tensor) -> Tensor:
-        self._check_input_dim(input)
+    def _count_batch(self) -> float | Tensor:
+        """The momentum policy: in training with running statistics, count the batch, and return
+        the running update's factor — ``momentum``, or ``1 / num_batches_tracked`` (a cumulative
+        average) for ``momentum=None``, kept on the device: no host sync."""
         factor: float | Tensor = 0.0 if self.momentum is None else self.momentum
         if self.training and self.track_running_stats and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
-            if self.momentum is None:  # cumulative average, kept on the device: no host sync
+            if self.momentum is None:
                 factor = self.num_batches_tracked.double().reciprocal()
+        return factor
+
+    def forward(self, input: Tensor) -> Tensor:
+        self._check_input_dim(input)
+        factor = self._count_batch()
         # Batch statistics in training, and in eval when there are no running statistics.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
         # Buffers are passed only where they are read (eval) or updated (training and tracked).

@@ -299,12 +299,7 @@ class SyncBatchNorm(BatchNorm):
         sync = self._sync_group()
         if sync is None:
             return super().forward(input)
-        # BatchNorm's momentum policy (see BatchNorm.forward): a cumulative factor for momentum=None.
-        factor: float | Tensor = 0.0 if self.momentum is None else self.momentum
-        if self.track_running_stats and self.num_batches_tracked is not None:
-            self.num_batches_tracked.add_(1)
-            if self.momentum is None:
-                factor = self.num_batches_tracked.double().reciprocal()
+        factor = self._count_batch()  # BatchNorm's momentum policy (synchronized only in training)
         tracked = self.track_running_stats
         return sync_batch_norm(
             input,

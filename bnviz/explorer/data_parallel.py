@@ -258,11 +258,11 @@ def run_data_parallel(config: DataParallelConfig, deadline_s: float = DEADLINE_S
         sl = slice(start, start + size)
         out_err = max(_max_abs(got["y"], ref["y"][sl]), _max_abs(got["grad"], ref["grad"][sl]))
         ok = True
-        for name, mine, theirs, true, widen in (
-            ("y", got["y"], ref["y"][sl], truth["y"][sl], 1),
-            ("grad", got["grad"], ref["grad"][sl], truth["grad"][sl], 4),
-            ("running_mean", torch.tensor(got["running_mean"]), ref["running_mean"], truth["running_mean"], 1),
-            ("running_var", torch.tensor(got["running_var"]), ref["running_var"], truth["running_var"], 1),
+        for mine, theirs, true, widen in (  # output, ∂L/∂x, running statistics
+            (got["y"], ref["y"][sl], truth["y"][sl], 1),
+            (got["grad"], ref["grad"][sl], truth["grad"][sl], 4),
+            (torch.tensor(got["running_mean"]), ref["running_mean"], truth["running_mean"], 1),
+            (torch.tensor(got["running_var"]), ref["running_var"], truth["running_var"], 1),
         ):  # within float32's tolerance of torch, or about as close as torch to a float64 run (parity.as_accurate)
             ok = ok and (diff(mine, theirs.to(mine.dtype), rtol, widen * atol).ok
                          or as_accurate(_max_abs(mine, true), _max_abs(theirs, true)))  # fmt: skip
