@@ -9,6 +9,11 @@ same message at the same point, so a user's error handling behaves the same with
 
 from __future__ import annotations
 
+import numbers
+import operator
+import warnings
+from typing import Any
+
 import torch
 from torch import Tensor
 
@@ -124,9 +129,6 @@ def _verify_cpu_dtypes(input: Tensor, params: list[Tensor]) -> None:
 # torch's C++ checks are not readable from the wheel: the rules below are read off its messages on tables of inputs.
 # ---------------------------------------------------------------------------------------------------------------------
 
-import numbers  # noqa: E402
-import operator  # noqa: E402
-import warnings  # noqa: E402
 
 # ATen's names for the dtypes the table at the top leaves out (they appear in "not implemented for '...'").
 _MORE_ATEN_NAMES = {
@@ -368,7 +370,7 @@ def _verify_normalized_shape(
 # --- layer_norm ---
 
 
-def verify_layer_norm(input, normalized_shape, weight, bias, eps) -> tuple[int, ...]:
+def verify_layer_norm(input: Any, normalized_shape: Any, weight: Any, bias: Any, eps: Any) -> tuple[int, ...]:
     """Checks of ``F.layer_norm(input, normalized_shape, weight, bias, eps)``; returns the normalized shape.
 
     Measured on torch 2.13, CPU, in this order:
@@ -407,7 +409,7 @@ def verify_layer_norm(input, normalized_shape, weight, bias, eps) -> tuple[int, 
 # --- group_norm ---
 
 
-def verify_group_norm(input, num_groups, weight, bias, eps) -> None:
+def verify_group_norm(input: Any, num_groups: Any, weight: Any, bias: Any, eps: Any) -> None:
     """Checks of ``F.group_norm(input, num_groups, weight, bias, eps)``.
 
     Measured on torch 2.13, CPU, in this order:
@@ -481,7 +483,16 @@ def _broadcast_copy_error(dst: tuple[int, ...], src: tuple[int, ...]) -> str | N
     return None
 
 
-def verify_instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps) -> None:
+def verify_instance_norm(
+    input: Any,
+    running_mean: Any,
+    running_var: Any,
+    weight: Any,
+    bias: Any,
+    use_input_stats: Any,
+    momentum: Any,
+    eps: Any,
+) -> None:
     """Checks of ``F.instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)``.
 
     Measured on torch 2.13, CPU, in this order:
@@ -662,7 +673,7 @@ def warn_rms_norm_dtype_mismatch(input: Tensor, weight: Tensor) -> None:
         warnings.warn(rms_norm_dtype_mismatch_message(input.dtype, weight.dtype), UserWarning, stacklevel=3)
 
 
-def verify_rms_norm(input, normalized_shape, weight, eps) -> tuple[int, ...]:
+def verify_rms_norm(input: Any, normalized_shape: Any, weight: Any, eps: Any) -> tuple[int, ...]:
     """Checks of ``F.rms_norm(input, normalized_shape, weight, eps)``; returns the normalized shape.
 
     Measured on torch 2.13, CPU, in this order:
