@@ -594,14 +594,19 @@ def reference_norm(
     inv_std: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
     """The same maths with plain differentiable ops and no chunk loop: what autograd
-    differentiates for double backward and what ``torch.compile`` fuses. Statistics in float64
-    from a two-pass formula (the mean, then the mean of ``(x − mean)²``), or the given per-group
-    ``mean`` and ``inv_std`` (running statistics). Returns ``(y, mean, var)``: the batch's
-    float64 group mean and biased variance (for the running statistics), None with given ones."""
+    differentiates for double backward and what ``torch.compile`` fuses. Statistics from
+    ``torch.var_mean`` of the data shifted by each group's first value — Welford's updates on
+    values of the spread's size, so a mean that dwarfs the spread costs nothing; one pass, which
+    inductor fuses with the shift into a single reduction — or
+    the given per-group ``mean`` and ``inv_std`` (running statistics). Returns ``(y, mean, var)``:
+    the batch's group mean and biased variance in float64 (for the running statistics), None
+    with given ones."""
     cdtype = compute_dtype(input.dtype)
     x = input.to(cdtype)
     n_dim, shape = x.size(0), x.shape
-    if layout.kind == "channels":
+    if layout.kind == "channels" and x.dim() == 2:
+        xv, dims, group_shape = x, (0,), (1, -1)  # (N, C): a column reduction
+    elif layout.kind == "channels":
         xv = x.reshape(n_dim, x.size(1), -1)  # (N, C, L)
         dims, group_shape = (0, 2), (1, -1, 1)
     elif layout.kind == "instances":
@@ -613,18 +618,17 @@ def reference_norm(
         dims, group_shape = (0, 2), (1, -1, 1)
     mean64 = var64 = None
     if inv_std is None:
-        n = xv.numel() // max(1, xv.size(1))
-        if layout.centred:
-            mean64 = xv.sum(dims, dtype=torch.float64) / n
-            dev = xv.double() - mean64.view(group_shape)
-            var64 = (dev * dev).sum(dims) / n
+        if layout.centred:  # shifted by each group's first value (a constant): well scaled at any mean
+            first = (xv[0] if xv.dim() == 2 else xv[0, :, 0]).detach()  # (R,)
+            var, mean = torch.var_mean(xv - first.view(group_shape), dims, correction=0)  # (A, R, B) -> (R,)
+            mean = mean + first
         else:
-            mean64 = torch.zeros(xv.size(1), dtype=torch.float64, device=x.device)
-            var64 = (xv.double() * xv.double()).sum(dims) / n
+            var, mean = (xv * xv).mean(dims), torch.zeros(xv.size(1), dtype=cdtype, device=x.device)
+        mean64, var64 = mean.double(), var.double()
         params = [t for t in (weight, bias) if t is not None]
         stats_dtype = params[0].dtype if params and not layout.inner_affine else cdtype
-        mean = mean64.to(stats_dtype).to(cdtype)
-        inv_std = (var64 + eps).rsqrt().to(stats_dtype).to(cdtype)
+        mean = mean.to(stats_dtype).to(cdtype)
+        inv_std = (var + eps).rsqrt().to(stats_dtype).to(cdtype)
     else:
         mean = mean.to(cdtype)
         inv_std = inv_std.to(cdtype)
