@@ -102,7 +102,7 @@ def proof_section(report: Report) -> None:
     st.caption(
         f"{E_NOTATION} max abs diff is the largest |bnviz − torch| over the values. A quantity agrees when it is "
         f"within {report.config.dtype}'s tolerance of torch (rtol={report.rtol:g}, atol={report.atol:g}), or when "
-        "bnviz is about as close as torch to a float64 run of the same values (the second table: within 4× of torch's "
+        "bnviz is about as close as torch to a float64 run of the same values (the second table: within 8× of torch's "
         "error; at a large mean both are at float32's limit)."
     )
 

@@ -72,10 +72,12 @@ def sum_tolerance(summands: Tensor, rtol: float, atol: float) -> Tensor:
 
 
 # When bnviz and torch differ by more than the tolerance, both are compared with a float64 run of
-# the same values. Where both are at float32's limit (a mean that dwarfs the spread), their
-# roundings differ by a small factor either way — measured up to 2.7× on large-mean inputs — so
-# bnviz counts as accurate when it is within this factor of torch's own error.
-ROUNDING_FACTOR = 4.0
+# the same values. Where both are at float32's limit (a mean that dwarfs the spread: 10⁴ ± 1 leaves
+# float32 about 3 decimal digits of the spread), their errors are rounding noise that differs by a
+# factor of a few either way — measured up to 6.3× on large-mean batches split over ranks, 3.8× on
+# single batches — so bnviz counts as accurate when it is within this factor of torch's own error.
+# A real discrepancy is orders of magnitude larger (the tests inject ones of 1e-4 on unit data).
+ROUNDING_FACTOR = 8.0
 
 
 def as_accurate(err_bnviz: float | None, err_torch: float | None) -> bool:
