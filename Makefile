@@ -11,8 +11,9 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	rm -f .venv/.installed-* && touch $@
 
+# glibc: blocks from 256 KiB up are their own mappings (returned when freed), 2 heaps (bnviz.explorer.serve)
 app: setup
-	$(PY) -m streamlit run app.py
+	MALLOC_MMAP_THRESHOLD_=262144 MALLOC_ARENA_MAX=2 $(PY) -m streamlit run app.py
 
 test: setup
 	bash scripts/test.sh

@@ -6,7 +6,10 @@ import logging
 
 import streamlit as st
 
+from app_pages.common import server
+
 st.set_page_config(page_title="bnviz — batch norm explorer", page_icon="📊", layout="wide")
+server()  # once per process: the memory budget all visitors share, the reports' cache, the allocator tuned
 
 PAGES = {  # one page per question (../shared/PRODUCT.md), grouped as a reader meets them
     "Batch norm": [

@@ -2,14 +2,84 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+import uuid
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, TypeVar
 
 import streamlit as st
+from streamlit.runtime import Runtime
+from streamlit.runtime.scriptrunner import StopException, get_script_run_ctx
 
+from bnviz.explorer import serve
 from bnviz.explorer.query import QuerySpec
 
 CHART_CONFIG = {"displaylogo": False, "responsive": True}
+T = TypeVar("T")
+
+
+@st.cache_resource(show_spinner=False)
+def server() -> serve.Shared:
+    """One per server process (app.py calls it first): the memory budget every visitor shares, the
+    finished reports, and the allocator tuned to give memory back."""
+    # Imported before any page runs (the first visitors wait for this): plotly finds pandas in
+    # sys.modules, and two pages drawing at once on a cold server saw it half imported.
+    import pandas  # noqa: F401
+
+    return serve.shared()
+
+
+def _session_open() -> bool:
+    """The visitor of this script run still has the page open (True outside a server)."""
+    ctx = get_script_run_ctx(suppress_warning=True)
+    return ctx is None or not Runtime.exists() or Runtime.instance().is_active_session(ctx.session_id)
+
+
+def heavy(key: Hashable, cost: int, run: Callable[[Callable[[], bool]], T], doing: str) -> T | None:
+    """The report for ``key``: from the shared cache at once, else computed by ``run(stopped)``
+    once the server's memory budget has room for ``cost`` bytes. While it waits, a placeholder
+    says how many views wait ahead of it; then ``doing``. None, with the reason shown, when the
+    budget could never hold it.
+
+    A job nobody wants any more stops: between steps once the visitor left (and no other waits
+    for the same view), and at once when the visitor asks for another heavy view (``serve``'s
+    one job per owner). A view change makes Streamlit start a new run and stop this one at its next
+    page update; the job itself goes on while the page is open — the new run may want the very
+    same report (then it waits for this one), and otherwise its own job supersedes this one."""
+    owner = st.session_state.setdefault("bnviz.owner", uuid.uuid4().hex)
+    shared = server()
+    slot = st.empty()
+
+    def wanted() -> bool:
+        return _session_open() or shared.reports.waiting(key) > 0
+
+    def update(show: Callable[[], Any]) -> None:
+        try:
+            show()
+        except StopException:  # this run was replaced or the page closed: go on only if wanted
+            if not wanted():
+                raise
+
+    def on_wait(w: serve.Waiting) -> None:
+        ahead = f"queued: {w.ahead} ahead" if w.ahead else "queued: next"
+        update(lambda: slot.info(
+            f"{ahead}, {w.running} running. The server shares its memory between visitors; this view starts as "
+            f"soon as there is room ({w.waited_s:.0f} s so far).", icon=":material/hourglass_top:"))  # fmt: skip
+
+    def on_start() -> None:
+        update(lambda: slot.caption(doing))
+
+    try:
+        value = serve.run_heavy(
+            shared.budget, shared.reports, owner, key, cost, run, on_wait, lambda: not wanted(), on_start
+        )
+    except serve.Refused as exc:
+        slot.error(f"Not run: {exc}.")
+        return None
+    except serve.Cancelled:
+        slot.info("This view was replaced by a newer one.")
+        st.stop()
+    slot.empty()
+    return value
 
 
 def init_widgets(page: str, spec: QuerySpec, base: Any, kinds: Mapping[str, str], prefix: str = "") -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, init_widgets, picture, read_view, verdict_badge, write_url
+from app_pages.common import chart, heavy, init_widgets, picture, read_view, verdict_badge, write_url
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.explain import markdown_table, sci
 from bnviz.explorer.family import (
@@ -22,6 +22,7 @@ from bnviz.explorer.family import (
     run_family,
     universal_rows,
 )
+from bnviz.explorer.memory import estimate_bytes
 from bnviz.explorer.query import FAMILY, FAMILY_FOCUS, FamilyFocus
 
 PREFIX = "fam."
@@ -29,18 +30,19 @@ KINDS = {"groups": "int", "seed": "int"}
 FOCUS_PREFIX = "famf."
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_report(config: FamilyConfig) -> FamilyReport:
-    return run_family(config)
+def load_report(config: FamilyConfig) -> FamilyReport | None:
+    """The five members' report, within the server's memory budget (None when it could never fit)."""
+    return heavy(config, estimate_bytes(config), lambda stopped: run_family(config, stopped),
+                 "Running the five members…")  # fmt: skip
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def cached_views(config: FamilyConfig, channel: int, member: str) -> dict:
-    report = cached_report(config)
+def cached_views(config: FamilyConfig, channel: int, member: str, _report: FamilyReport) -> dict:
+    """The figures of ``config``'s report (``_report``: not hashed, ``config`` keys it)."""
     return {
-        "pictures": member_pictures(report, 0, channel),
-        "cells": member_cells(report, channel)[member].to_dict(),
-        "outputs": output_figure(report).to_dict(),
+        "pictures": member_pictures(_report, 0, channel),
+        "cells": member_cells(_report, channel)[member].to_dict(),
+        "outputs": output_figure(_report).to_dict(),
     }
 
 
@@ -81,7 +83,10 @@ def main() -> None:
         write_url({**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)})
         st.error(f"Not run: {reason}.")
         return
-    report = cached_report(config)
+    report = load_report(config)
+    if report is None:  # over the server's memory budget: the reason is shown
+        write_url({**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)})
+        return
     channels = min(config.shape[1], 8)
     channel = min(focus.channel, channels - 1)
     write_url({**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(FamilyFocus(channel, focus.member))})
@@ -99,7 +104,7 @@ def main() -> None:
     st.session_state[FOCUS_PREFIX + "channel"] = channel
     st.segmented_control("Channel in focus", list(range(channels)), key=FOCUS_PREFIX + "channel", required=True,
                          format_func=lambda c: f"c={c}")  # fmt: skip
-    views = cached_views(config, channel, focus.member)
+    views = cached_views(config, channel, focus.member, report)
 
     st.subheader("Which values share a statistic")
     columns = st.columns(len(MEMBERS), gap="small")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, init_widgets, read_view, verdict_badge, write_url
+from app_pages.common import chart, heavy, init_widgets, read_view, verdict_badge, write_url
 from bnviz.explorer.explain import E_NOTATION, markdown_table
 from bnviz.explorer.inference import (
     DTYPES,
@@ -34,6 +34,7 @@ from bnviz.explorer.inference import (
     verdict_detail,
     weight_rows,
 )
+from bnviz.explorer.memory import estimate_bytes
 from bnviz.explorer.query import INFERENCE
 
 PREFIX = "inf."
@@ -54,14 +55,15 @@ WHY = (
 )
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_report(config: InferenceConfig) -> InferenceReport:
-    return run_inference(config)
+def load_report(config: InferenceConfig) -> InferenceReport | None:
+    """The run's report, within the server's memory budget (None when it could never fit)."""
+    return heavy(config, estimate_bytes(config), lambda stopped: run_inference(config, stopped),
+                 "Training, folding and fine-tuning…")  # fmt: skip
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def cached_figures(config: InferenceConfig) -> dict:
-    return {name: fig.to_dict() for name, fig in all_figures(cached_report(config)).items()}
+def cached_figures(config: InferenceConfig, _report: InferenceReport) -> dict:
+    return {name: fig.to_dict() for name, fig in all_figures(_report).items()}
 
 
 def sidebar() -> None:
@@ -135,9 +137,10 @@ def main() -> None:
     if reason is not None:
         st.error(f"Not run: {reason}.")
         return
-    with st.spinner("Training, folding and fine-tuning…"):
-        report = cached_report(config)
-        figures = cached_figures(config)
+    report = load_report(config)
+    if report is None:  # over the server's memory budget: the reason is shown
+        return
+    figures = cached_figures(config, report)
     verdict_badge(report.verdict, verdict_detail(report))
     st.markdown(network_text(report))
     folding_section(report, figures)

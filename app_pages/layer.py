@@ -7,7 +7,7 @@ from dataclasses import replace
 import streamlit as st
 import torch
 
-from app_pages.common import chart, init_widgets, picture, read_view, verdict_badge, write_url
+from app_pages.common import chart, heavy, init_widgets, picture, read_view, verdict_badge, write_url
 from bnviz.bench import measure_config
 from bnviz.explorer.compare import (
     DTYPES,
@@ -36,6 +36,7 @@ from bnviz.explorer.explain import (
     reduced_axes,
     truth_cells,
 )
+from bnviz.explorer.memory import estimate_bytes, speed_bytes
 from bnviz.explorer.picture import cells_note
 from bnviz.explorer.plots import all_figures, cube
 from bnviz.explorer.query import FOCUS, LAYER, Focus
@@ -43,21 +44,20 @@ from bnviz.explorer.query import FOCUS, LAYER, Focus
 KINDS = {"affine": "bool", "track": "bool", "seed": "int", "steps": "int", "train_n": "int"}
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def cached_report(config: Config) -> Report:
-    return run_comparison(config)
+def load_report(config: Config) -> Report | None:
+    """The comparison, within the server's memory budget (None when it could never fit)."""
+    return heavy(config, estimate_bytes(config), lambda stopped: run_comparison(config, stopped),
+                 "Running bnviz and torch side by side…")  # fmt: skip
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def cached_figures(config: Config, channel: int) -> dict:
-    report = cached_report(config)
-    figures = {name: fig.to_dict() for name, fig in all_figures(report, channel).items()}
-    return {"cube": cube(report, channel), **figures}
+def cached_figures(config: Config, channel: int, _report: Report) -> dict:
+    figures = {name: fig.to_dict() for name, fig in all_figures(_report, channel).items()}
+    return {"cube": cube(_report, channel), **figures}
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_speed(config: Config) -> dict[str, float]:
-    return measure_config(config)
+def load_speed(config: Config) -> dict[str, float] | None:
+    return heavy(("speed", config), speed_bytes(config), lambda stopped: measure_config(config), "Timing…")
 
 
 def sidebar() -> None:
@@ -178,8 +178,10 @@ def error_section(report: Report) -> None:
             if reason:
                 st.caption(f"Not run: {reason}.")
             else:
-                fixed_report = cached_report(fixed)
-                verdict_badge(fixed_report.verdict, "bnviz against torch on the permuted tensor", key="verdict-fix")
+                fixed_report = load_report(fixed)
+                if fixed_report is not None:
+                    verdict_badge(fixed_report.verdict, "bnviz against torch on the permuted tensor",
+                                  key="verdict-fix")  # fmt: skip
                 st.page_link("app_pages/layer.py", label="Open the permuted view", query_params=LAYER.to_query(fixed))
         with right:
             st.markdown(
@@ -212,7 +214,10 @@ def main() -> None:
         write_url({**LAYER.to_query(config), **FOCUS.to_query(focus)})
         st.error(f"Not run: {reason}.")
         return
-    report = cached_report(config)
+    report = load_report(config)
+    if report is None:  # over the server's memory budget: the reason is shown
+        write_url({**LAYER.to_query(config), **FOCUS.to_query(focus)})
+        return
     count = min(report.config.num_features, PLOT_CHANNELS) if report.error is None else 0
     channel = min(focus.channel, max(count - 1, 0))
     write_url({**LAYER.to_query(config), **FOCUS.to_query(replace(focus, channel=channel))})
@@ -235,7 +240,7 @@ def main() -> None:
         st.session_state["channel"] = channel
         st.segmented_control("Channel in focus", list(range(count)), key="channel", required=True,
                              format_func=lambda c: f"c={c}")  # fmt: skip
-    figures = cached_figures(config, channel)
+    figures = cached_figures(config, channel, report)
     teach_section(report, figures, channel)
     modes_section(report, figures, channel)
     nothing = "Nothing to draw: an empty batch has no values." if not config.numel else "Nothing to draw."
@@ -275,7 +280,9 @@ def performance_section(config: Config) -> None:
     )
     if st.button("Measure bnviz vs torch", key="measure") or st.session_state.get("measured") == config:
         st.session_state["measured"] = config
-        speed = cached_speed(config)
+        speed = load_speed(config)
+        if speed is None:
+            return
         left, mid, right = st.columns(3)
         left.metric("torch", f"{speed['torch']:.3f} ms")
         mid.metric("bnviz", f"{speed['bnviz']:.3f} ms")

@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, init_widgets, picture, read_view, verdict_badge, write_url
+from app_pages.common import chart, heavy, init_widgets, picture, read_view, verdict_badge, write_url
 from bnviz.explorer.explain import markdown_table, sci
+from bnviz.explorer.memory import estimate_bytes
 from bnviz.explorer.network import (
     MODES,
     NetworkConfig,
@@ -23,15 +24,15 @@ PREFIX = "net."
 KINDS = {"batch": "int", "image": "int", "channels": "int", "steps": "int", "seed": "int"}
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_report(config: NetworkConfig) -> NetworkReport:
-    return run_network(config)
+def load_report(config: NetworkConfig) -> NetworkReport | None:
+    """The trained networks' report, within the server's memory budget (None when it could never fit)."""
+    return heavy(config, estimate_bytes(config), lambda stopped: run_network(config, stopped),
+                 "Training both networks…")  # fmt: skip
 
 
 @st.cache_data(max_entries=32, show_spinner=False)
-def cached_figures(config: NetworkConfig) -> dict:
-    report = cached_report(config)
-    return {**{name: fig.to_dict() for name, fig in all_figures(report).items()}, "stops": stop_pictures(report)}
+def cached_figures(config: NetworkConfig, _report: NetworkReport) -> dict:
+    return {**{name: fig.to_dict() for name, fig in all_figures(_report).items()}, "stops": stop_pictures(_report)}
 
 
 def sidebar() -> None:
@@ -72,9 +73,10 @@ def main() -> None:
     if reason is not None:
         st.error(f"Not run: {reason}.")
         return
-    with st.spinner("Training both networks…"):
-        report = cached_report(config)
-        figures = cached_figures(config)
+    report = load_report(config)
+    if report is None:  # over the server's memory budget: the reason is shown
+        return
+    figures = cached_figures(config, report)
     failing = [layer.name for layer in report.layers if not layer.ok]
     verdict_badge(
         report.verdict,

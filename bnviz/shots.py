@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from bnviz.explorer.serve import ALLOCATOR_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -49,7 +51,8 @@ def serve_app(
     port: int | None = None, timeout: float = 90.0, env: dict[str, str] | None = None
 ) -> Iterator[tuple[str, subprocess.Popen]]:
     """``streamlit run app.py`` on 127.0.0.1:port (headless, no file watcher, no usage stats), with
-    ``env`` added to the environment.
+    glibc's allocator set to give memory back (``serve.ALLOCATOR_ENV``) and ``env`` added to the
+    environment.
 
     Yields (base URL, process) once ``/_stcore/health`` answers; stops the server on exit.
     """
@@ -61,7 +64,8 @@ def serve_app(
         "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
     ]  # fmt: skip
     proc = subprocess.Popen(
-        cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, **ALLOCATOR_ENV, "PYTHONUNBUFFERED": "1", **(env or {})},
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -88,6 +92,28 @@ def serve_app(
             proc.kill()
             proc.wait()
         log.close()
+
+
+def tree_rss_mb(pid: int) -> float:
+    """Resident memory (MB) of process ``pid`` and every process below it (workers it started),
+    read from /proc; 0 for a process that is gone."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # gone meanwhile
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    total, todo = 0.0, [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            status = Path(f"/proc/{current}/status").read_text()
+        except OSError:
+            continue
+        total += next((int(line.split()[1]) / 1024 for line in status.splitlines() if line.startswith("VmRSS:")), 0.0)
+        todo += children.get(current, [])
+    return total
 
 
 @contextlib.contextmanager

@@ -3,7 +3,8 @@
     .venv/bin/python scripts/bench_app.py
 
 Cold = a config seen for the first time (comparison + figures); cached = a rerun of a config
-already in st.cache_data (what a widget click that returns to a seen view costs); the full
+already cached (its report in the server's shared cache, its figures in st.cache_data: what a
+widget click that returns to a seen view costs); the full
 script run is measured through Streamlit's AppTest. Medians of repeated runs.
 """
 

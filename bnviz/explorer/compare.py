@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -22,8 +23,9 @@ import bnviz
 from bnviz.autograd import reduce_dims
 from bnviz.explorer import picture
 from bnviz.explorer.data import DISTRIBUTIONS, population_stats, sample_batch
-from bnviz.explorer.parity import Diff, as_accurate, diff, sum_tolerance, tolerance
+from bnviz.explorer.parity import Diff, as_accurate, diff, row_slices, sum_tolerance, tolerance
 from bnviz.explorer.picture import Cells
+from bnviz.explorer.serve import Cancelled
 
 LAYERS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNorm")
 MODES = ("train", "eval")
@@ -346,7 +348,10 @@ def _weight(config: Config) -> Tensor:
 def _max_err(a: Tensor | None, truth: Tensor | None) -> float | None:
     if a is None or truth is None or a.shape != truth.shape or a.numel() == 0:
         return None
-    return float((a.detach().double() - truth.detach().double()).abs().nan_to_num(0.0).max())
+    return max(  # in blocks of rows: no float64 copy of a large tensor
+        float((a[rows].detach().double() - truth[rows].detach().double()).abs().nan_to_num(0.0).max())
+        for rows in row_slices(truth)
+    )
 
 
 def _compare(
@@ -364,27 +369,37 @@ def _compare(
     d: Diff = diff(a, b, rtol, atol)
     exact = 1.0
     if a is not None and b is not None and a.shape == b.shape and a.numel():
-        exact = float((a.detach() == b.detach()).float().mean())
+        exact = sum(int((a[rows].detach() == b[rows].detach()).sum()) for rows in row_slices(a)) / a.numel()
     return Quantity(name, d.max_abs, d.max_rel, d.ok, exact, _max_err(a, truth), _max_err(b, truth), absent)
+
+
+def _draw(config: Config, shape: tuple[int, ...], dist: str, seed: int, step: int, dtype: torch.dtype) -> Tensor:
+    x = sample_batch(dist, shape, seed, step, dtype, config.device)
+    return x.movedim(1, -1) if config.features_last else x
+
+
+def training_batch(config: Config, step: int, dtype: torch.dtype | None = None) -> Tensor:
+    """Training batch ``step`` (0 ≤ step < ``config.steps``): ``train_batch`` samples of the
+    seeded stream (see ``sample_batch``). A run draws each when it needs it, so only one is alive."""
+    return _draw(config, config.channels_first().train_shape, config.dist, config.seed, step,
+                 dtype or DTYPES[config.dtype])  # fmt: skip
+
+
+def shown_batch(config: Config, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
+    """The displayed batch (batch ``steps`` of the stream) and the fixed upstream gradient."""
+    dtype, first = dtype or DTYPES[config.dtype], config.channels_first()
+    shown = _draw(config, first.shape, config.dist, config.seed, config.steps, dtype)
+    return shown, _draw(config, first.shape, "normal", config.seed + 7919, 0, dtype)
 
 
 def config_batches(config: Config, dtype: torch.dtype | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
     """The training batches, the displayed batch and the fixed upstream gradient of ``config``.
 
-    Batch ``step`` of the seeded stream (see ``sample_batch``); the training batches hold
-    ``train_batch`` samples. A features-last view draws the same values channels-first and moves
-    the features to the end, so its fix (``config.channels_first()``) sees exactly these values.
+    A features-last view draws the same values channels-first and moves the features to the
+    end, so its fix (``config.channels_first()``) sees exactly these values.
     """
-    dtype = dtype or DTYPES[config.dtype]
-    first = config.channels_first()
-
-    def batch(shape: tuple[int, ...], dist: str, seed: int, step: int) -> Tensor:
-        x = sample_batch(dist, shape, seed, step, dtype, config.device)
-        return x.movedim(1, -1) if config.features_last else x
-
-    training = [batch(first.train_shape, config.dist, config.seed, step) for step in range(config.steps)]
-    shown = batch(first.shape, config.dist, config.seed, config.steps)
-    return training, shown, batch(first.shape, "normal", config.seed + 7919, 0)
+    training = [training_batch(config, step, dtype) for step in range(config.steps)]
+    return training, *shown_batch(config, dtype)
 
 
 def _stage(config: Config, step: int | None) -> str:
@@ -403,41 +418,36 @@ class SideError(Exception):
         self.stage = stage
 
 
-def _probe_modes(module: nn.Module, x: Tensor) -> dict[str, Any]:
-    """The same batch, from the same state, in train mode and in eval mode — both under
-    ``torch.no_grad()`` — and what the train-mode call did to the running statistics (no_grad does
-    not stop the update: only ``.eval()`` switches to the running statistics)."""
-    out: dict[str, Any] = {}
-    for mode in ("train", "eval"):
-        probe = copy.deepcopy(module).train(mode == "train")
-        try:
-            with torch.no_grad():
-                out[mode] = probe(x)
-        except Exception as exc:  # e.g. a batch of one in train mode: eval still works
-            out[mode] = _format_error(exc)
-        if mode == "train":
-            out["after_no_grad"] = _state(probe)
-    return out
+def _train(
+    modules: dict[str, nn.Module], config: Config, records: dict[str, list], errors: dict, check: Callable[[], None]
+) -> None:
+    """Every side in lockstep on the same training batches, drawn one at a time (only one is
+    alive: the peak does not grow with ``steps``). ``records`` gets the running statistics before
+    the first step and after each; a side that raises leaves the run, its error in ``errors``."""
+    for name, module in modules.items():
+        module.train()
+        records[name].append(_snapshot(module))
+    for step in range(config.steps):
+        check()
+        x = training_batch(config, step)
+        for name, module in list(modules.items()):
+            try:
+                with torch.no_grad():
+                    module(x.double() if name == "truth" else x)
+            except Exception as exc:
+                errors[name] = SideError(exc, _stage(config, step))
+                del modules[name]
+                continue
+            records[name].append(_snapshot(module))
+        del x
 
 
-def _run_side(
-    module: nn.Module, config: Config, training: list[Tensor], shown: Tensor, upstream: Tensor, record: list
-) -> dict:
-    """Train on the ``training`` batches, then run the displayed batch in the chosen mode and
-    backpropagate. ``record`` gets the running statistics before the first step and after each."""
-    module.train()
-    record.append(_snapshot(module))
-    for step, x in enumerate(training):
-        try:
-            with torch.no_grad():
-                module(x)
-        except Exception as exc:
-            raise SideError(exc, _stage(config, step)) from exc
-        record.append(_snapshot(module))
+def _run_side(module: nn.Module, config: Config, shown: Tensor, upstream: Tensor, record: list) -> dict:
+    """The displayed batch in the chosen mode after training, and its backward from ``upstream``.
+    ``record`` gets the running statistics after it."""
     before = {k: None if v is None else v.clone() for k, v in _state(module).items()}
-    probes = _probe_modes(module, shown)
     module.train(config.mode == "train")
-    x = shown.clone().requires_grad_()
+    x = shown.detach().requires_grad_()  # the displayed batch itself (nothing writes to it): no copy
     try:
         y = module(x)
     except Exception as exc:
@@ -452,42 +462,71 @@ def _run_side(
         "grad_weight": grads[1] if len(grads) > 1 else None,
         "grad_bias": grads[2] if len(grads) > 2 else None,
         "before": before,
-        "probes": probes,
         **_state(module),
     }
 
 
-def run_comparison(config: Config) -> Report:
+def _checker(should_stop: Callable[[], bool] | None) -> Callable[[], None]:
+    """Raises ``Cancelled`` between steps once ``should_stop()`` says the view is no longer wanted."""
+
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped: the view is no longer wanted")
+
+    return check
+
+
+def run_comparison(config: Config, should_stop: Callable[[], bool] | None = None) -> Report:
     """Run ``config`` on both sides and report every difference; never raises for bad set-ups.
 
     A set-up that makes either side raise is reported as an ``ErrorReport`` with both messages
-    and where they were raised.
+    and where they were raised. ``should_stop`` is asked between steps; when it says yes the run
+    raises ``serve.Cancelled`` (a visitor changed the view or left).
+
+    Memory: the training batches are drawn one at a time, the displayed batch is not copied per
+    side, the train/eval probes are summarized one mode at a time, differences are taken in blocks
+    of rows, and each intermediate is dropped once summarized — the peak is what
+    ``memory.estimate_bytes`` budgets, whatever ``steps``.
     """
     reason = refusal(config)
     if reason is not None:
         raise ValueError(reason)
+    check = _checker(should_stop)
     dtype = DTYPES[config.dtype]
     rtol, atol = tolerance(dtype)
-    training, shown, upstream = config_batches(config)
-    sides, records, errors, stages = {}, {"bnviz": [], "torch": []}, {}, {}
-    for name in ("bnviz", "torch"):
+    modules, errors = {}, {}
+    for name in ("bnviz", "torch", *(("truth",) if dtype != torch.float64 else ())):
         try:
-            sides[name] = _run_side(make_module(config, name), config, training, shown, upstream, records[name])
-        except SideError as exc:  # reported to the user, side by side
-            errors[name], stages[name] = str(exc), exc.stage
+            modules[name] = make_module(config, name)
         except Exception as exc:  # raised while building the layer
-            errors[name], stages[name] = _format_error(exc), "while building the layer"
+            errors[name] = SideError(exc, "while building the layer")
+    records: dict[str, list] = {name: [] for name in ("bnviz", "torch", "truth")}
+    _train(modules, config, records, errors, check)
+    shown, upstream = shown_batch(config)
+    modes = _modes(modules["bnviz"], modules["torch"], shown, rtol) if {"bnviz", "torch"} <= modules.keys() else {}
+    sides = {}
+    for name in ("bnviz", "torch"):
+        if name in modules:
+            check()
+            try:
+                sides[name] = _run_side(modules[name], config, shown, upstream, records[name])
+            except SideError as exc:  # reported to the user, side by side
+                errors[name] = exc
+    errors.pop("truth", None)  # the float64 run is torch's: it only ever raises where torch does
     if errors:
+        messages, stages = {k: str(v) for k, v in errors.items()}, {k: v.stage for k, v in errors.items()}
         stage = stages.get("torch") or stages["bnviz"]
-        return Report(config, rtol, atol, error=ErrorReport(errors.get("bnviz"), errors.get("torch"), stage))
+        return Report(config, rtol, atol, error=ErrorReport(messages.get("bnviz"), messages.get("torch"), stage))
+    g = upstream.double()
     truth: dict[str, Any] = {}
-    if dtype != torch.float64:  # the same (rounded) values through torch in float64
-        truth = _run_side(
-            make_module(config, "truth"), config, [t.double() for t in training], shown.double(), upstream.double(), []
-        )
+    if "truth" in modules:  # the same (rounded) values through torch in float64; only what is compared kept
+        check()
+        ran = _run_side(modules["truth"], config, shown.double(), g, [])
+        truth = {k: ran[k] for k in ("y", "grad_input", "grad_weight", "grad_bias", "running_mean", "running_var")}
+        del ran
+    del modules
 
     a, b = sides["bnviz"], sides["torch"]
-    g = upstream.double()
     x_hat = inv_std = None
     if b["x"].numel():  # an error-free set-up has rank ≥ 2
         x_hat, inv_std = _normalized(b["x"], config.eps)
@@ -522,6 +561,8 @@ def run_comparison(config: Config) -> Report:
             "no bias",
         ),
     )
+    del truth, t, g, x_hat, inv_std  # the float64 run is summarized: free it before the histograms
+    check()
     pop_mean, pop_var = population_stats(config.num_features, config.dist)
     history = {
         "bnviz": records["bnviz"],
@@ -551,9 +592,7 @@ def run_comparison(config: Config) -> Report:
         },
     }
     cells = picture.cells(a["x"], picture.Grouping(tuple(a["x"].shape), tuple(reduce_dims(a["x"]))))
-    return Report(
-        config, rtol, atol, quantities, None, history, _channel_stats(a), histograms, _modes(a, b, rtol), cells
-    )
+    return Report(config, rtol, atol, quantities, None, history, _channel_stats(a), histograms, modes, cells)
 
 
 def _channel_stats(side: dict[str, Any]) -> dict[str, Any]:
@@ -588,24 +627,52 @@ def _channel_stats(side: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _modes(a: dict[str, Any], b: dict[str, Any], rtol: float) -> dict[str, Any]:
-    """The displayed batch in train mode and in eval mode, from the same state, per channel:
-    pre-binned outputs with their mean and standard deviation, and what ``torch.no_grad()`` in
-    train mode did to the running statistics. ``agree``: bnviz's probes equal torch's."""
-    pa, pb = a["probes"], b["probes"]
-    agree = True
-    for m in ("train", "eval"):
-        if isinstance(pa[m], Tensor) and isinstance(pb[m], Tensor):
-            agree &= diff(pa[m], pb[m], rtol, 10 * rtol).ok
+def _probe(module: nn.Module, x: Tensor, mode: str) -> tuple[Tensor | str, dict[str, Tensor | None]]:
+    """``x`` through a copy of ``module`` in ``mode`` under ``torch.no_grad()``: the output (or the
+    error, e.g. a batch of one in train mode: eval still works) and the copy's state after it."""
+    probe = copy.deepcopy(module).train(mode == "train")
+    try:
+        with torch.no_grad():
+            out: Tensor | str = probe(x)
+    except Exception as exc:
+        out = _format_error(exc)
+    return out, _state(probe)
+
+
+def _modes(ours: nn.Module, ref: nn.Module, x: Tensor, rtol: float) -> dict[str, Any]:
+    """The displayed batch ``x`` in train mode and in eval mode, from the modules' state after
+    training (through copies, under ``torch.no_grad()``), per channel: pre-binned outputs with
+    their mean and standard deviation, and what ``torch.no_grad()`` in train mode did to the
+    running statistics (it still updates them: only ``.eval()`` switches to them). ``agree``:
+    bnviz's probes equal torch's. One mode at a time: the probes are summarized, then freed."""
+    before = _state(ours)
+    no_grad = {
+        "running_mean_before": _first(before["running_mean"]),
+        "running_var_before": _first(before["running_var"]),
+        "num_batches_tracked_before": _count(before["num_batches_tracked"]),
+    }
+    agree, errors, kept = True, {}, {}
+    for mode in ("train", "eval"):
+        (pa, after), (pb, after_ref) = _probe(ours, x, mode), _probe(ref, x, mode)
+        if isinstance(pa, Tensor) and isinstance(pb, Tensor):
+            agree &= diff(pa, pb, rtol, 10 * rtol).ok
         else:
-            agree &= pa[m] == pb[m] if isinstance(pa[m], str) else False
-    for key in ("running_mean", "running_var"):
-        agree &= diff(pa["after_no_grad"][key], pb["after_no_grad"][key], rtol, 10 * rtol).ok
-    outputs = {m: pa[m].double() for m in ("train", "eval") if isinstance(pa[m], Tensor)}
-    x = a["x"]
+            agree &= pa == pb if isinstance(pa, str) else False
+        if mode == "train":
+            for key in ("running_mean", "running_var"):
+                agree &= diff(after[key], after_ref[key], rtol, 10 * rtol).ok
+            no_grad.update(
+                running_mean_after=_first(after["running_mean"]),
+                running_var_after=_first(after["running_var"]),
+                num_batches_tracked_after=_count(after["num_batches_tracked"]),
+            )
+        errors[mode] = pa if isinstance(pa, str) else None
+        if isinstance(pa, Tensor) and x.dim() >= 2:  # (N, C, *) -> (N, PLOT_CHANNELS, *): what is drawn
+            kept[mode] = pa.narrow(1, 0, min(x.size(1), PLOT_CHANNELS)).double()
+        del pa, pb
     channels = []
     for c in range(min(x.size(1), PLOT_CHANNELS) if x.dim() >= 2 else 0):
-        values = {m: y.select(1, c).reshape(-1) for m, y in outputs.items()}
+        values = {m: y.select(1, c).reshape(-1) for m, y in kept.items()}
         values = {m: v[v.isfinite()].cpu() for m, v in values.items()}
         if not values or any(v.numel() == 0 for v in values.values()):
             continue
@@ -616,17 +683,4 @@ def _modes(a: dict[str, Any], b: dict[str, Any], rtol: float) -> dict[str, Any]:
             entry[m] = _histogram(v.numpy(), edges)
             entry[f"{m}_mean"], entry[f"{m}_std"] = float(v.mean()), float(v.std(correction=0))
         channels.append(entry)
-    after = pa["after_no_grad"]
-    return {
-        "errors": {m: pa[m] if isinstance(pa[m], str) else None for m in ("train", "eval")},
-        "channels": channels,
-        "no_grad": {
-            "running_mean_before": _first(a["before"]["running_mean"]),
-            "running_mean_after": _first(after["running_mean"]),
-            "running_var_before": _first(a["before"]["running_var"]),
-            "running_var_after": _first(after["running_var"]),
-            "num_batches_tracked_before": _count(a["before"]["num_batches_tracked"]),
-            "num_batches_tracked_after": _count(after["num_batches_tracked"]),
-        },
-        "agree": bool(agree),
-    }
+    return {"errors": errors, "channels": channels, "no_grad": no_grad, "agree": bool(agree)}

@@ -30,6 +30,7 @@ from bnviz.explorer.data import DISTRIBUTIONS, sample_batch
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import Cells, Grouping, cells, cells_figure, cube_svg, spatial_names
 from bnviz.explorer.plots import BNVIZ_COLOR, LAYOUT, TORCH_COLOR, VALUE_TICKS, bars, outline
+from bnviz.explorer.serve import Cancelled
 
 MEMBERS = ("BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "RMSNorm")
 LN_OVER = ("sample", "last")  # LayerNorm/RMSNorm over every per-sample dim, or over the last dim only
@@ -218,13 +219,19 @@ def _run_member(config: FamilyConfig, member: str, x: Tensor, other: Tensor) -> 
     )
 
 
-def run_family(config: FamilyConfig) -> FamilyReport:
-    """Every member on the config's tensor, against torch; raises ValueError for a refused config."""
+def run_family(config: FamilyConfig, should_stop: Callable[[], bool] | None = None) -> FamilyReport:
+    """Every member on the config's tensor, against torch; raises ValueError for a refused config.
+    ``should_stop`` is asked before each member; when it says yes the run raises ``serve.Cancelled``."""
     reason = refusal(config)
     if reason is not None:
         raise ValueError(reason)
     x, other = batches(config)
-    return FamilyReport(config, tuple(_run_member(config, m, x, other) for m in MEMBERS))
+    members = []
+    for m in MEMBERS:
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped: the view is no longer wanted")
+        members.append(_run_member(config, m, x, other))
+    return FamilyReport(config, tuple(members))
 
 
 def universal_rows(report: FamilyReport) -> tuple[list[dict[str, str]], list[dict[str, str]]]:

@@ -32,6 +32,7 @@ import itertools
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,6 +46,7 @@ import bnviz
 from bnviz.explorer.explain import sci
 from bnviz.explorer.parity import diff, tolerance
 from bnviz.explorer.plots import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR
+from bnviz.explorer.serve import Cancelled
 from bnviz.fold import BATCH_NORMS, FrozenBatchNorm
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -426,23 +428,35 @@ def _fine_tune(
 # ---------------------------------------------------------------------------------------------
 
 
-def run_inference(config: InferenceConfig) -> InferenceReport:
+def run_inference(config: InferenceConfig, should_stop: Callable[[], bool] | None = None) -> InferenceReport:
     """Train, fold and fine-tune as the module docstring describes; raises ``ValueError`` for a
-    refused config."""
+    refused config. ``should_stop`` is asked between steps and variants; when it says yes the run
+    raises ``serve.Cancelled``."""
     reason = refusal(config)
     if reason is not None:
         raise ValueError(reason)
+
+    def check() -> None:
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped: the view is no longer wanted")
+
     model = build_network(config)
     layers_before = _layers(model)
     opt = _optimizer(model, config.lr)
     model.train()
-    losses = [_step(model, opt, *task_batch(config, step)) for step in range(config.train_steps)]
+    losses = []
+    for step in range(config.train_steps):
+        check()
+        losses.append(_step(model, opt, *task_batch(config, step)))
     probe = task_batch(config, 999_983)[0]  # a fixed batch from the training distribution
     trained = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
     fold = _folding(config, model, probe)
     batches = [task_batch(config, 10_000 + s, shifted=True) for s in range(config.finetune_steps)]
-    variants = {variant: _fine_tune(config, trained, variant, batches, probe) for variant in VARIANTS}
+    variants = {}
+    for variant in VARIANTS:
+        check()
+        variants[variant] = _fine_tune(config, trained, variant, batches, probe)
     return InferenceReport(
         config=config,
         train_losses=losses,

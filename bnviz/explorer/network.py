@@ -15,6 +15,7 @@ part needs BatchNorm2d and the classifier BatchNorm1d. The report is plain data.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import plotly.graph_objects as go
@@ -25,6 +26,7 @@ import bnviz
 from bnviz.explorer.parity import as_accurate
 from bnviz.explorer.picture import Grouping, cube_svg
 from bnviz.explorer.plots import BNVIZ_COLOR, DIFF_COLORS, INPUT_COLOR, LAYOUT, TORCH_COLOR
+from bnviz.explorer.serve import Cancelled
 
 MODES = ("train", "eval")
 CLASSES = 3
@@ -197,9 +199,10 @@ def _max_abs(a: Tensor, b: Tensor) -> float:
     return float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
 
 
-def run_network(config: NetworkConfig) -> NetworkReport:
+def run_network(config: NetworkConfig, should_stop: Callable[[], bool] | None = None) -> NetworkReport:
     """Train the three networks in lockstep for ``config.steps`` SGD steps, then evaluate them
-    in ``config.mode`` on a fresh batch; compare every layer at the end."""
+    in ``config.mode`` on a fresh batch; compare every layer at the end. ``should_stop`` is asked
+    before each step; when it says yes the run raises ``serve.Cancelled``."""
     reason = refusal(config)
     if reason is not None:
         raise ValueError(reason)
@@ -207,7 +210,11 @@ def run_network(config: NetworkConfig) -> NetworkReport:
     models = {side: build(config, side) for side in sides}
     optims = {side: torch.optim.SGD(m.parameters(), lr=config.lr) for side, m in models.items()}
     losses: dict[str, list[float]] = {side: [] for side in sides}
-    for step in range(config.steps):
+    for step in range(config.steps + 1):
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped: the view is no longer wanted")
+        if step == config.steps:
+            break
         x, y = batch(config, step)
         for side, model in models.items():
             model.train()

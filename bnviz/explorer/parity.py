@@ -11,7 +11,9 @@ so for them atol is at least ``rtol · max|r|`` (about one ulp of the largest va
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -39,12 +41,30 @@ class Diff:
     ok: bool
 
 
+CHUNK = 1 << 18  # values compared at a time: the float64 temporaries stay a few MB whatever the tensor's size
+
+
+def row_slices(t: Tensor) -> list[Any]:
+    """Index objects covering ``t`` in blocks of whole rows of dim 0, about ``CHUNK`` values each
+    (one block, ``...``, for a small or 0-dim tensor)."""
+    if t.dim() == 0 or t.numel() <= CHUNK:
+        return [...]
+    rows = max(1, CHUNK // max(1, t.numel() // t.size(0)))
+    return [slice(start, start + rows) for start in range(0, t.size(0), rows)]
+
+
+def _nanmax(a: float, b: float) -> float:
+    """``max`` that keeps a NaN (as ``Tensor.max`` does)."""
+    return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)
+
+
 def diff(actual: Tensor | None, expected: Tensor | None, rtol: float, atol: float | Tensor) -> Diff:
     """Compare two tensors elementwise: ok iff shapes agree and ``|a − e| ≤ atol + rtol·|e|``.
 
     ``atol`` may be a tensor broadcasting against ``expected`` (a per-channel allowance for sums).
 
     NaNs in the same places count as equal (a constant channel with eps = 0 gives NaN in both).
+    Compared in blocks of rows (``row_slices``), so that a large tensor needs no float64 copy.
     """
     if actual is None or expected is None:
         same = actual is None and expected is None
@@ -53,16 +73,24 @@ def diff(actual: Tensor | None, expected: Tensor | None, rtol: float, atol: floa
         return Diff(float("inf"), float("inf"), False)
     if actual.numel() == 0:
         return Diff(0.0, 0.0, True)
-    a, e = actual.detach().double().cpu(), expected.detach().double().cpu()
-    both_nan = a.isnan() & e.isnan()
     if isinstance(atol, Tensor):
         atol = atol.detach().double().cpu()
     if expected.dtype in (torch.float16, torch.bfloat16):
-        atol = torch.clamp_min(torch.as_tensor(atol, dtype=torch.float64), rtol * float(e.abs().max()))
-    abs_d = (a - e).abs().masked_fill(both_nan, 0.0)
-    rel_d = abs_d / e.abs().clamp_min(torch.finfo(torch.float64).tiny)
-    ok = bool((abs_d <= atol + rtol * e.abs().masked_fill(both_nan, 0.0)).all()) and not bool(abs_d.isnan().any())
-    return Diff(float(abs_d.max()), float(rel_d.max()), ok)
+        top = float(expected.detach().abs().max())
+        atol = torch.clamp_min(torch.as_tensor(atol, dtype=torch.float64), rtol * top)
+    sliced = isinstance(atol, Tensor) and atol.dim() == expected.dim() > 0 and atol.size(0) == expected.size(0)
+    max_abs = max_rel = 0.0
+    ok = True
+    for rows in row_slices(expected):
+        a, e = actual[rows].detach().double().cpu(), expected[rows].detach().double().cpu()
+        tol = atol[rows] if sliced else atol
+        both_nan = a.isnan() & e.isnan()
+        abs_d = (a - e).abs().masked_fill(both_nan, 0.0)
+        rel_d = abs_d / e.abs().clamp_min(torch.finfo(torch.float64).tiny)
+        ok = ok and bool((abs_d <= tol + rtol * e.abs().masked_fill(both_nan, 0.0)).all())
+        ok = ok and not bool(abs_d.isnan().any())
+        max_abs, max_rel = _nanmax(max_abs, float(abs_d.max())), _nanmax(max_rel, float(rel_d.max()))
+    return Diff(max_abs, max_rel, ok)
 
 
 def sum_tolerance(summands: Tensor, rtol: float, atol: float) -> Tensor:

@@ -1,0 +1,148 @@
+"""Every heavy call's memory estimate, against the peak its run really adds (``memory.measure_peak``:
+the resident set's high-water mark, in a fresh process with the allocator tuned as the server's),
+over a table of configs of every engine — the largest each page allows among them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bnviz.explorer import compare, family, inference, memory, network, serve
+from bnviz.explorer.compare import Config
+from bnviz.explorer.family import FamilyConfig
+from bnviz.explorer.inference import InferenceConfig
+from bnviz.explorer.network import NetworkConfig
+
+ROOT = Path(__file__).resolve().parents[2]
+MB = 2**20
+B1 = "BatchNorm1d"
+CASES = {  # id: (what runs, config)
+    "layer default": ("report", Config()),
+    "layer 2000x1000 float64, 7 training batches of 2000": (
+        "report", Config(layer=B1, shape=(2000, 1000), steps=7, train_batch=2000, dtype="float64")),
+    "layer 2000x1000 float32 eval": ("report", Config(layer=B1, shape=(2000, 1000), steps=3, mode="eval")),
+    "layer 2000x1000 bfloat16": ("report", Config(layer=B1, shape=(2000, 1000), steps=2, dtype="bfloat16")),
+    "layer 2x1000000 float64 (a million channels)": (
+        "report", Config(layer=B1, shape=(2, 1_000_000), steps=1, train_batch=2, dtype="float64")),
+    "layer 1x2000000 eval (two million channels)": (
+        "report", Config(layer=B1, shape=(1, 2_000_000), mode="eval", steps=0, train_batch=1)),
+    "layer features-last 200x100x100": ("report", Config(layer=B1, shape=(200, 100, 100), layout="features-last")),
+    "layer rank 6 heavy-tailed": (
+        "report", Config(layer="BatchNorm", shape=(4, 8, 16, 16, 16, 8), dist="heavy-tailed", train_batch=4)),
+    "layer 4096-sample training batches": ("report", Config(layer=B1, shape=(8, 488), train_batch=4096, steps=7)),
+    "layer 4096-sample heavy-tailed training batches": (
+        "report", Config(layer=B1, shape=(8, 488), train_batch=4096, steps=2, dist="heavy-tailed")),
+    "layer 2d 16x8x32x32, 10 steps": ("report", Config(shape=(16, 8, 32, 32), steps=10, train_batch=16)),
+    "layer both refuse (2-D into BatchNorm2d)": ("report", Config(shape=(2000, 1000))),
+    "speed 2000x1000 float64": ("speed", Config(layer=B1, shape=(2000, 1000), dtype="float64")),
+    "speed 2x1000000": ("speed", Config(layer=B1, shape=(2, 1_000_000), train_batch=2)),
+    "network default": ("report", NetworkConfig()),
+    "network 256 images of 64x64": ("report", NetworkConfig(batch=256, image=64, channels=4, steps=0)),
+    "network 32 channels, 2M classifier weights": ("report", NetworkConfig(batch=2, image=64, channels=32, steps=5)),
+    "network 64x64x8, 1 step": ("report", NetworkConfig(batch=64, image=64, channels=8, steps=1)),
+    "family default": ("report", FamilyConfig()),
+    "family 16x64x32x30": ("report", FamilyConfig(shape=(16, 64, 32, 30), groups=8)),
+    "family 8x125x1000 over the last dim": ("report", FamilyConfig(shape=(8, 125, 1000), ln_over="last", groups=5)),
+    "inference default": ("report", InferenceConfig()),
+    "inference 64x4x8x8": ("report", InferenceConfig(batch_size=64, channels=4, image_size=8, train_steps=5,
+                                                     finetune_steps=1)),
+}  # fmt: skip
+
+
+def _run(what: str, config) -> None:
+    from bnviz.bench import measure_config
+    from bnviz.explorer.compare import run_comparison
+    from bnviz.explorer.family import run_family
+    from bnviz.explorer.inference import run_inference
+    from bnviz.explorer.network import run_network
+
+    if what == "speed":
+        measure_config(config)
+        return
+    run = {Config: run_comparison, NetworkConfig: run_network, FamilyConfig: run_family, InferenceConfig: run_inference}
+    run[type(config)](config)
+
+
+def measure_all() -> dict[str, list]:
+    """Each case's measured peak (bytes) and method, after one small run of every engine (lazy
+    imports, thread pools)."""
+    for what, config in (("report", Config(steps=1)), ("speed", Config()), ("report", NetworkConfig(steps=1)),
+                         ("report", FamilyConfig()), ("report", InferenceConfig(train_steps=1, finetune_steps=1))):
+        _run(what, config)  # fmt: skip
+    out = {}
+    for name, (what, config) in CASES.items():
+        _, peak, method = memory.measure_peak(lambda what=what, config=config: _run(what, config))
+        out[name] = [peak, method]
+    return out
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict[str, list]:
+    """Measured in one fresh process, so that the allocator's tuning and the high-water-mark
+    resets touch nothing else."""
+    code = "import json; from tests.explorer.test_memory import measure_all; print(json.dumps(measure_all()))"
+    env = {**os.environ, **serve.ALLOCATOR_ENV}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def estimate(what: str, config) -> int:
+    return memory.speed_bytes(config) if what == "speed" else memory.estimate_bytes(config)
+
+
+def test_every_case_is_a_view_its_page_runs():
+    refusals = {Config: compare.refusal, NetworkConfig: network.refusal, FamilyConfig: family.refusal,
+                InferenceConfig: inference.refusal}  # fmt: skip
+    for name, (_, config) in CASES.items():
+        assert refusals[type(config)](config) is None, (name, refusals[type(config)](config))
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_the_estimate_covers_the_measured_peak_and_is_not_far_above(measured, name):
+    what, config = CASES[name]
+    peak, method = measured[name]
+    est = estimate(what, config)
+    numbers = f"{name}: estimate {est / MB:.1f} MiB, measured peak {peak / MB:.1f} MiB ({method})"
+    assert est >= peak, numbers
+    assert est <= 3 * peak + 24 * MB, "too loose: the budget would turn visitors away for nothing — " + numbers
+
+
+def test_the_default_budget_runs_the_largest_views_but_two_million_channels():
+    """What the pages allow, a server with the default budget runs — queued, never refused — but
+    for a batch of one with two million channels (every per-channel tensor as large as the batch)."""
+    largest = {  # name: (its page's caps, its estimate, config, fits the default budget)
+        "layer, 2000x1000 float64 after 7 batches as large": (compare.refusal, memory.estimate_bytes, Config(
+            layer=B1, shape=(2000, 1000), dtype="float64", steps=7, train_batch=2000), True),
+        "layer, a million channels in float64": (compare.refusal, memory.estimate_bytes, Config(
+            layer=B1, shape=(2, 1_000_000), dtype="float64", steps=1, train_batch=2), True),
+        "layer, its timing": (compare.refusal, memory.speed_bytes, Config(
+            layer=B1, shape=(2, 1_000_000), dtype="float64", steps=1, train_batch=2), True),
+        "network": (network.refusal, memory.estimate_bytes, NetworkConfig(batch=256, image=64, channels=4, steps=0),
+                    True),
+        "family": (family.refusal, memory.estimate_bytes, FamilyConfig(shape=(10, 100, 1000), groups=4), True),
+        "inference": (inference.refusal, memory.estimate_bytes, InferenceConfig(
+            batch_size=64, channels=4, image_size=8, train_steps=5, finetune_steps=1, dtype="float64"), True),
+        "layer, two million channels": (compare.refusal, memory.estimate_bytes, Config(
+            layer=B1, shape=(1, 2_000_000), mode="eval", steps=0, train_batch=1), False),
+    }  # fmt: skip
+    budget = serve.DEFAULT_BUDGET_MB * MB
+    for name, (refusal, estimate_of, config, fits) in largest.items():
+        assert refusal(config) is None, (name, refusal(config))
+        est = estimate_of(config)
+        assert (est <= budget) == fits, f"{name}: {est / MB:.0f} MiB, the default budget {budget / MB:.0f} MiB"
+
+
+def test_an_unknown_config_has_no_estimate_until_one_is_registered():
+    class Other:
+        workers = 3
+
+    with pytest.raises(TypeError, match="register one"):
+        memory.estimate_bytes(Other())
+    memory.estimate_bytes.register(Other, lambda c: memory.with_workers(c.workers, 10 * MB))
+    assert memory.estimate_bytes(Other()) == 3 * (memory.PROCESS_BYTES + 10 * MB)
