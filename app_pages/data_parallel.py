@@ -5,32 +5,44 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, init_widgets, read_view, verdict_badge, write_url
+from app_pages.common import chart, heavy, init_widgets, read_view, verdict_badge, write_url
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.data_parallel import (
     DataParallelConfig,
     DataParallelReport,
     WorldError,
     all_figures,
+    fork_server_started,
     rank_rows,
     refusal,
     run_data_parallel,
+    start_fork_server,
 )
 from bnviz.explorer.explain import markdown_table
+from bnviz.explorer.memory import FORK_SERVER_BYTES, estimate_bytes
 from bnviz.explorer.query import DATA_PARALLEL, FOCUS, Focus
 
 PREFIX = "dp."
 KINDS = {"world": "int", "per_rank": "int", "seed": "int"}
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_report(config: DataParallelConfig) -> DataParallelReport:
-    return run_data_parallel(config)
+def load_report(config: DataParallelConfig) -> DataParallelReport | None:
+    """The ranks' report, within the server's memory budget (None when it could never fit). The
+    first view of a server first starts the fork server the ranks come from: its own budgeted
+    step, after which it stays (part of the server's baseline)."""
+    if not fork_server_started():
+        started = heavy("data-parallel: fork server", FORK_SERVER_BYTES, lambda stopped: start_fork_server(),
+                        "Starting the fork server the ranks come from (once per server)…")  # fmt: skip
+        if started is None and not fork_server_started():
+            return None
+    return heavy(config, estimate_bytes(config), lambda stopped: run_data_parallel(config),
+                 f"Starting {config.world} gloo processes…")  # fmt: skip
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
-def cached_figures(config: DataParallelConfig, channel: int) -> dict:
-    return {name: fig.to_dict() for name, fig in all_figures(cached_report(config), channel).items()}
+def cached_figures(config: DataParallelConfig, channel: int, _report: DataParallelReport) -> dict:
+    """The figures of ``config``'s report (``_report``: not hashed, ``config`` keys it)."""
+    return {name: fig.to_dict() for name, fig in all_figures(_report, channel).items()}
 
 
 def sidebar() -> None:
@@ -73,12 +85,13 @@ def main() -> None:
     channel = min(focus.channel, channels - 1)
     write_url({**DATA_PARALLEL.to_query(config), **FOCUS.to_query(Focus(channel, focus.code))})
     try:
-        with st.spinner(f"Starting {config.world} gloo processes…"):
-            report = cached_report(config)
+        report = load_report(config)
     except WorldError as exc:  # a rank died or ran out of time: said plainly, never a hang
         st.error(f"The ranks failed: {exc}")
         return
-    figures = cached_figures(config, channel)
+    if report is None:
+        return
+    figures = cached_figures(config, channel, report)
     failing = [f"rank {r.rank}" for r in report.ranks if not r.ok]
     verdict_badge(
         report.verdict,

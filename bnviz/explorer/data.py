@@ -55,6 +55,16 @@ def _standard(dist: str, shape: tuple[int, ...], gen: torch.Generator) -> Tensor
     raise ValueError(f"unknown distribution {dist!r}; choose one of {', '.join(DISTRIBUTIONS)}")
 
 
+def channel_sample(
+    dist: str, num_channels: int, channel: int, shape: tuple[int, ...], seed: int, step: int = 0
+) -> Tensor:
+    """``shape`` values of one channel alone, ``μ_c + s_c · z`` as ``sample_batch`` draws channel
+    ``channel`` of ``num_channels`` (float64; its own seeded stream, not a slice of a batch's)."""
+    gen = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    mean, var = population_stats(num_channels, dist)
+    return mean[channel] + var[channel].sqrt() * _standard(dist, shape, gen)
+
+
 def sample_batch(
     dist: str, shape: tuple[int, ...], seed: int, step: int, dtype: torch.dtype = torch.float32, device: str = "cpu"
 ) -> Tensor:

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from bnviz.explorer import dp_worker
-from bnviz.explorer.data import DISTRIBUTIONS, sample_batch
+from bnviz.explorer.data import DISTRIBUTIONS, channel_sample
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import PALETTE
 from bnviz.explorer.plots import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR
@@ -43,6 +43,7 @@ MAX_VALUES = 200_000  # the whole batch
 DEADLINE_S = 60.0  # the whole world, start to finish
 SPREAD_SIZES = (1, 2, 4, 8, 16, 32, 64)
 SPREAD_DRAWS = 200
+SPREAD_BLOCK_VALUES = 2**18  # values drawn at once for the spread (a few MB, whatever the sample)
 
 
 @dataclass(frozen=True)
@@ -113,6 +114,7 @@ class RankReport:
     running_error: float  # max |running statistics − full batch's|
     plain_error: float | None  # max |plain per-rank BatchNorm output − full batch's|
     ok: bool
+    private_bytes: int = 0  # the memory this rank's process held alone (Linux; 0 elsewhere)
 
 
 @dataclass(frozen=True)
@@ -131,11 +133,33 @@ class DataParallelReport:
         return "match" if all(r.ok for r in self.ranks) else "mismatch"
 
 
+_fork_server_started = False
+
+
 def _context() -> Any:
-    """A fork server that has imported the lean worker module (torch and bnviz) once."""
+    """A fork server that has imported the lean worker module (torch and bnviz) once, warmed up
+    and frozen (``dp_preload``): each rank is a fork that copies little of it."""
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["bnviz.explorer.dp_worker"])
+    ctx.set_forkserver_preload(["bnviz.explorer.dp_preload"])
     return ctx
+
+
+def fork_server_started() -> bool:
+    """Whether this process has started its fork server (it lives as long as the process)."""
+    return _fork_server_started
+
+
+def start_fork_server() -> None:
+    """Start the fork server and wait until it has imported and warmed up: its first fork (a
+    process that only returns its pid) waits for that. The server then stays, for every view."""
+    global _fork_server_started
+    probe = _context().Process(target=os.getpid, daemon=True)
+    probe.start()
+    probe.join(DEADLINE_S)
+    if probe.exitcode != 0:
+        _stop([probe])
+        raise WorldError("the fork server that starts the ranks did not start")
+    _fork_server_started = True
 
 
 def run_world(config: DataParallelConfig, deadline_s: float = DEADLINE_S) -> dict[int, dict[str, Any]]:
@@ -230,14 +254,22 @@ def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
 def spread_by_batch(config: DataParallelConfig) -> dict[str, Any]:
     """How far per-rank statistics scatter around the population's as the per-device batch
     shrinks: for each size b, the standard deviation over draws of channel 0's per-slice mean
-    and variance (and the per-value standard deviation, for σ/√n)."""
+    and variance (and the per-value standard deviation, for σ/√n).
+
+    Channel 0 alone is drawn, ``SPREAD_BLOCK_VALUES`` at a time; the per-value deviation pools
+    the draws: ``√(Σ_d m·(v_d + (μ_d − μ̄)²) / (D·m − 1))`` over D draws of m values each."""
+    per_sample = math.prod(config.sample[1:])
     rows = []
     for b in SPREAD_SIZES:
-        x = sample_batch(config.dist, (SPREAD_DRAWS * b, *config.sample), config.seed + 101 + b, 0)
-        x = x.view(SPREAD_DRAWS, b, *config.sample).select(2, 0).reshape(SPREAD_DRAWS, -1).double()  # channel 0
-        var, mean = torch.var_mean(x, 1, correction=0)
-        rows.append({"size": b, "values": x.size(1), "mean_sd": float(mean.std()), "var_sd": float(var.std()),
-                     "value_sd": float(x.std())})  # fmt: skip
+        m = b * per_sample  # channel 0's values in a slice of b samples
+        block = max(1, SPREAD_BLOCK_VALUES // m)
+        stats = [torch.var_mean(channel_sample(config.dist, config.sample[0], 0, (min(block, SPREAD_DRAWS - s), m),
+                                               config.seed + 101 + b, s), 1, correction=0)
+                 for s in range(0, SPREAD_DRAWS, block)]  # fmt: skip
+        var, mean = torch.cat([v for v, _ in stats]), torch.cat([u for _, u in stats])
+        pooled = m * (var + (mean - mean.mean()).square()).sum() / (SPREAD_DRAWS * m - 1)
+        rows.append({"size": b, "values": m, "mean_sd": float(mean.std()), "var_sd": float(var.std()),
+                     "value_sd": float(pooled.sqrt())})  # fmt: skip
     return {"rows": rows, "per_rank": sorted(set(config.sizes()))}
 
 
@@ -246,6 +278,8 @@ def run_data_parallel(config: DataParallelConfig, deadline_s: float = DEADLINE_S
     reason = refusal(config)
     if reason is not None:
         raise ValueError(reason)
+    if not _fork_server_started:
+        start_fork_server()
     t = time.monotonic()
     results = run_world(config, deadline_s)
     seconds = time.monotonic() - t
@@ -268,7 +302,8 @@ def run_data_parallel(config: DataParallelConfig, deadline_s: float = DEADLINE_S
                          or as_accurate(_max_abs(mine, true), _max_abs(theirs, true)))  # fmt: skip
         run_err = max(_max_abs(torch.tensor(got[n]), ref[n]) for n in ("running_mean", "running_var"))
         plain = None if got["y_plain"] is None else _max_abs(got["y_plain"], ref["y"][sl])
-        ranks.append(RankReport(r, size, start, got["mean"], got["var"], out_err, run_err, plain, ok))
+        ranks.append(RankReport(r, size, start, got["mean"], got["var"], out_err, run_err, plain, ok,
+                                got["private_bytes"]))  # fmt: skip
         start += size
     return DataParallelReport(config, tuple(ranks), ref["mean"].tolist(), ref["var"].tolist(), seconds,
                               spread_by_batch(config))  # fmt: skip

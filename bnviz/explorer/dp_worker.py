@@ -20,6 +20,7 @@ import torch
 import torch.distributed as dist
 
 import bnviz
+from bnviz.explorer import procmem
 from bnviz.explorer.data import sample_batch
 
 GLOO_TIMEOUT = datetime.timedelta(seconds=15)  # a collective waiting on a dead rank fails after this
@@ -35,7 +36,7 @@ def full_batch(sizes: tuple[int, ...], sample: tuple[int, ...], dist_name: str, 
     return sample_batch(dist_name, shape, seed, 0), sample_batch("normal", shape, seed + 7919, 0)
 
 
-def _layer(cls: type, channels: int) -> torch.nn.Module:
+def seeded_layer(cls: type, channels: int) -> torch.nn.Module:
     m = cls(channels)
     with torch.no_grad():
         m.weight.copy_(torch.linspace(0.5, 1.5, channels))
@@ -58,7 +59,7 @@ def rank_main(rank: int, world: int, init_file: str, sizes: tuple[int, ...], sam
         start = sum(sizes[:rank])
         xs, gs = x[start : start + sizes[rank]], upstream[start : start + sizes[rank]]
         channels = sample[0]
-        sync, plain = _layer(bnviz.SyncBatchNorm, channels), _layer(bnviz.BatchNorm, channels)
+        sync, plain = seeded_layer(bnviz.SyncBatchNorm, channels), seeded_layer(bnviz.BatchNorm, channels)
         xr = xs.clone().requires_grad_()
         y = sync(xr)
         if dies:
@@ -77,6 +78,7 @@ def rank_main(rank: int, world: int, init_file: str, sizes: tuple[int, ...], sam
             "y": y.detach().numpy(),
             "grad": grad.numpy(),
             "y_plain": None if y_plain is None else y_plain.detach().numpy(),
+            "private_bytes": procmem.private_bytes(),  # what this fork holds alone, at its fullest
         }))  # fmt: skip
     except Exception as exc:  # reported by the parent, with the rank
         results.put((rank, {"error": f"{type(exc).__name__}: {exc}"}))

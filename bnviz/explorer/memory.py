@@ -3,11 +3,8 @@
 ``estimate_bytes(config)`` is the peak the run of ``config`` adds to the server's resident memory
 — what ``serve.Budget`` counts. One estimator per engine's config type (``functools.singledispatch``);
 a new engine registers its own. A run whose workers are processes counts them too (the server's
-memory is its whole process tree), e.g. for the data-parallel page::
-
-    @estimate_bytes.register
-    def _(config: DataParallelConfig) -> int:
-        return BASE + parent_bytes + with_workers(config.world, per_rank_bytes, forked_bytes)
+memory is its whole process tree): the data-parallel page's estimate is its parent's bytes plus
+``with_workers(config.world, per_rank_bytes, FORKED_RANK_BYTES)``.
 
 Each estimator is a sum of terms an engine's code makes visible (values per element × elements,
 per channel, per parameter), fitted on the peaks ``measure_peak`` gives and rounded up; the tests
@@ -19,15 +16,18 @@ from __future__ import annotations
 
 import gc
 import math
+import os
 import re
+import threading
 import tracemalloc
 from collections.abc import Callable
 from functools import singledispatch
 from pathlib import Path
 from typing import Any
 
-from bnviz.explorer import serve
+from bnviz.explorer import procmem, serve
 from bnviz.explorer.compare import Config
+from bnviz.explorer.data_parallel import DataParallelConfig
 from bnviz.explorer.family import FamilyConfig
 from bnviz.explorer.inference import InferenceConfig
 from bnviz.explorer.network import NetworkConfig
@@ -48,6 +48,16 @@ COMPARE_PER_CHANNEL = 176  # running statistics, their copies, per-channel sums 
 TRAIN_PER_VALUE = {"heavy-tailed": 64, "bimodal": 40}
 TRAIN_PER_VALUE_ELSE = 32
 SPEED_PER_CHANNEL = 200
+# The data-parallel page: each gloo rank is a fork of a warmed-up, frozen fork server
+# (``dp_preload``), and holds privately what it writes (measured 24–28 MB with tiny batches);
+# each draws the whole batch and its upstream gradient in float64 (measured ≤ 4 MB more at
+# 200,000 values). The fork server itself (measured 178 MB, its resource tracker 5 MB) starts
+# once per server, on the first data-parallel view, and stays.
+FORKED_RANK_BYTES = 30 * MB
+RANK_PER_VALUE = 48
+FORK_SERVER_BYTES = 200 * MB
+DP_PER_VALUE = 64  # the parent: the full-batch reference in float32 and float64 (measured ≤ 62 at 200,000)
+DP_PER_CHANNEL = 1024  # per-channel statistics of every rank, as Python lists (measured 4 MB at 4,096)
 
 
 def _compare(config: Config) -> int:
@@ -84,6 +94,14 @@ def _inference(config: InferenceConfig) -> int:
     return BASE + 64 * itemsize * config.batch_values
 
 
+def _data_parallel(config: DataParallelConfig) -> int:
+    """The parent's full-batch reference and the spread's draws (a few MB, in blocks), plus
+    ``config.world`` forked ranks. The fork server is not in it: ``FORK_SERVER_BYTES``, once."""
+    values = sum(config.sizes()) * math.prod(config.sample)
+    parent = DP_PER_VALUE * values + DP_PER_CHANNEL * config.sample[0] + 4 * MB
+    return BASE + parent + with_workers(config.world, RANK_PER_VALUE * values, FORKED_RANK_BYTES)
+
+
 @singledispatch
 def estimate_bytes(config: Any) -> int:
     """The peak bytes the run of ``config`` adds to the process (an upper bound, before running)."""
@@ -94,6 +112,7 @@ estimate_bytes.register(Config, _compare)
 estimate_bytes.register(NetworkConfig, _network)
 estimate_bytes.register(FamilyConfig, _family)
 estimate_bytes.register(InferenceConfig, _inference)
+estimate_bytes.register(DataParallelConfig, _data_parallel)
 
 
 def speed_bytes(config: Config) -> int:
@@ -127,23 +146,58 @@ def _can_reset_peak() -> bool:
         return False
 
 
-def measure_peak(fn: Callable[[], Any]) -> tuple[Any, int, str]:
+class _ChildSampler(threading.Thread):
+    """The largest sum, over time, of the private memory of the processes started below this one
+    since the sampler began, sampled every 20 ms and once more at the end: for long-lived children
+    (a fork server). Short-lived ones may be missed between samples: the data-parallel ranks report
+    their own (``RankReport.private_bytes``)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.old = set(procmem.descendants(os.getpid()))
+        self.peak = 0
+        self.done = threading.Event()
+
+    def sample(self) -> None:
+        new = [p for p in procmem.descendants(os.getpid()) if p not in self.old]
+        self.peak = max(self.peak, sum(procmem.private_bytes(p) for p in new))
+
+    def run(self) -> None:
+        while not self.done.wait(0.02):
+            self.sample()
+        self.sample()
+
+
+def measure_peak(fn: Callable[[], Any], children: bool = False) -> tuple[Any, int, str]:
     """``(fn(), peak bytes it added, method)``.
 
     On Linux: the resident set's high-water mark, reset just before (``/proc/self/clear_refs``),
     less the resident set then — every allocation, torch's, numpy's and Python's — with the
     allocator tuned (``serve.tune_allocator``) so that freed blocks leave the resident set.
-    Elsewhere: torch's profiler (torch's allocations, the largest live sum) plus tracemalloc's
-    peak (numpy's and Python's), which bound the peak from above.
+    With ``children``, plus the largest private memory of the processes ``fn`` starts (what a
+    fork shares with its parent is counted once, in the parent). Elsewhere: torch's profiler
+    (torch's allocations, the largest live sum) plus tracemalloc's peak (numpy's and Python's),
+    which bound the peak from above; ``children`` is Linux only.
     """
     gc.collect()
     serve.tune_allocator()
     serve.trim()
     if _can_reset_peak():
+        sampler = _ChildSampler() if children else None
         before = _status("VmRSS")
         Path("/proc/self/clear_refs").write_text("5")
-        out = fn()
-        return out, max(_status("VmHWM") - before, 0), "rss"
+        if sampler is not None:
+            sampler.start()
+        try:
+            out = fn()
+        finally:
+            if sampler is not None:
+                sampler.done.set()
+                sampler.join()
+        own = max(_status("VmHWM") - before, 0)
+        return out, own + (sampler.peak if sampler else 0), "rss+children" if children else "rss"
+    if children:
+        raise OSError("measuring child processes needs Linux's /proc")
     from torch.profiler import ProfilerActivity, profile
 
     tracemalloc.start()

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from app_pages.common import server
-from bnviz.explorer import serve
+from bnviz.explorer import data_parallel, serve
 from tests.app_pages.helpers import page_text, run_app, verdict
 
 
@@ -54,6 +54,24 @@ def hog(budget: serve.Budget, seconds: float) -> threading.Thread:
 def test_a_view_over_the_servers_budget_is_refused_with_its_reason(fresh_server, page, params, needs):
     shared = fresh_server("100")
     at = run_app(params, page)
+    text = page_text(at)
+    assert f"Not run: this view needs {needs} of memory, more than this server's budget of 100 MB" in text, text
+    assert not [m for m in at.markdown if "-badge[" in m.value], "no verdict for a view that did not run"
+    assert shared.budget.snapshot() == {"used": 0, "running": 0, "waiting": 0}
+
+
+@pytest.mark.parametrize(
+    ("fork_server_running", "needs"),
+    [(False, "about 200 MB"), (True, "about 336 MB")],  # the fork server first, once; then the world's ranks
+)
+def test_the_data_parallel_page_counts_its_processes_in_the_budget(fresh_server, monkeypatch, fork_server_running,
+                                                                   needs):  # fmt: skip
+    if fork_server_running:
+        data_parallel.start_fork_server()
+    else:
+        monkeypatch.setattr(data_parallel, "_fork_server_started", False)
+    shared = fresh_server("100")
+    at = run_app({"world": "8", "per_rank": "64", "sample": "6,8,8"}, "data_parallel")
     text = page_text(at)
     assert f"Not run: this view needs {needs} of memory, more than this server's budget of 100 MB" in text, text
     assert not [m for m in at.markdown if "-badge[" in m.value], "no verdict for a view that did not run"

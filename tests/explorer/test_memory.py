@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from bnviz.explorer import compare, family, inference, memory, network, serve
+from bnviz.explorer import compare, data_parallel, family, inference, memory, network, serve
 from bnviz.explorer.compare import Config
+from bnviz.explorer.data_parallel import DataParallelConfig
 from bnviz.explorer.family import FamilyConfig
 from bnviz.explorer.inference import InferenceConfig
 from bnviz.explorer.network import NetworkConfig
@@ -51,32 +52,46 @@ CASES = {  # id: (what runs, config)
     "inference default": ("report", InferenceConfig()),
     "inference 64x4x8x8": ("report", InferenceConfig(batch_size=64, channels=4, image_size=8, train_steps=5,
                                                      finetune_steps=1)),
+    "data parallel default": ("report", DataParallelConfig()),
+    "data parallel 8 ranks of 2": ("report", DataParallelConfig(world=8, per_rank=2)),
+    "data parallel 8x64 samples of 6x8x8 (200,000 values)": (
+        "report", DataParallelConfig(world=8, per_rank=64, sample=(6, 8, 8))),
+    "data parallel 8x6 samples of 4096 channels": ("report", DataParallelConfig(world=8, per_rank=6, sample=(4096,))),
+    "data parallel 2x24 samples of 1x4096": ("report", DataParallelConfig(world=2, per_rank=24, sample=(1, 4096))),
+    "data parallel uneven 64,64,0,1 heavy-tailed": (
+        "report", DataParallelConfig(world=4, batches="64,64,0,1", sample=(3, 8, 8), dist="heavy-tailed")),
 }  # fmt: skip
+FORK_SERVER = "the data-parallel fork server (once per server)"
 
 
-def _run(what: str, config) -> None:
+def _run(what: str, config):
     from bnviz.bench import measure_config
     from bnviz.explorer.compare import run_comparison
+    from bnviz.explorer.data_parallel import run_data_parallel
     from bnviz.explorer.family import run_family
     from bnviz.explorer.inference import run_inference
     from bnviz.explorer.network import run_network
 
     if what == "speed":
-        measure_config(config)
-        return
-    run = {Config: run_comparison, NetworkConfig: run_network, FamilyConfig: run_family, InferenceConfig: run_inference}
-    run[type(config)](config)
+        return measure_config(config)
+    run = {Config: run_comparison, NetworkConfig: run_network, FamilyConfig: run_family, InferenceConfig: run_inference,
+           DataParallelConfig: run_data_parallel}  # fmt: skip
+    return run[type(config)](config)
 
 
 def measure_all() -> dict[str, list]:
     """Each case's measured peak (bytes) and method, after one small run of every engine (lazy
-    imports, thread pools)."""
+    imports, thread pools). Processes a run starts count too (their private memory); the fork
+    server the data-parallel ranks come from is measured on its own, first."""
+    out = {FORK_SERVER: list(memory.measure_peak(data_parallel.start_fork_server, children=True)[1:])}
     for what, config in (("report", Config(steps=1)), ("speed", Config()), ("report", NetworkConfig(steps=1)),
-                         ("report", FamilyConfig()), ("report", InferenceConfig(train_steps=1, finetune_steps=1))):
+                         ("report", FamilyConfig()), ("report", InferenceConfig(train_steps=1, finetune_steps=1)),
+                         ("report", DataParallelConfig(world=1, per_rank=2))):
         _run(what, config)  # fmt: skip
-    out = {}
     for name, (what, config) in CASES.items():
-        _, peak, method = memory.measure_peak(lambda what=what, config=config: _run(what, config))
+        report, peak, method = memory.measure_peak(lambda what=what, config=config: _run(what, config))
+        if isinstance(config, DataParallelConfig):  # and each rank's own (a process sampled might be missed)
+            peak, method = peak + sum(r.private_bytes for r in report.ranks), method + "+ranks"
         out[name] = [peak, method]
     return out
 
@@ -96,9 +111,14 @@ def estimate(what: str, config) -> int:
     return memory.speed_bytes(config) if what == "speed" else memory.estimate_bytes(config)
 
 
+def _within(est: int, peak: int, numbers: str) -> None:
+    assert est >= peak, numbers
+    assert est <= 3 * peak + 24 * MB, "too loose: the budget would turn visitors away for nothing — " + numbers
+
+
 def test_every_case_is_a_view_its_page_runs():
     refusals = {Config: compare.refusal, NetworkConfig: network.refusal, FamilyConfig: family.refusal,
-                InferenceConfig: inference.refusal}  # fmt: skip
+                InferenceConfig: inference.refusal, DataParallelConfig: data_parallel.refusal}  # fmt: skip
     for name, (_, config) in CASES.items():
         assert refusals[type(config)](config) is None, (name, refusals[type(config)](config))
 
@@ -108,9 +128,13 @@ def test_the_estimate_covers_the_measured_peak_and_is_not_far_above(measured, na
     what, config = CASES[name]
     peak, method = measured[name]
     est = estimate(what, config)
-    numbers = f"{name}: estimate {est / MB:.1f} MiB, measured peak {peak / MB:.1f} MiB ({method})"
-    assert est >= peak, numbers
-    assert est <= 3 * peak + 24 * MB, "too loose: the budget would turn visitors away for nothing — " + numbers
+    _within(est, peak, f"{name}: estimate {est / MB:.1f} MiB, measured peak {peak / MB:.1f} MiB ({method})")
+
+
+def test_the_fork_server_is_within_its_allowance(measured):
+    peak, method = measured[FORK_SERVER]
+    est = memory.FORK_SERVER_BYTES
+    _within(est, peak, f"fork server: allowance {est / MB:.1f} MiB, measured {peak / MB:.1f} MiB ({method})")
 
 
 def test_the_default_budget_runs_the_largest_views_but_two_million_channels():
@@ -128,6 +152,10 @@ def test_the_default_budget_runs_the_largest_views_but_two_million_channels():
         "family": (family.refusal, memory.estimate_bytes, FamilyConfig(shape=(10, 100, 1000), groups=4), True),
         "inference": (inference.refusal, memory.estimate_bytes, InferenceConfig(
             batch_size=64, channels=4, image_size=8, train_steps=5, finetune_steps=1, dtype="float64"), True),
+        "data parallel, 8 ranks, 200,000 values": (data_parallel.refusal, memory.estimate_bytes, DataParallelConfig(
+            world=8, per_rank=64, sample=(6, 8, 8)), True),
+        "data parallel, its fork server": (data_parallel.refusal, lambda c: memory.FORK_SERVER_BYTES,
+                                           DataParallelConfig(), True),
         "layer, two million channels": (compare.refusal, memory.estimate_bytes, Config(
             layer=B1, shape=(1, 2_000_000), mode="eval", steps=0, train_batch=1), False),
     }  # fmt: skip
