@@ -10,7 +10,8 @@ import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import StopException, get_script_run_ctx
 
-from bnviz.explorer import serve
+from bnviz.explorer import forks, serve
+from bnviz.explorer.memory import FORK_SERVER_BYTES
 from bnviz.explorer.query import QuerySpec
 
 CHART_CONFIG = {"displaylogo": False, "responsive": True}
@@ -80,6 +81,17 @@ def heavy(key: Hashable, cost: int, run: Callable[[Callable[[], bool]], T], doin
         st.stop()
     slot.empty()
     return value
+
+
+def ensure_fork_server(why: str) -> bool:
+    """Start the fork server that worker processes come from, once per server, as a budgeted
+    step of its own (it then stays: part of the server's baseline). False, with the reason shown,
+    when the budget could never hold it."""
+    if forks.started():
+        return True
+    heavy("fork server", FORK_SERVER_BYTES, lambda stopped: forks.start(), f"Starting the fork server {why} (once per "
+          "server)…")  # fmt: skip
+    return forks.started()
 
 
 def init_widgets(page: str, spec: QuerySpec, base: Any, kinds: Mapping[str, str], prefix: str = "") -> None:

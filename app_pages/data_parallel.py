@@ -5,21 +5,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, heavy, init_widgets, read_view, verdict_badge, write_url
+from app_pages.common import chart, ensure_fork_server, heavy, init_widgets, read_view, verdict_badge, write_url
+from bnviz.explorer import forks
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.data_parallel import (
     DataParallelConfig,
     DataParallelReport,
-    WorldError,
     all_figures,
-    fork_server_started,
     rank_rows,
     refusal,
     run_data_parallel,
-    start_fork_server,
 )
 from bnviz.explorer.explain import markdown_table
-from bnviz.explorer.memory import FORK_SERVER_BYTES, estimate_bytes
+from bnviz.explorer.memory import estimate_bytes
 from bnviz.explorer.query import DATA_PARALLEL, FOCUS, Focus
 
 PREFIX = "dp."
@@ -30,11 +28,8 @@ def load_report(config: DataParallelConfig) -> DataParallelReport | None:
     """The ranks' report, within the server's memory budget (None when it could never fit). The
     first view of a server first starts the fork server the ranks come from: its own budgeted
     step, after which it stays (part of the server's baseline)."""
-    if not fork_server_started():
-        started = heavy("data-parallel: fork server", FORK_SERVER_BYTES, lambda stopped: start_fork_server(),
-                        "Starting the fork server the ranks come from (once per server)…")  # fmt: skip
-        if started is None and not fork_server_started():
-            return None
+    if not ensure_fork_server("the ranks come from"):
+        return None
     return heavy(config, estimate_bytes(config), lambda stopped: run_data_parallel(config),
                  f"Starting {config.world} gloo processes…")  # fmt: skip
 
@@ -86,7 +81,7 @@ def main() -> None:
     write_url({**DATA_PARALLEL.to_query(config), **FOCUS.to_query(Focus(channel, focus.code))})
     try:
         report = load_report(config)
-    except WorldError as exc:  # a rank died or ran out of time: said plainly, never a hang
+    except forks.ForkError as exc:  # a rank died or ran out of time: said plainly, never a hang
         st.error(f"The ranks failed: {exc}")
         return
     if report is None:

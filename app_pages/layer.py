@@ -7,8 +7,18 @@ from dataclasses import replace
 import streamlit as st
 import torch
 
-from app_pages.common import chart, heavy, init_widgets, picture, read_view, verdict_badge, write_url
-from bnviz.bench import measure_config
+from app_pages.common import (
+    chart,
+    ensure_fork_server,
+    heavy,
+    init_widgets,
+    picture,
+    read_view,
+    verdict_badge,
+    write_url,
+)
+from bnviz.bench import measure_config, measure_config_compiled
+from bnviz.explorer import forks
 from bnviz.explorer.compare import (
     DTYPES,
     LAYERS,
@@ -36,7 +46,7 @@ from bnviz.explorer.explain import (
     reduced_axes,
     truth_cells,
 )
-from bnviz.explorer.memory import estimate_bytes, speed_bytes
+from bnviz.explorer.memory import compiled_speed_bytes, estimate_bytes, speed_bytes
 from bnviz.explorer.picture import cells_note
 from bnviz.explorer.plots import all_figures, cube
 from bnviz.explorer.query import FOCUS, LAYER, Focus
@@ -58,6 +68,15 @@ def cached_figures(config: Config, channel: int, _report: Report) -> dict:
 
 def load_speed(config: Config) -> dict[str, float] | None:
     return heavy(("speed", config), speed_bytes(config), lambda stopped: measure_config(config), "Timing…")
+
+
+def load_compiled_speed(config: Config) -> dict[str, float] | None:
+    """The compiled timing, in a process of its own (``bench.measure_config_compiled``)."""
+    if not ensure_fork_server("the timing process comes from"):
+        return None
+    doing = "Compiling both layers with torch.compile in a fresh process, then timing them (15–30 s)…"
+    return heavy(("compiled speed", config), compiled_speed_bytes(config),
+                 lambda stopped: measure_config_compiled(config), doing)  # fmt: skip
 
 
 def sidebar() -> None:
@@ -287,6 +306,30 @@ def performance_section(config: Config) -> None:
         left.metric("torch", f"{speed['torch']:.3f} ms")
         mid.metric("bnviz", f"{speed['bnviz']:.3f} ms")
         right.metric("bnviz / torch", f"{speed['ratio']:.2f}×")
+
+    st.markdown(
+        "**Under `torch.compile`**: both layers compiled by inductor (C++ on CPU, Triton on GPU), then "
+        "timed the same way. bnviz's maths is written so that inductor fuses it into a few loops."
+    )
+    if st.button("Compile and measure", key="measure_compiled") or st.session_state.get("compiled") == config:
+        st.session_state["compiled"] = config
+        try:
+            speed = load_compiled_speed(config)
+        except forks.ForkError as exc:
+            st.error(f"The compiled timing failed: {exc}")
+            return
+        if speed is None:
+            return
+        left, mid, right = st.columns(3)
+        left.metric("torch, compiled", f"{speed['torch']:.3f} ms")
+        mid.metric("bnviz, compiled", f"{speed['bnviz']:.3f} ms")
+        right.metric("bnviz / torch", f"{speed['ratio']:.2f}×")
+        st.caption(
+            f"Compile time: bnviz {speed['bnviz compile s']:.1f} s, torch {speed['torch compile s']:.1f} s — each "
+            f"layer's own compile, from an empty cache. Before them, inductor's start-up in the fresh process took "
+            f"{speed['inductor start-up s']:.1f} s (once per process, whatever is compiled). The timing process "
+            f"held {speed['process bytes'] / 2**20:.0f} MB of its own, returned when it ended."
+        )
 
 
 main()

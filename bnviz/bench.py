@@ -316,6 +316,36 @@ def measure_config(config: Any, repeats: int = 7, compiled: bool = False) -> dic
     return {**out, **{f"{side} compile s": s for side, s in compile_s.items()}}
 
 
+COMPILE_DEADLINE_S = 240.0  # a compiled timing, start-up and both compiles included
+
+
+def _compiled_job(config: Any) -> dict[str, float]:
+    """The body of ``measure_config_compiled``, in the forked process."""
+    import tempfile
+
+    import torch._inductor.config as inductor_config
+
+    from bnviz.explorer import procmem
+
+    inductor_config.compile_threads = 1  # compile here, without a pool of worker processes
+    with tempfile.TemporaryDirectory(prefix="bnviz-inductor-") as cache:
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # from cold, and nothing left on disk
+        startup = inductor_startup(config.device)
+        out = measure_config(config, compiled=True)
+    return {**out, "inductor start-up s": startup, "process bytes": float(procmem.private_bytes())}
+
+
+def measure_config_compiled(config: Any) -> dict[str, float]:
+    """``measure_config(config, compiled=True)`` in a process of its own, forked from the app's
+    fork server (``bnviz.explorer.forks``), from cold: an empty inductor cache, removed after;
+    inductor's start-up in that process measured first and reported apart ("inductor start-up
+    s"), so each layer's "compile s" is its own compile. The compiled code and the memory it took
+    ("process bytes", private to that process) leave with the process. Raises ``ForkError``."""
+    from bnviz.explorer import forks
+
+    return forks.run_in_fork(_compiled_job, (config,), COMPILE_DEADLINE_S)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bnviz.bench", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])

@@ -9,16 +9,15 @@ SyncBatchNorm equals the full batch on every rank (output, ∂L/∂x, running st
 plain per-rank batch norm is from it, and — without processes — how the spread of per-rank means
 and variances grows as the per-device batch shrinks.
 
-The ranks are forks of a fork server that has imported ``dp_worker`` (torch and bnviz only), so a
-rank costs tens of MB rather than a fresh interpreter. Every run is bounded in time (gloo's
-collective timeout and a deadline on the whole world), and every rank is joined or killed on
-every exit path. The report is plain data.
+The ranks are forks of a fork server (``forks``) that has imported ``dp_worker`` (torch and bnviz
+only), warmed up and frozen, so a rank costs tens of MB rather than a fresh interpreter. Every
+run is bounded in time (gloo's collective timeout and a deadline on the whole world), and every
+rank is joined or killed on every exit path. The report is plain data.
 """
 
 from __future__ import annotations
 
 import math
-import multiprocessing
 import os
 import queue
 import tempfile
@@ -30,7 +29,7 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from bnviz.explorer import dp_worker
+from bnviz.explorer import dp_worker, forks
 from bnviz.explorer.data import DISTRIBUTIONS, channel_sample
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import PALETTE
@@ -97,7 +96,7 @@ def refusal(config: DataParallelConfig) -> str | None:
     return next((message for failed, message in checks if failed), None)
 
 
-class WorldError(RuntimeError):
+class WorldError(forks.ForkError):
     """A rank failed, died or ran out of time; the message says which and how."""
 
 
@@ -133,39 +132,10 @@ class DataParallelReport:
         return "match" if all(r.ok for r in self.ranks) else "mismatch"
 
 
-_fork_server_started = False
-
-
-def _context() -> Any:
-    """A fork server that has imported the lean worker module (torch and bnviz) once, warmed up
-    and frozen (``dp_preload``): each rank is a fork that copies little of it."""
-    ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload(["bnviz.explorer.dp_preload"])
-    return ctx
-
-
-def fork_server_started() -> bool:
-    """Whether this process has started its fork server (it lives as long as the process)."""
-    return _fork_server_started
-
-
-def start_fork_server() -> None:
-    """Start the fork server and wait until it has imported and warmed up: its first fork (a
-    process that only returns its pid) waits for that. The server then stays, for every view."""
-    global _fork_server_started
-    probe = _context().Process(target=os.getpid, daemon=True)
-    probe.start()
-    probe.join(DEADLINE_S)
-    if probe.exitcode != 0:
-        _stop([probe])
-        raise WorldError("the fork server that starts the ranks did not start")
-    _fork_server_started = True
-
-
 def run_world(config: DataParallelConfig, deadline_s: float = DEADLINE_S) -> dict[int, dict[str, Any]]:
     """Start ``config.world`` gloo ranks on 127.0.0.1 (file rendezvous), collect each one's
     numbers, and join — or kill — every one of them on every path. Raises ``WorldError``."""
-    ctx = _context()
+    ctx = forks.context()
     sizes = config.sizes()
     results: dict[int, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bnviz-dp-") as tmp:
@@ -194,7 +164,7 @@ def run_world(config: DataParallelConfig, deadline_s: float = DEADLINE_S) -> dic
             if errors:
                 raise WorldError("; ".join(f"rank {r}: {e}" for r, e in sorted(errors.items())))
         finally:
-            _stop(procs)
+            forks.stop(procs)
             channel.close()
             channel.join_thread()
     return results
@@ -215,21 +185,6 @@ def _death_message(dead: list[int], procs: list, results: dict) -> str:
     parts = [f"rank {r} stopped (exit code {procs[r].exitcode}) before reporting" for r in dead]
     parts += [f"rank {r}: {p['error']}" for r, p in sorted(results.items()) if "error" in p]
     return "; ".join(parts)
-
-
-def _stop(procs: list) -> None:
-    """Join every rank, terminating then killing the ones still running: none is left behind."""
-    for p in procs:
-        if p.pid is None:
-            continue
-        p.join(timeout=2)
-        if p.is_alive():
-            p.terminate()
-            p.join(timeout=2)
-        if p.is_alive():
-            p.kill()
-            p.join()
-        p.close()
 
 
 def _full_batch_reference(config: DataParallelConfig, dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
@@ -278,8 +233,8 @@ def run_data_parallel(config: DataParallelConfig, deadline_s: float = DEADLINE_S
     reason = refusal(config)
     if reason is not None:
         raise ValueError(reason)
-    if not _fork_server_started:
-        start_fork_server()
+    if not forks.started():
+        forks.start()
     t = time.monotonic()
     results = run_world(config, deadline_s)
     seconds = time.monotonic() - t

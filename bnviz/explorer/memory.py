@@ -49,7 +49,7 @@ TRAIN_PER_VALUE = {"heavy-tailed": 64, "bimodal": 40}
 TRAIN_PER_VALUE_ELSE = 32
 SPEED_PER_CHANNEL = 200
 # The data-parallel page: each gloo rank is a fork of a warmed-up, frozen fork server
-# (``dp_preload``), and holds privately what it writes (measured 24–28 MB with tiny batches);
+# (``fork_preload``), and holds privately what it writes (measured 24–28 MB with tiny batches);
 # each draws the whole batch and its upstream gradient in float64 (measured ≤ 4 MB more at
 # 200,000 values). The fork server itself (measured 178 MB, its resource tracker 5 MB) starts
 # once per server, on the first data-parallel view, and stays.
@@ -121,6 +121,17 @@ def speed_bytes(config: Config) -> int:
     statistics (measured: float32 26, float64 52 bytes per value; 150 per channel)."""
     e = ITEMSIZE.get(config.dtype, 8)
     return BASE + math.ceil((24 + 4.5 * e) * config.numel) + SPEED_PER_CHANNEL * max(config.num_features, 1)
+
+
+# A forked process that starts inductor and compiles two layers, with the C++ compiler processes
+# it runs (measured 414 MB at a tiny shape: the process 190 MB, the compiler the rest).
+COMPILE_PROCESS_BYTES = 430 * MB
+
+
+def compiled_speed_bytes(config: Config) -> int:
+    """``bench.measure_config_compiled``: the forked process and its compilers, and the timing's
+    own data as ``speed_bytes`` counts it (measured 478 MB at 2000×1000 float64)."""
+    return COMPILE_PROCESS_BYTES + speed_bytes(config) - BASE
 
 
 def with_workers(workers: int, per_worker_bytes: int, process_bytes: int = PROCESS_BYTES) -> int:

@@ -218,6 +218,17 @@ def test_performance_is_measured_on_demand_only():
     assert values["bnviz / torch"].endswith("×") and float(values["bnviz / torch"][:-1]) > 0
 
 
+def test_compiled_performance_is_measured_on_demand_with_its_compile_times():
+    at = run_app({"shape": "4,3,4,4"})
+    at.button(key="measure_compiled").click().run(timeout=300)
+    assert not at.exception and not at.error, [e.value for e in at.error]
+    values = {m.label: m.value for m in at.metric}
+    assert set(values) == {"torch, compiled", "bnviz, compiled", "bnviz / torch"}, values
+    caption = " ".join(c.value for c in at.caption)
+    assert re.search(r"Compile time: bnviz \d+\.\d s, torch \d+\.\d s", caption), caption
+    assert "inductor's start-up" in caption and "returned when it ended" in caption
+
+
 @pytest.mark.parametrize(
     "widget, key, value, words",
     [("text_input", "shape", "abc", "Ignored shape=abc"), ("text_input", "shape", "<b>1</b>", "Ignored shape=\\<b\\>1"),

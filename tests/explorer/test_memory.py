@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bnviz.explorer import compare, data_parallel, family, inference, memory, network, serve
+from bnviz.explorer import compare, data_parallel, family, forks, inference, memory, network, serve
 from bnviz.explorer.compare import Config
 from bnviz.explorer.data_parallel import DataParallelConfig
 from bnviz.explorer.family import FamilyConfig
@@ -42,6 +42,8 @@ CASES = {  # id: (what runs, config)
     "layer both refuse (2-D into BatchNorm2d)": ("report", Config(shape=(2000, 1000))),
     "speed 2000x1000 float64": ("speed", Config(layer=B1, shape=(2000, 1000), dtype="float64")),
     "speed 2x1000000": ("speed", Config(layer=B1, shape=(2, 1_000_000), train_batch=2)),
+    "compiled speed default": ("compiled", Config()),
+    "compiled speed 2000x1000 float64": ("compiled", Config(layer=B1, shape=(2000, 1000), dtype="float64")),
     "network default": ("report", NetworkConfig()),
     "network 256 images of 64x64": ("report", NetworkConfig(batch=256, image=64, channels=4, steps=0)),
     "network 32 channels, 2M classifier weights": ("report", NetworkConfig(batch=2, image=64, channels=32, steps=5)),
@@ -65,7 +67,7 @@ FORK_SERVER = "the data-parallel fork server (once per server)"
 
 
 def _run(what: str, config):
-    from bnviz.bench import measure_config
+    from bnviz.bench import measure_config, measure_config_compiled
     from bnviz.explorer.compare import run_comparison
     from bnviz.explorer.data_parallel import run_data_parallel
     from bnviz.explorer.family import run_family
@@ -74,6 +76,8 @@ def _run(what: str, config):
 
     if what == "speed":
         return measure_config(config)
+    if what == "compiled":
+        return measure_config_compiled(config)
     run = {Config: run_comparison, NetworkConfig: run_network, FamilyConfig: run_family, InferenceConfig: run_inference,
            DataParallelConfig: run_data_parallel}  # fmt: skip
     return run[type(config)](config)
@@ -83,13 +87,16 @@ def measure_all() -> dict[str, list]:
     """Each case's measured peak (bytes) and method, after one small run of every engine (lazy
     imports, thread pools). Processes a run starts count too (their private memory); the fork
     server the data-parallel ranks come from is measured on its own, first."""
-    out = {FORK_SERVER: list(memory.measure_peak(data_parallel.start_fork_server, children=True)[1:])}
+    out = {FORK_SERVER: list(memory.measure_peak(forks.start, children=True)[1:])}
     for what, config in (("report", Config(steps=1)), ("speed", Config()), ("report", NetworkConfig(steps=1)),
                          ("report", FamilyConfig()), ("report", InferenceConfig(train_steps=1, finetune_steps=1)),
                          ("report", DataParallelConfig(world=1, per_rank=2))):
         _run(what, config)  # fmt: skip
     for name, (what, config) in CASES.items():
-        report, peak, method = memory.measure_peak(lambda what=what, config=config: _run(what, config))
+        compiled = what == "compiled"  # a process of its own: sampled, and what it reports at its end
+        report, peak, method = memory.measure_peak(lambda what=what, config=config: _run(what, config), compiled)
+        if compiled:
+            peak = max(peak, int(report["process bytes"]))
         if isinstance(config, DataParallelConfig):  # and each rank's own (a process sampled might be missed)
             peak, method = peak + sum(r.private_bytes for r in report.ranks), method + "+ranks"
         out[name] = [peak, method]
@@ -108,7 +115,8 @@ def measured() -> dict[str, list]:
 
 
 def estimate(what: str, config) -> int:
-    return memory.speed_bytes(config) if what == "speed" else memory.estimate_bytes(config)
+    estimator = {"speed": memory.speed_bytes, "compiled": memory.compiled_speed_bytes}.get(what, memory.estimate_bytes)
+    return estimator(config)
 
 
 def _within(est: int, peak: int, numbers: str) -> None:
@@ -139,7 +147,8 @@ def test_the_fork_server_is_within_its_allowance(measured):
 
 def test_the_default_budget_runs_the_largest_views_but_two_million_channels():
     """What the pages allow, a server with the default budget runs — queued, never refused — but
-    for a batch of one with two million channels (every per-channel tensor as large as the batch)."""
+    for a batch of one with two million channels (every per-channel tensor as large as the batch)
+    and the compiled timing of the largest shapes (the compiler alone takes 220 MB)."""
     largest = {  # name: (its page's caps, its estimate, config, fits the default budget)
         "layer, 2000x1000 float64 after 7 batches as large": (compare.refusal, memory.estimate_bytes, Config(
             layer=B1, shape=(2000, 1000), dtype="float64", steps=7, train_batch=2000), True),
@@ -156,6 +165,10 @@ def test_the_default_budget_runs_the_largest_views_but_two_million_channels():
             world=8, per_rank=64, sample=(6, 8, 8)), True),
         "data parallel, its fork server": (data_parallel.refusal, lambda c: memory.FORK_SERVER_BYTES,
                                            DataParallelConfig(), True),
+        "layer, the compiled timing of 2000x1000 float32": (compare.refusal, memory.compiled_speed_bytes, Config(
+            layer=B1, shape=(2000, 1000)), True),
+        "layer, the compiled timing of 2000x1000 float64": (compare.refusal, memory.compiled_speed_bytes, Config(
+            layer=B1, shape=(2000, 1000), dtype="float64"), False),
         "layer, two million channels": (compare.refusal, memory.estimate_bytes, Config(
             layer=B1, shape=(1, 2_000_000), mode="eval", steps=0, train_batch=1), False),
     }  # fmt: skip
