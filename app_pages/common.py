@@ -130,6 +130,26 @@ def read_view(page: str, spec: QuerySpec, base: Any, prefix: str = "") -> tuple[
     return config, url_warnings + typed
 
 
+def show_warnings(page: str, config: Any, warnings: list[str], focus_warnings: list[str] = ()) -> None:
+    """The link's refused values and the ones just typed, as warnings; a focus's link warnings
+    go once the reader changes the view."""
+    if config != st.session_state[f"{page}.url_config"]:
+        focus_warnings = []
+    for warning in [*warnings, *focus_warnings]:
+        st.warning(warning)
+
+
+def refused(reason: str | None, query: Mapping[str, str] | None = None) -> bool:
+    """True, with "Not run: <reason>." shown (and the URL written first, when given), for a view
+    its engine refuses; False, showing nothing, when ``reason`` is None."""
+    if reason is None:
+        return False
+    if query is not None:
+        write_url(query)
+    st.error(f"Not run: {reason}.")
+    return True
+
+
 def write_url(query: Mapping[str, str]) -> None:
     """The URL follows the view; when it is already right, nothing is sent."""
     if st.query_params.to_dict() != dict(query):

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, ensure_fork_server, heavy, init_widgets, read_view, verdict_badge, write_url
+from app_pages.common import (
+    chart,
+    ensure_fork_server,
+    heavy,
+    init_widgets,
+    read_view,
+    refused,
+    show_warnings,
+    verdict_badge,
+    write_url,
+)
 from bnviz.explorer import forks
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.data_parallel import (
@@ -67,14 +77,8 @@ def main() -> None:
         "written on torch.distributed's collectives, and running here on CPU — gives every device the whole batch's "
         "statistics. Each rank below is a real gloo process on this server. Every control is in the URL."
     )
-    if config != st.session_state["data-parallel.url_config"]:
-        focus_warnings = []
-    for warning in warnings + focus_warnings:
-        st.warning(warning)
-    reason = refusal(config)
-    if reason is not None:
-        write_url({**DATA_PARALLEL.to_query(config), **FOCUS.to_query(focus)})
-        st.error(f"Not run: {reason}.")
+    show_warnings("data-parallel", config, warnings, focus_warnings)
+    if refused(refusal(config), {**DATA_PARALLEL.to_query(config), **FOCUS.to_query(focus)}):
         return
     channels = min(config.sample[0], 8)
     channel = min(focus.channel, channels - 1)

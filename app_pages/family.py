@@ -6,7 +6,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, heavy, init_widgets, picture, read_view, verdict_badge, write_url
+from app_pages.common import (
+    chart,
+    heavy,
+    init_widgets,
+    picture,
+    read_view,
+    refused,
+    show_warnings,
+    verdict_badge,
+    write_url,
+)
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.explain import markdown_table, sci
 from bnviz.explorer.family import (
@@ -74,14 +84,8 @@ def main() -> None:
         "BatchNorm, LayerNorm, InstanceNorm, GroupNorm and RMSNorm, each written from scratch in bnviz and run beside "
         "torch's on the same tensor. Every control is in the URL."
     )
-    if config != st.session_state["family.url_config"]:
-        focus_warnings = []
-    for warning in warnings + focus_warnings:
-        st.warning(warning)
-    reason = refusal(config)
-    if reason is not None:
-        write_url({**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)})
-        st.error(f"Not run: {reason}.")
+    show_warnings("family", config, warnings, focus_warnings)
+    if refused(refusal(config), {**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)}):
         return
     report = load_report(config)
     if report is None:  # over the server's memory budget: the reason is shown

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, heavy, init_widgets, read_view, verdict_badge, write_url
+from app_pages.common import chart, heavy, init_widgets, read_view, refused, verdict_badge, write_url
 from bnviz.explorer.explain import E_NOTATION, markdown_table
 from bnviz.explorer.inference import (
     DTYPES,
@@ -133,9 +133,7 @@ def main() -> None:
     st.markdown(INTRO)
     for warning in warnings:
         st.warning(warning)
-    reason = refusal(config)
-    if reason is not None:
-        st.error(f"Not run: {reason}.")
+    if refused(refusal(config)):
         return
     report = load_report(config)
     if report is None:  # over the server's memory budget: the reason is shown

@@ -14,6 +14,8 @@ from app_pages.common import (
     init_widgets,
     picture,
     read_view,
+    refused,
+    show_warnings,
     verdict_badge,
     write_url,
 )
@@ -223,15 +225,9 @@ def main() -> None:
         "bnviz's own forward and backward (no torch normalization kernel) run beside torch's layer on the same "
         "batches. Every control is in the URL: copy it to share this exact view."
     )
-    if config != st.session_state["layer.url_config"]:  # the link's warnings go once the view changes
-        focus_warnings = []
-    for warning in warnings + focus_warnings:
-        st.warning(warning)
+    show_warnings("layer", config, warnings, focus_warnings)
 
-    reason = refusal(config)
-    if reason is not None:
-        write_url({**LAYER.to_query(config), **FOCUS.to_query(focus)})
-        st.error(f"Not run: {reason}.")
+    if refused(refusal(config), {**LAYER.to_query(config), **FOCUS.to_query(focus)}):
         return
     report = load_report(config)
     if report is None:  # over the server's memory budget: the reason is shown

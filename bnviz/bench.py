@@ -30,6 +30,7 @@ import csv
 import os
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -127,6 +128,7 @@ def make_case(name: str, shape: tuple[int, ...], mode: str, device: str, compile
         extra = {}
     modules: dict[str, nn.Module] = {"torch": layers[0].to(device), "bnviz": layers[1].to(device), **extra}
     if compiled:
+        fresh_compiles()
         modules["bnviz-c"] = torch.compile(_copy_of(layers[1], device))
         modules["torch-c"] = torch.compile(_copy_of(layers[0], device))
     for m in modules.values():
@@ -135,6 +137,15 @@ def make_case(name: str, shape: tuple[int, ...], mode: str, device: str, compile
     passes = 2 if mode == "train fwd+bwd" else 1
     calls["floor"] = lambda: [floor_out.copy_(x) for _ in range(passes)]
     return Case(name, shape, mode, calls, ("bnviz-c", "torch-c") if compiled else ())
+
+
+def fresh_compiles() -> None:
+    """Forget every compiled graph (``torch._dynamo.reset``), so that the next compiled layer
+    compiles for itself, and fail rather than fall back to eager: dynamo compiles one function's
+    code at most ``recompile_limit`` (8) times — every new layer instance, mode and shape counts —
+    then runs it uncompiled, which a benchmark would time as "compiled"."""
+    torch._dynamo.reset()
+    torch._dynamo.config.fail_on_recompile_limit_hit = True
 
 
 def _copy_of(m: nn.Module, device: str) -> nn.Module:
@@ -308,6 +319,7 @@ def measure_config(config: Any, repeats: int = 7, compiled: bool = False) -> dic
     mode = "train fwd+bwd" if config.mode == "train" else "eval fwd"
     modules = {side: make_module(config, side).train(config.mode == "train") for side in ("bnviz", "torch")}
     if compiled:
+        fresh_compiles()
         modules = {side: torch.compile(m) for side, m in modules.items()}
     calls = {side: _call(m, x, upstream, mode) for side, m in modules.items()}
     case = Case("config", tuple(config.shape), mode, calls, tuple(calls) if compiled else ())
@@ -321,8 +333,6 @@ COMPILE_DEADLINE_S = 240.0  # a compiled timing, start-up and both compiles incl
 
 def _compiled_job(config: Any) -> dict[str, float]:
     """The body of ``measure_config_compiled``, in the forked process."""
-    import tempfile
-
     import torch._inductor.config as inductor_config
 
     from bnviz.explorer import procmem
@@ -363,8 +373,11 @@ def main(argv: list[str] | None = None) -> int:
     every = {**SHAPES, **TINY_SHAPES}
     shapes = TINY_SHAPES if args.tiny else ({k: every[k] for k in args.shapes} if args.shapes else SHAPES)
     family = None if args.no_family else (TINY_FAMILY_SHAPE if args.tiny else FAMILY_SHAPE)
-    startup = None if args.no_compile else inductor_startup(args.device)
-    rows = run(shapes, args.device, args.rounds, args.warmup, not args.no_memory, not args.no_compile, family)
+    with contextlib.ExitStack() as stack:
+        if not args.no_compile and "TORCHINDUCTOR_CACHE_DIR" not in os.environ:  # compile times from cold
+            os.environ["TORCHINDUCTOR_CACHE_DIR"] = stack.enter_context(tempfile.TemporaryDirectory(prefix="bnviz-"))
+        startup = None if args.no_compile else inductor_startup(args.device)
+        rows = run(shapes, args.device, args.rounds, args.warmup, not args.no_memory, not args.no_compile, family)
     print_table(rows, args.device, startup)
     if args.csv:
         with open(args.csv, "w", newline="") as f:

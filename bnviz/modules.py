@@ -23,6 +23,22 @@ from torch import Tensor, nn
 from bnviz.functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 
 
+def _register_affine(module: nn.Module, shape: Any, factory: dict, weight: bool, bias: bool | None) -> None:
+    """γ (``weight``) and β (``bias``) of ``shape`` as parameters, each registered as None where
+    left out (β also without γ); ``bias=None``: no β at all (RMSNorm). Values: ``_reset_affine``."""
+    names = (("weight", weight),) if bias is None else (("weight", weight), ("bias", weight and bias))
+    for name, wanted in names:
+        module.register_parameter(name, nn.Parameter(torch.empty(shape, **factory)) if wanted else None)
+
+
+def _reset_affine(module: nn.Module) -> None:
+    """γ ← 1, β ← 0, where they exist."""
+    if module.weight is not None:
+        nn.init.ones_(module.weight)
+    if getattr(module, "bias", None) is not None:
+        nn.init.zeros_(module.bias)
+
+
 class _NormBase(nn.Module):
     """State: affine parameters γ (``weight``) and β (``bias``) and the running statistics."""
 
@@ -80,10 +96,7 @@ class _NormBase(nn.Module):
     def reset_parameters(self) -> None:
         """Running statistics reset; γ ← 1, β ← 0."""
         self.reset_running_stats()
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def _check_input_dim(self, input: Tensor) -> None:
         raise NotImplementedError
@@ -331,23 +344,12 @@ class LayerNorm(nn.Module):
         self.elementwise_affine = elementwise_affine
         self.weight: nn.Parameter | None
         self.bias: nn.Parameter | None
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.empty(self.normalized_shape, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.empty(self.normalized_shape, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, self.normalized_shape, factory, elementwise_affine, bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """γ ← 1, β ← 0."""
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return layer_norm(input, self.normalized_shape, self.weight, self.bias, self.eps)
@@ -393,23 +395,12 @@ class GroupNorm(nn.Module):
         self.affine = affine
         self.weight: nn.Parameter | None
         self.bias: nn.Parameter | None
-        if affine:
-            self.weight = nn.Parameter(torch.empty(num_channels, **factory))
-            if bias:
-                self.bias = nn.Parameter(torch.empty(num_channels, **factory))
-            else:
-                self.register_parameter("bias", None)
-        else:
-            self.register_parameter("weight", None)
-            self.register_parameter("bias", None)
+        _register_affine(self, num_channels, factory, affine, bias)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """γ ← 1, β ← 0."""
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
-        if self.bias is not None:
-            nn.init.zeros_(self.bias)
+        _reset_affine(self)
 
     def forward(self, input: Tensor) -> Tensor:
         return group_norm(input, self.num_groups, self.weight, self.bias, self.eps)
@@ -443,16 +434,12 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self.weight: nn.Parameter | None
-        if elementwise_affine:
-            self.weight = nn.Parameter(torch.empty(self.normalized_shape, device=device, dtype=dtype))
-        else:
-            self.register_parameter("weight", None)
+        _register_affine(self, self.normalized_shape, {"device": device, "dtype": dtype}, elementwise_affine, None)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
         """γ ← 1."""
-        if self.weight is not None:
-            nn.init.ones_(self.weight)
+        _reset_affine(self)
 
     def forward(self, x: Tensor) -> Tensor:
         return rms_norm(x, self.normalized_shape, self.weight, self.eps)
