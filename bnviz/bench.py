@@ -342,14 +342,17 @@ def _compiled_job(config: Any) -> dict[str, float]:
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # from cold, and nothing left on disk
         startup = inductor_startup(config.device)
         out = measure_config(config, compiled=True)
-    return {**out, "inductor start-up s": startup, "process bytes": float(procmem.private_bytes())}
+    eager = measure_config(config)  # the same process: the rows compare
+    return {**out, "eager bnviz": eager["bnviz"], "eager torch": eager["torch"], "inductor start-up s": startup,
+            "process bytes": float(procmem.private_bytes())}  # fmt: skip
 
 
 def measure_config_compiled(config: Any) -> dict[str, float]:
     """``measure_config(config, compiled=True)`` in a process of its own, forked from the app's
     fork server (``bnviz.explorer.forks``), from cold: an empty inductor cache, removed after;
     inductor's start-up in that process measured first and reported apart ("inductor start-up
-    s"), so each layer's "compile s" is its own compile. The compiled code and the memory it took
+    s"), so each layer's "compile s" is its own compile; then both eager in the same process
+    ("eager bnviz", "eager torch"), for a fair comparison. The compiled code and the memory it took
     ("process bytes", private to that process) leave with the process. Raises ``ForkError``."""
     from bnviz.explorer import forks
 
