@@ -139,15 +139,22 @@ def show_warnings(page: str, config: Any, warnings: list[str], focus_warnings: l
         st.warning(warning)
 
 
-def refused(reason: str | None, query: Mapping[str, str] | None = None) -> bool:
-    """True, with "Not run: <reason>." shown (and the URL written first, when given), for a view
-    its engine refuses; False, showing nothing, when ``reason`` is None."""
+def report_or_reason(
+    reason: str | None, load: Callable[[], T | None], query: Mapping[str, str] | None = None
+) -> T | None:
+    """The view's report from ``load()``; or None with the reason shown — "Not run: <reason>."
+    for a view its engine refuses (``load`` is not called), the budget's own message when it
+    could never fit — and then the URL written, when ``query`` is given (a page that runs writes
+    it itself, once it knows the view's focus)."""
     if reason is None:
-        return False
+        report = load()
+        if report is not None:
+            return report
+    else:
+        st.error(f"Not run: {reason}.")
     if query is not None:
         write_url(query)
-    st.error(f"Not run: {reason}.")
-    return True
+    return None
 
 
 def write_url(query: Mapping[str, str]) -> None:

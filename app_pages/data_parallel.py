@@ -11,7 +11,7 @@ from app_pages.common import (
     heavy,
     init_widgets,
     read_view,
-    refused,
+    report_or_reason,
     show_warnings,
     verdict_badge,
     write_url,
@@ -78,18 +78,18 @@ def main() -> None:
         "statistics. Each rank below is a real gloo process on this server. Every control is in the URL."
     )
     show_warnings("data-parallel", config, warnings, focus_warnings)
-    if refused(refusal(config), {**DATA_PARALLEL.to_query(config), **FOCUS.to_query(focus)}):
-        return
-    channels = min(config.sample[0], 8)
-    channel = min(focus.channel, channels - 1)
-    write_url({**DATA_PARALLEL.to_query(config), **FOCUS.to_query(Focus(channel, focus.code))})
+    query = {**DATA_PARALLEL.to_query(config), **FOCUS.to_query(focus)}
     try:
-        report = load_report(config)
+        report = report_or_reason(refusal(config), lambda: load_report(config), query)
     except forks.ForkError as exc:  # a rank died or ran out of time: said plainly, never a hang
+        write_url(query)
         st.error(f"The ranks failed: {exc}")
         return
     if report is None:
         return
+    channels = min(config.sample[0], 8)
+    channel = min(focus.channel, channels - 1)
+    write_url({**DATA_PARALLEL.to_query(config), **FOCUS.to_query(Focus(channel, focus.code))})
     figures = cached_figures(config, channel, report)
     failing = [f"rank {r.rank}" for r in report.ranks if not r.ok]
     verdict_badge(

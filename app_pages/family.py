@@ -12,7 +12,7 @@ from app_pages.common import (
     init_widgets,
     picture,
     read_view,
-    refused,
+    report_or_reason,
     show_warnings,
     verdict_badge,
     write_url,
@@ -85,11 +85,10 @@ def main() -> None:
         "torch's on the same tensor. Every control is in the URL."
     )
     show_warnings("family", config, warnings, focus_warnings)
-    if refused(refusal(config), {**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)}):
-        return
-    report = load_report(config)
-    if report is None:  # over the server's memory budget: the reason is shown
-        write_url({**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)})
+    report = report_or_reason(
+        refusal(config), lambda: load_report(config), {**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)}
+    )
+    if report is None:
         return
     channels = min(config.shape[1], 8)
     channel = min(focus.channel, channels - 1)

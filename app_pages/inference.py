@@ -5,7 +5,16 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, heavy, init_widgets, read_view, refused, verdict_badge, write_url
+from app_pages.common import (
+    chart,
+    heavy,
+    init_widgets,
+    read_view,
+    report_or_reason,
+    show_warnings,
+    verdict_badge,
+    write_url,
+)
 from bnviz.explorer.explain import E_NOTATION, markdown_table
 from bnviz.explorer.inference import (
     DTYPES,
@@ -131,12 +140,9 @@ def main() -> None:
     write_url(INFERENCE.to_query(config))
     st.title("Fold and freeze batch norm for inference")
     st.markdown(INTRO)
-    for warning in warnings:
-        st.warning(warning)
-    if refused(refusal(config)):
-        return
-    report = load_report(config)
-    if report is None:  # over the server's memory budget: the reason is shown
+    show_warnings("inference", config, warnings)
+    report = report_or_reason(refusal(config), lambda: load_report(config))
+    if report is None:
         return
     figures = cached_figures(config, report)
     verdict_badge(report.verdict, verdict_detail(report))

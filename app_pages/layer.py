@@ -14,7 +14,7 @@ from app_pages.common import (
     init_widgets,
     picture,
     read_view,
-    refused,
+    report_or_reason,
     show_warnings,
     verdict_badge,
     write_url,
@@ -226,12 +226,10 @@ def main() -> None:
         "batches. Every control is in the URL: copy it to share this exact view."
     )
     show_warnings("layer", config, warnings, focus_warnings)
-
-    if refused(refusal(config), {**LAYER.to_query(config), **FOCUS.to_query(focus)}):
-        return
-    report = load_report(config)
-    if report is None:  # over the server's memory budget: the reason is shown
-        write_url({**LAYER.to_query(config), **FOCUS.to_query(focus)})
+    report = report_or_reason(
+        refusal(config), lambda: load_report(config), {**LAYER.to_query(config), **FOCUS.to_query(focus)}
+    )
+    if report is None:
         return
     count = min(report.config.num_features, PLOT_CHANNELS) if report.error is None else 0
     channel = min(focus.channel, max(count - 1, 0))

@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import streamlit as st
 
-from app_pages.common import chart, heavy, init_widgets, picture, read_view, refused, verdict_badge, write_url
+from app_pages.common import (
+    chart,
+    heavy,
+    init_widgets,
+    picture,
+    read_view,
+    report_or_reason,
+    show_warnings,
+    verdict_badge,
+    write_url,
+)
 from bnviz.explorer.explain import markdown_table, sci
 from bnviz.explorer.memory import estimate_bytes
 from bnviz.explorer.network import (
@@ -67,12 +77,9 @@ def main() -> None:
         "The same small CNN twice — torch's batch-norm layers in one, bnviz's in the other — trained in lockstep "
         "on a synthetic three-class image task. Every control is in the URL."
     )
-    for warning in warnings:
-        st.warning(warning)
-    if refused(refusal(config)):
-        return
-    report = load_report(config)
-    if report is None:  # over the server's memory budget: the reason is shown
+    show_warnings("network", config, warnings)
+    report = report_or_reason(refusal(config), lambda: load_report(config))
+    if report is None:
         return
     figures = cached_figures(config, report)
     failing = [layer.name for layer in report.layers if not layer.ok]

@@ -233,8 +233,6 @@ def run_data_parallel(config: DataParallelConfig, deadline_s: float = DEADLINE_S
     reason = refusal(config)
     if reason is not None:
         raise ValueError(reason)
-    if not forks.started():
-        forks.start()
     t = time.monotonic()
     results = run_world(config, deadline_s)
     seconds = time.monotonic() - t

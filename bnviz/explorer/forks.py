@@ -27,11 +27,18 @@ class ForkError(RuntimeError):
     """A forked process failed, died or ran out of time; the message says which and how."""
 
 
-def context() -> Any:
-    """The multiprocessing context whose processes are forks of the preloaded fork server."""
+def _forkserver_context() -> Any:
     ctx = multiprocessing.get_context("forkserver")
     ctx.set_forkserver_preload([PRELOAD])
     return ctx
+
+
+def context() -> Any:
+    """The multiprocessing context whose processes are forks of the preloaded fork server, the
+    server started (and waited for) first if need be."""
+    if not _started:
+        start()
+    return _forkserver_context()
 
 
 def started() -> bool:
@@ -43,7 +50,7 @@ def start() -> None:
     """Start the fork server and wait until it has imported and warmed up: its first fork (a
     process that only returns its pid) waits for that. Raises ``ForkError``."""
     global _started
-    probe = context().Process(target=os.getpid, daemon=True)
+    probe = _forkserver_context().Process(target=os.getpid, daemon=True)
     probe.start()
     probe.join(START_DEADLINE_S)
     code = probe.exitcode
@@ -78,8 +85,6 @@ def _call(fn: Callable[..., Any], args: tuple, results: Any) -> None:
 def run_in_fork(fn: Callable[..., Any], args: tuple = (), deadline_s: float = 120.0) -> Any:
     """``fn(*args)`` in a fork of the fork server (started if need be), its result sent back
     pickled (plain data). Raises ``ForkError`` when it raised, died or passed ``deadline_s``."""
-    if not _started:
-        start()
     ctx = context()
     results = ctx.Queue()
     proc = ctx.Process(target=_call, args=(fn, args, results), daemon=True)
