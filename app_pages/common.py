@@ -10,9 +10,9 @@ import streamlit as st
 from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import StopException, get_script_run_ctx
 
-from bnviz.explorer import forks, serve
-from bnviz.explorer.memory import FORK_SERVER_BYTES
+from bnviz.explorer import workers
 from bnviz.explorer.query import QuerySpec
+from bnviz.hosting import forks, serve
 
 CHART_CONFIG = {"displaylogo": False, "responsive": True}
 T = TypeVar("T")
@@ -89,8 +89,8 @@ def ensure_fork_server(why: str) -> bool:
     when the budget could never hold it."""
     if forks.started():
         return True
-    heavy("fork server", FORK_SERVER_BYTES, lambda stopped: forks.start(), f"Starting the fork server {why} (once per "
-          "server)…")  # fmt: skip
+    heavy("fork server", workers.FORK_SERVER_BYTES, lambda stopped: workers.start(),
+          f"Starting the fork server {why} (once per server)…")  # fmt: skip
     return forks.started()
 
 

@@ -16,7 +16,6 @@ from app_pages.common import (
     verdict_badge,
     write_url,
 )
-from bnviz.explorer import forks
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.data_parallel import (
     DataParallelConfig,
@@ -27,8 +26,8 @@ from bnviz.explorer.data_parallel import (
     run_data_parallel,
 )
 from bnviz.explorer.explain import markdown_table
-from bnviz.explorer.memory import estimate_bytes
 from bnviz.explorer.query import DATA_PARALLEL, FOCUS, Focus
+from bnviz.hosting import forks
 
 PREFIX = "dp."
 KINDS = {"world": "int", "per_rank": "int", "seed": "int"}
@@ -40,7 +39,7 @@ def load_report(config: DataParallelConfig) -> DataParallelReport | None:
     step, after which it stays (part of the server's baseline)."""
     if not ensure_fork_server("the ranks come from"):
         return None
-    return heavy(config, estimate_bytes(config), lambda stopped: run_data_parallel(config),
+    return heavy(config, config.estimate_bytes(), lambda stopped: run_data_parallel(config),
                  f"Starting {config.world} gloo processes…")  # fmt: skip
 
 

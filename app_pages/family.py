@@ -32,7 +32,6 @@ from bnviz.explorer.family import (
     run_family,
     universal_rows,
 )
-from bnviz.explorer.memory import estimate_bytes
 from bnviz.explorer.query import FAMILY, FAMILY_FOCUS, FamilyFocus
 
 PREFIX = "fam."
@@ -42,7 +41,7 @@ FOCUS_PREFIX = "famf."
 
 def load_report(config: FamilyConfig) -> FamilyReport | None:
     """The five members' report, within the server's memory budget (None when it could never fit)."""
-    return heavy(config, estimate_bytes(config), lambda stopped: run_family(config, stopped),
+    return heavy(config, config.estimate_bytes(), lambda stopped: run_family(config, stopped),
                  "Running the five members…")  # fmt: skip
 
 

@@ -43,7 +43,6 @@ from bnviz.explorer.inference import (
     verdict_detail,
     weight_rows,
 )
-from bnviz.explorer.memory import estimate_bytes
 from bnviz.explorer.query import INFERENCE
 
 PREFIX = "inf."
@@ -66,7 +65,7 @@ WHY = (
 
 def load_report(config: InferenceConfig) -> InferenceReport | None:
     """The run's report, within the server's memory budget (None when it could never fit)."""
-    return heavy(config, estimate_bytes(config), lambda stopped: run_inference(config, stopped),
+    return heavy(config, config.estimate_bytes(), lambda stopped: run_inference(config, stopped),
                  "Training, folding and fine-tuning…")  # fmt: skip
 
 

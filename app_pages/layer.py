@@ -20,7 +20,6 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.bench import measure_config, measure_config_compiled
-from bnviz.explorer import forks
 from bnviz.explorer.compare import (
     DTYPES,
     LAYERS,
@@ -48,17 +47,17 @@ from bnviz.explorer.explain import (
     reduced_axes,
     truth_cells,
 )
-from bnviz.explorer.memory import compiled_speed_bytes, estimate_bytes, speed_bytes
 from bnviz.explorer.picture import cells_note
 from bnviz.explorer.plots import all_figures, cube
 from bnviz.explorer.query import FOCUS, LAYER, Focus
+from bnviz.hosting import forks
 
 KINDS = {"affine": "bool", "track": "bool", "seed": "int", "steps": "int", "train_n": "int"}
 
 
 def load_report(config: Config) -> Report | None:
     """The comparison, within the server's memory budget (None when it could never fit)."""
-    return heavy(config, estimate_bytes(config), lambda stopped: run_comparison(config, stopped),
+    return heavy(config, config.estimate_bytes(), lambda stopped: run_comparison(config, stopped),
                  "Running bnviz and torch side by side…")  # fmt: skip
 
 
@@ -69,7 +68,7 @@ def cached_figures(config: Config, channel: int, _report: Report) -> dict:
 
 
 def load_speed(config: Config) -> dict[str, float] | None:
-    return heavy(("speed", config), speed_bytes(config), lambda stopped: measure_config(config), "Timing…")
+    return heavy(("speed", config), config.speed_bytes(), lambda stopped: measure_config(config), "Timing…")
 
 
 def load_compiled_speed(config: Config) -> dict[str, float] | None:
@@ -77,7 +76,7 @@ def load_compiled_speed(config: Config) -> dict[str, float] | None:
     if not ensure_fork_server("the timing process comes from"):
         return None
     doing = "Compiling both layers with torch.compile in a fresh process, then timing them (15–30 s)…"
-    return heavy(("compiled speed", config), compiled_speed_bytes(config),
+    return heavy(("compiled speed", config), config.compiled_speed_bytes(),
                  lambda stopped: measure_config_compiled(config), doing)  # fmt: skip
 
 

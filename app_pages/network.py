@@ -17,7 +17,6 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.explorer.explain import markdown_table, sci
-from bnviz.explorer.memory import estimate_bytes
 from bnviz.explorer.network import (
     MODES,
     NetworkConfig,
@@ -36,7 +35,7 @@ KINDS = {"batch": "int", "image": "int", "channels": "int", "steps": "int", "see
 
 def load_report(config: NetworkConfig) -> NetworkReport | None:
     """The trained networks' report, within the server's memory budget (None when it could never fit)."""
-    return heavy(config, estimate_bytes(config), lambda stopped: run_network(config, stopped),
+    return heavy(config, config.estimate_bytes(), lambda stopped: run_network(config, stopped),
                  "Training both networks…")  # fmt: skip
 
 

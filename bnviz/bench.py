@@ -335,7 +335,7 @@ def _compiled_job(config: Any) -> dict[str, float]:
     """The body of ``measure_config_compiled``, in the forked process."""
     import torch._inductor.config as inductor_config
 
-    from bnviz.explorer import procmem
+    from bnviz.hosting import procmem
 
     inductor_config.compile_threads = 1  # compile here, without a pool of worker processes
     with tempfile.TemporaryDirectory(prefix="bnviz-inductor-") as cache:
@@ -349,14 +349,14 @@ def _compiled_job(config: Any) -> dict[str, float]:
 
 def measure_config_compiled(config: Any) -> dict[str, float]:
     """``measure_config(config, compiled=True)`` in a process of its own, forked from the app's
-    fork server (``bnviz.explorer.forks``), from cold: an empty inductor cache, removed after;
+    fork server (``bnviz.explorer.workers``), from cold: an empty inductor cache, removed after;
     inductor's start-up in that process measured first and reported apart ("inductor start-up
     s"), so each layer's "compile s" is its own compile; then both eager in the same process
     ("eager bnviz", "eager torch"), for a fair comparison. The compiled code and the memory it took
     ("process bytes", private to that process) leave with the process. Raises ``ForkError``."""
-    from bnviz.explorer import forks
+    from bnviz.explorer import workers
 
-    return forks.run_in_fork(_compiled_job, (config,), COMPILE_DEADLINE_S)
+    return workers.run_in_fork(_compiled_job, (config,), COMPILE_DEADLINE_S)
 
 
 def main(argv: list[str] | None = None) -> int:

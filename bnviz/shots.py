@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bnviz.explorer.serve import ALLOCATOR_ENV
+from bnviz.hosting.serve import ALLOCATOR_ENV
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"

@@ -55,7 +55,7 @@ LINKS = [
     urlencode({"layer": "<script>alert(1)</script>", "shape": "<img src=x onerror=alert(1)>", "eps": "$$x$$"}),
     "layer=BatchNorm2d&shape=32,16,16,16&steps=20&dtype=float64",
 ]
-# The largest views the pages allow (memory.estimate_bytes in MiB), each opened with its own seed.
+# The largest views the pages allow (each config.estimate_bytes() in MiB), each opened with its own seed.
 WORST = [
     "layer=BatchNorm1d&shape=2000,1000&steps=7&train_n=2000&dtype=float64",  # 196: 16M values, float64
     "network?batch=256&image=64&channels=4&steps=0",  # 383: the largest network

@@ -25,7 +25,8 @@ from bnviz.explorer import picture
 from bnviz.explorer.data import DISTRIBUTIONS, population_stats, sample_batch
 from bnviz.explorer.parity import Diff, as_accurate, diff, row_slices, sum_tolerance, tolerance
 from bnviz.explorer.picture import Cells
-from bnviz.explorer.serve import Cancelled
+from bnviz.hosting.memory import BASE, MB
+from bnviz.hosting.serve import Cancelled
 
 LAYERS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNorm")
 MODES = ("train", "eval")
@@ -39,6 +40,23 @@ MAX_TRAIN_BATCH = 4096
 MAX_RANK = 8
 PLOT_CHANNELS = 8  # channels drawn in the per-channel plots
 BINS = 40
+
+# Memory (``Config.estimate_bytes``). The displayed batch, bytes per value (measured at 2,000,000
+# values: float64 82, float32 74, bfloat16 68), with 10% on top: both sides' outputs and
+# gradients, the batch and its upstream gradient, the float64 truth's (when the dtype is not
+# float64), x̂ and the gradient's allowance; differences are taken in blocks of rows.
+COMPARE_PER_VALUE = {"float64": 90, "float32": 81, "bfloat16": 75, "float16": 75}
+SMALL_BLOCKS = 64  # bytes per value up to 2**18 values: blocks under the mmap threshold stay in the heap
+COMPARE_PER_CHANNEL = 176  # running statistics, their copies, per-channel sums and statistics (measured ≤ 151)
+# A training batch, bytes per value: drawn in float64 with its temporaries, cast, and its float64
+# copy (measured at 2,000,000 values: normal 24, bimodal 30, heavy-tailed — four normal draws — 56).
+TRAIN_PER_VALUE = {"heavy-tailed": 64, "bimodal": 40}
+TRAIN_PER_VALUE_ELSE = 32
+ITEMSIZE = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
+SPEED_PER_CHANNEL = 200
+# A forked process that starts inductor and compiles two layers, with the C++ compiler processes
+# it runs (measured 414 MB at a tiny shape: the process 190 MB, the compiler the rest).
+COMPILE_PROCESS_BYTES = 430 * MB
 
 
 class TorchBatchNorm(_BatchNorm):
@@ -112,6 +130,27 @@ class Config:
     def work(self) -> int:
         """Values processed: every training batch and the displayed one."""
         return math.prod(self.train_shape) * self.steps + self.numel
+
+    def estimate_bytes(self) -> int:
+        """The peak memory ``run_comparison`` adds: the larger of the displayed batch's phase and a
+        training batch's (one at a time), plus what grows with the channels."""
+        n, c = self.numel, max(self.num_features, 1)
+        shown = COMPARE_PER_VALUE.get(self.dtype, 90) * n
+        per_train = TRAIN_PER_VALUE.get(self.dist, TRAIN_PER_VALUE_ELSE)
+        train = per_train * math.prod(self.train_shape) if self.steps else 0
+        return BASE + max(shown, train) + SMALL_BLOCKS * min(n, 2**18) + COMPARE_PER_CHANNEL * c
+
+    def speed_bytes(self) -> int:
+        """The peak of ``bench.measure_config``: the batch (drawn in float64), its upstream
+        gradient, the output and the gradient of each side; per channel, the statistics
+        (measured: float32 26, float64 52 bytes per value; 150 per channel)."""
+        e = ITEMSIZE.get(self.dtype, 8)
+        return BASE + math.ceil((24 + 4.5 * e) * self.numel) + SPEED_PER_CHANNEL * max(self.num_features, 1)
+
+    def compiled_speed_bytes(self) -> int:
+        """``bench.measure_config_compiled``: the forked process and its compilers, and the
+        timing's own data as ``speed_bytes`` counts it (measured 478 MB at 2000×1000 float64)."""
+        return COMPILE_PROCESS_BYTES + self.speed_bytes() - BASE
 
     def channels_first(self) -> Config:
         """The same view with the features moved to dim 1: the fix for a features-last tensor."""

@@ -9,7 +9,7 @@ SyncBatchNorm equals the full batch on every rank (output, ∂L/∂x, running st
 plain per-rank batch norm is from it, and — without processes — how the spread of per-rank means
 and variances grows as the per-device batch shrinks.
 
-The ranks are forks of a fork server (``forks``) that has imported ``dp_worker`` (torch and bnviz
+The ranks are forks of a fork server (``workers``) that has imported ``dp_worker`` (torch and bnviz
 only), warmed up and frozen, so a rank costs tens of MB rather than a fresh interpreter. Every
 run is bounded in time (gloo's collective timeout and a deadline on the whole world), and every
 rank is joined or killed on every exit path. The report is plain data.
@@ -29,11 +29,13 @@ import plotly.graph_objects as go
 import torch
 import torch.nn.functional as F
 
-from bnviz.explorer import dp_worker, forks
+from bnviz.explorer import dp_worker, workers
 from bnviz.explorer.data import DISTRIBUTIONS, channel_sample
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import PALETTE
 from bnviz.explorer.plots import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR
+from bnviz.hosting import forks
+from bnviz.hosting.memory import BASE, MB, with_workers
 
 MAX_WORLD = 8
 MAX_RANK_BATCH = 64
@@ -43,6 +45,14 @@ DEADLINE_S = 60.0  # the whole world, start to finish
 SPREAD_SIZES = (1, 2, 4, 8, 16, 32, 64)
 SPREAD_DRAWS = 200
 SPREAD_BLOCK_VALUES = 2**18  # values drawn at once for the spread (a few MB, whatever the sample)
+# Memory (``DataParallelConfig.estimate_bytes``). Each gloo rank is a fork of the warmed-up, frozen
+# fork server (``workers``), and holds privately what it writes (measured 24–28 MB with tiny
+# batches); each draws the whole batch and its upstream gradient in float64 (measured ≤ 4 MB more
+# at 200,000 values). The fork server itself is ``workers.FORK_SERVER_BYTES``, once per server.
+FORKED_RANK_BYTES = 30 * MB
+RANK_PER_VALUE = 48
+DP_PER_VALUE = 64  # the parent: the full-batch reference in float32 and float64 (measured ≤ 62 at 200,000)
+DP_PER_CHANNEL = 1024  # per-channel statistics of every rank, as Python lists (measured 4 MB at 4,096)
 
 
 @dataclass(frozen=True)
@@ -61,6 +71,14 @@ class DataParallelConfig:
         if self.batches.strip():
             return tuple(int(p) for p in self.batches.replace(" ", "").split(",") if p != "")
         return (self.per_rank,) * self.world
+
+    def estimate_bytes(self) -> int:
+        """The peak memory a run adds to the server's process tree: the parent's full-batch
+        reference and the spread's draws (a few MB, in blocks), plus ``world`` forked ranks. The
+        fork server is not in it (``workers.FORK_SERVER_BYTES``, once)."""
+        values = sum(self.sizes()) * math.prod(self.sample)
+        parent = DP_PER_VALUE * values + DP_PER_CHANNEL * self.sample[0] + 4 * MB
+        return BASE + parent + with_workers(self.world, RANK_PER_VALUE * values, FORKED_RANK_BYTES)
 
 
 def _typed_sizes(config: DataParallelConfig) -> str | None:
@@ -135,7 +153,7 @@ class DataParallelReport:
 def run_world(config: DataParallelConfig, deadline_s: float = DEADLINE_S) -> dict[int, dict[str, Any]]:
     """Start ``config.world`` gloo ranks on 127.0.0.1 (file rendezvous), collect each one's
     numbers, and join — or kill — every one of them on every path. Raises ``WorldError``."""
-    ctx = forks.context()
+    ctx = workers.context()
     sizes = config.sizes()
     results: dict[int, dict[str, Any]] = {}
     with tempfile.TemporaryDirectory(prefix="bnviz-dp-") as tmp:

@@ -20,8 +20,8 @@ import torch
 import torch.distributed as dist
 
 import bnviz
-from bnviz.explorer import procmem
 from bnviz.explorer.data import sample_batch
+from bnviz.hosting import procmem
 
 GLOO_TIMEOUT = datetime.timedelta(seconds=15)  # a collective waiting on a dead rank fails after this
 FAULT_ENV = "BNVIZ_DP_FAULT"  # "rank:<r>": rank r dies before the backward's collective (for the tests)

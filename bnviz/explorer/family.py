@@ -30,7 +30,8 @@ from bnviz.explorer.data import DISTRIBUTIONS, sample_batch
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import Cells, Grouping, cells, cells_figure, cube_svg, spatial_names
 from bnviz.explorer.plots import BNVIZ_COLOR, LAYOUT, TORCH_COLOR, VALUE_TICKS, bars, outline
-from bnviz.explorer.serve import Cancelled
+from bnviz.hosting.memory import BASE
+from bnviz.hosting.serve import Cancelled
 
 MEMBERS = ("BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "RMSNorm")
 LN_OVER = ("sample", "last")  # LayerNorm/RMSNorm over every per-sample dim, or over the last dim only
@@ -58,6 +59,11 @@ class FamilyConfig:
     def normalized_shape(self) -> tuple[int, ...]:
         """LayerNorm's and RMSNorm's trailing dims: every per-sample dim, or the last one."""
         return self.shape[1:] if self.ln_over == "sample" else self.shape[-1:]
+
+    def estimate_bytes(self) -> int:
+        """The peak memory ``run_family`` adds: five members, each bnviz, torch and float64 with
+        gradients, one member at a time (measured 110–113 bytes per value at a million)."""
+        return BASE + 136 * self.numel
 
 
 def refusal(config: FamilyConfig) -> str | None:

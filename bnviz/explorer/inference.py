@@ -46,8 +46,9 @@ import bnviz
 from bnviz.explorer.explain import sci
 from bnviz.explorer.parity import diff, tolerance
 from bnviz.explorer.plots import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR
-from bnviz.explorer.serve import Cancelled
 from bnviz.fold import BATCH_NORMS, FrozenBatchNorm
+from bnviz.hosting.memory import BASE
+from bnviz.hosting.serve import Cancelled
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 CLASSES = 3  # = input channels: class k brightens input channel k
@@ -113,6 +114,12 @@ class InferenceConfig:
     @property
     def work(self) -> int:
         return self.batch_values * self.passes
+
+    def estimate_bytes(self) -> int:
+        """The peak memory ``run_inference`` adds: a small network and its batches (capped at
+        32,768 activation values per batch)."""
+        itemsize = DTYPES[self.dtype].itemsize if self.dtype in DTYPES else 8
+        return BASE + 64 * itemsize * self.batch_values
 
 
 def refusal(config: InferenceConfig) -> str | None:

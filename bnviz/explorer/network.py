@@ -26,7 +26,8 @@ import bnviz
 from bnviz.explorer.parity import as_accurate
 from bnviz.explorer.picture import Grouping, cube_svg
 from bnviz.explorer.plots import BNVIZ_COLOR, DIFF_COLORS, INPUT_COLOR, LAYOUT, TORCH_COLOR
-from bnviz.explorer.serve import Cancelled
+from bnviz.hosting.memory import BASE
+from bnviz.hosting.serve import Cancelled
 
 MODES = ("train", "eval")
 CLASSES = 3
@@ -59,6 +60,17 @@ class NetworkConfig:
         conv2 = n * 2 * c * half * half * c * 9
         linear = n * (2 * c * half * half * HIDDEN + HIDDEN * CLASSES)
         return conv1 + conv2 + linear
+
+    def estimate_bytes(self) -> int:
+        """The peak memory ``run_network`` adds. Three networks (bnviz, torch, float64): per image
+        pixel, the float64 conv's unfolded input (27 values) and every layer's activations
+        (∝ channels), twice that with training's saved activations and gradients; per parameter
+        of the classifier's first linear layer (2c·(H/2)²·32), the weights and gradients of the
+        three networks and the float64 copies that compare them. 15% on top."""
+        pixels = self.batch * self.image**2
+        per_pixel = 260 + 12 * self.channels + (16 * self.channels + 16 if self.steps else 0)
+        params = 16 * self.channels * self.image**2
+        return BASE + math.ceil(1.15 * (pixels * per_pixel + 72 * params))
 
 
 def refusal(config: NetworkConfig) -> str | None:

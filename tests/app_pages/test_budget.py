@@ -9,7 +9,8 @@ import time
 import pytest
 
 from app_pages.common import server
-from bnviz.explorer import forks, serve
+from bnviz.explorer import workers
+from bnviz.hosting import forks, serve
 from tests.app_pages.helpers import page_text, run_app, verdict
 
 
@@ -67,9 +68,9 @@ def test_a_view_over_the_servers_budget_is_refused_with_its_reason(fresh_server,
 def test_the_data_parallel_page_counts_its_processes_in_the_budget(fresh_server, monkeypatch, fork_server_running,
                                                                    needs):  # fmt: skip
     if fork_server_running:
-        forks.start()
+        workers.start()
     else:
-        monkeypatch.setattr(forks, "_started", False)
+        monkeypatch.setattr(forks, "_started", None)
     shared = fresh_server("100")
     at = run_app({"world": "8", "per_rank": "64", "sample": "6,8,8"}, "data_parallel")
     text = page_text(at)

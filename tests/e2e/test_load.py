@@ -7,10 +7,10 @@ from __future__ import annotations
 import threading
 import time
 
-from bnviz.explorer import memory, serve
 from bnviz.explorer.compare import Config
 from bnviz.explorer.family import FamilyConfig
 from bnviz.explorer.network import NetworkConfig
+from bnviz.hosting import serve
 from bnviz.shots import DRAWN, NOT_RUNNING, VIEWPORT, open_view, serve_app, tree_rss_mb, verdict_text
 
 BUDGET_MB = 300
@@ -29,7 +29,7 @@ WARM = ["", "family", "network"]  # each page's default view: every module impor
 
 def test_the_heavy_views_fit_the_budget_together_only_in_turns():
     """The test's premise: each view fits the budget, and no two fit it together (they queue)."""
-    costs = sorted(memory.estimate_bytes(config) / serve.MB for config in HEAVY.values())
+    costs = sorted(config.estimate_bytes() / serve.MB for config in HEAVY.values())
     assert costs[-1] <= BUDGET_MB and costs[0] + costs[1] > BUDGET_MB, costs
 
 

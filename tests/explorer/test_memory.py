@@ -1,4 +1,5 @@
-"""Every heavy call's memory estimate, against the peak its run really adds (``memory.measure_peak``:
+"""Every heavy call's memory estimate (its config's ``estimate_bytes()``), against the peak its run
+really adds (``bnviz.hosting.memory.measure_peak``:
 the resident set's high-water mark, in a fresh process with the allocator tuned as the server's),
 over a table of configs of every engine — the largest each page allows among them."""
 
@@ -12,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from bnviz.explorer import compare, data_parallel, family, forks, inference, memory, network, serve
+from bnviz.explorer import compare, data_parallel, family, inference, network, workers
 from bnviz.explorer.compare import Config
 from bnviz.explorer.data_parallel import DataParallelConfig
 from bnviz.explorer.family import FamilyConfig
 from bnviz.explorer.inference import InferenceConfig
 from bnviz.explorer.network import NetworkConfig
+from bnviz.hosting import memory, serve
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 2**20
@@ -87,7 +89,7 @@ def measure_all() -> dict[str, list]:
     """Each case's measured peak (bytes) and method, after one small run of every engine (lazy
     imports, thread pools). Processes a run starts count too (their private memory); the fork
     server the data-parallel ranks come from is measured on its own, first."""
-    out = {FORK_SERVER: list(memory.measure_peak(forks.start, children=True)[1:])}
+    out = {FORK_SERVER: list(memory.measure_peak(workers.start, children=True)[1:])}
     for what, config in (("report", Config(steps=1)), ("speed", Config()), ("report", NetworkConfig(steps=1)),
                          ("report", FamilyConfig()), ("report", InferenceConfig(train_steps=1, finetune_steps=1)),
                          ("report", DataParallelConfig(world=1, per_rank=2))):
@@ -115,8 +117,8 @@ def measured() -> dict[str, list]:
 
 
 def estimate(what: str, config) -> int:
-    estimator = {"speed": memory.speed_bytes, "compiled": memory.compiled_speed_bytes}.get(what, memory.estimate_bytes)
-    return estimator(config)
+    return {"speed": config.speed_bytes, "compiled": config.compiled_speed_bytes}[what]() if what != "report" \
+        else config.estimate_bytes()
 
 
 def _within(est: int, peak: int, numbers: str) -> None:
@@ -141,8 +143,12 @@ def test_the_estimate_covers_the_measured_peak_and_is_not_far_above(measured, na
 
 def test_the_fork_server_is_within_its_allowance(measured):
     peak, method = measured[FORK_SERVER]
-    est = memory.FORK_SERVER_BYTES
+    est = workers.FORK_SERVER_BYTES
     _within(est, peak, f"fork server: allowance {est / MB:.1f} MiB, measured {peak / MB:.1f} MiB ({method})")
+
+
+def own_estimate(config) -> int:
+    return config.estimate_bytes()
 
 
 def test_the_default_budget_runs_the_largest_views_but_two_million_channels():
@@ -150,26 +156,26 @@ def test_the_default_budget_runs_the_largest_views_but_two_million_channels():
     for a batch of one with two million channels (every per-channel tensor as large as the batch)
     and the compiled timing of the largest shapes (the compiler alone takes 220 MB)."""
     largest = {  # name: (its page's caps, its estimate, config, fits the default budget)
-        "layer, 2000x1000 float64 after 7 batches as large": (compare.refusal, memory.estimate_bytes, Config(
+        "layer, 2000x1000 float64 after 7 batches as large": (compare.refusal, own_estimate, Config(
             layer=B1, shape=(2000, 1000), dtype="float64", steps=7, train_batch=2000), True),
-        "layer, a million channels in float64": (compare.refusal, memory.estimate_bytes, Config(
+        "layer, a million channels in float64": (compare.refusal, own_estimate, Config(
             layer=B1, shape=(2, 1_000_000), dtype="float64", steps=1, train_batch=2), True),
-        "layer, its timing": (compare.refusal, memory.speed_bytes, Config(
+        "layer, its timing": (compare.refusal, Config.speed_bytes, Config(
             layer=B1, shape=(2, 1_000_000), dtype="float64", steps=1, train_batch=2), True),
-        "network": (network.refusal, memory.estimate_bytes, NetworkConfig(batch=256, image=64, channels=4, steps=0),
+        "network": (network.refusal, own_estimate, NetworkConfig(batch=256, image=64, channels=4, steps=0),
                     True),
-        "family": (family.refusal, memory.estimate_bytes, FamilyConfig(shape=(10, 100, 1000), groups=4), True),
-        "inference": (inference.refusal, memory.estimate_bytes, InferenceConfig(
+        "family": (family.refusal, own_estimate, FamilyConfig(shape=(10, 100, 1000), groups=4), True),
+        "inference": (inference.refusal, own_estimate, InferenceConfig(
             batch_size=64, channels=4, image_size=8, train_steps=5, finetune_steps=1, dtype="float64"), True),
-        "data parallel, 8 ranks, 200,000 values": (data_parallel.refusal, memory.estimate_bytes, DataParallelConfig(
+        "data parallel, 8 ranks, 200,000 values": (data_parallel.refusal, own_estimate, DataParallelConfig(
             world=8, per_rank=64, sample=(6, 8, 8)), True),
-        "data parallel, its fork server": (data_parallel.refusal, lambda c: memory.FORK_SERVER_BYTES,
+        "data parallel, its fork server": (data_parallel.refusal, lambda c: workers.FORK_SERVER_BYTES,
                                            DataParallelConfig(), True),
-        "layer, the compiled timing of 2000x1000 float32": (compare.refusal, memory.compiled_speed_bytes, Config(
+        "layer, the compiled timing of 2000x1000 float32": (compare.refusal, Config.compiled_speed_bytes, Config(
             layer=B1, shape=(2000, 1000)), True),
-        "layer, the compiled timing of 2000x1000 float64": (compare.refusal, memory.compiled_speed_bytes, Config(
+        "layer, the compiled timing of 2000x1000 float64": (compare.refusal, Config.compiled_speed_bytes, Config(
             layer=B1, shape=(2000, 1000), dtype="float64"), False),
-        "layer, two million channels": (compare.refusal, memory.estimate_bytes, Config(
+        "layer, two million channels": (compare.refusal, own_estimate, Config(
             layer=B1, shape=(1, 2_000_000), mode="eval", steps=0, train_batch=1), False),
     }  # fmt: skip
     budget = serve.DEFAULT_BUDGET_MB * MB
@@ -179,11 +185,6 @@ def test_the_default_budget_runs_the_largest_views_but_two_million_channels():
         assert (est <= budget) == fits, f"{name}: {est / MB:.0f} MiB, the default budget {budget / MB:.0f} MiB"
 
 
-def test_an_unknown_config_has_no_estimate_until_one_is_registered():
-    class Other:
-        workers = 3
-
-    with pytest.raises(TypeError, match="register one"):
-        memory.estimate_bytes(Other())
-    memory.estimate_bytes.register(Other, lambda c: memory.with_workers(c.workers, 10 * MB))
-    assert memory.estimate_bytes(Other()) == 3 * (memory.PROCESS_BYTES + 10 * MB)
+def test_workers_add_their_own_start_and_data():
+    assert memory.with_workers(3, 10 * MB) == 3 * (memory.PROCESS_BYTES + 10 * MB)
+    assert memory.with_workers(2, 5 * MB, 30 * MB) == 2 * 35 * MB

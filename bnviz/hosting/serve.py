@@ -1,7 +1,7 @@
 """What keeps a hosted demo alive under its audience: one memory budget for the whole server.
 
 Every heavy call (a comparison, a network's training, a timing…) states its peak bytes before
-anything is allocated (``memory.estimate_bytes`` of its config). ``Budget`` runs it only while
+anything is allocated (its config's ``estimate_bytes()``). ``Budget`` runs it only while
 the estimates of the calls running together stay under the server's budget; the others wait in
 a fair queue, and a call that could never fit is refused with the reason. ``ResultCache`` keeps
 finished reports (plain data, bounded); ``run_heavy`` ties the two: a cached result at once,

@@ -1,11 +1,12 @@
-"""Work that runs in processes of its own, forked from one fork server: the /data-parallel page's
-gloo ranks, and the layer page's compiled timings (whose compiled code and memory leave with the
-process instead of staying in the server's).
+"""Work that runs in processes of its own, forked from one fork server (in the app: the
+/data-parallel page's gloo ranks, and the layer page's compiled timings, whose compiled code and
+memory leave with the process instead of staying in the server's).
 
-The fork server imports ``fork_preload`` once (torch, bnviz, one warm-up forward and backward,
-then ``gc.freeze``), so a fork starts at once and copies little of it. It lives as long as the
-process that started it. Every process started here is joined, or terminated then killed, on
-every exit path.
+The fork server imports the ``preload`` module it is started with once — the caller's warm-up:
+heavy imports, a first run, ``gc.freeze`` — so a fork starts at once and copies little of it. A
+process has one fork server (multiprocessing's), started by the first ``start`` or ``context``;
+it lives as long as that process. Every process started here is joined, or terminated then
+killed, on every exit path.
 """
 
 from __future__ import annotations
@@ -18,46 +19,48 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
-PRELOAD = "bnviz.explorer.fork_preload"
 START_DEADLINE_S = 60.0
-_started = False
+_started: str | None = None  # the preload module of this process's fork server, once started
 
 
 class ForkError(RuntimeError):
     """A forked process failed, died or ran out of time; the message says which and how."""
 
 
-def _forkserver_context() -> Any:
+def _forkserver_context(preload: str) -> Any:
+    if _started is not None and preload != _started:
+        raise ValueError(f"this process's fork server preloads {_started}, not {preload}")
     ctx = multiprocessing.get_context("forkserver")
-    ctx.set_forkserver_preload([PRELOAD])
+    ctx.set_forkserver_preload([preload])
     return ctx
 
 
-def context() -> Any:
-    """The multiprocessing context whose processes are forks of the preloaded fork server, the
-    server started (and waited for) first if need be."""
-    if not _started:
-        start()
-    return _forkserver_context()
+def context(preload: str) -> Any:
+    """The multiprocessing context whose processes are forks of the fork server that preloads
+    the module ``preload``, the server started (and waited for) first if need be."""
+    if _started is None:
+        start(preload)
+    return _forkserver_context(preload)
 
 
 def started() -> bool:
     """Whether this process has started its fork server."""
-    return _started
+    return _started is not None
 
 
-def start() -> None:
-    """Start the fork server and wait until it has imported and warmed up: its first fork (a
-    process that only returns its pid) waits for that. Raises ``ForkError``."""
+def start(preload: str) -> None:
+    """Start the fork server, which imports the module named ``preload`` first, and wait until
+    it has: its first fork (a process that only returns its pid) waits for that. Raises
+    ``ForkError``; ``ValueError`` when the server was started with another module."""
     global _started
-    probe = _forkserver_context().Process(target=os.getpid, daemon=True)
+    probe = _forkserver_context(preload).Process(target=os.getpid, daemon=True)
     probe.start()
     probe.join(START_DEADLINE_S)
     code = probe.exitcode
     stop([probe])
     if code != 0:
         raise ForkError("the fork server that starts worker processes did not start")
-    _started = True
+    _started = preload
 
 
 def stop(procs: list) -> None:
@@ -82,10 +85,11 @@ def _call(fn: Callable[..., Any], args: tuple, results: Any) -> None:
         results.put(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=-3)))
 
 
-def run_in_fork(fn: Callable[..., Any], args: tuple = (), deadline_s: float = 120.0) -> Any:
-    """``fn(*args)`` in a fork of the fork server (started if need be), its result sent back
-    pickled (plain data). Raises ``ForkError`` when it raised, died or passed ``deadline_s``."""
-    ctx = context()
+def run_in_fork(preload: str, fn: Callable[..., Any], args: tuple = (), deadline_s: float = 120.0) -> Any:
+    """``fn(*args)`` in a fork of the fork server that preloads ``preload`` (started if need
+    be), its result sent back pickled (plain data). Raises ``ForkError`` when it raised, died or
+    passed ``deadline_s``."""
+    ctx = context(preload)
     results = ctx.Queue()
     proc = ctx.Process(target=_call, args=(fn, args, results), daemon=True)
     end = time.monotonic() + deadline_s

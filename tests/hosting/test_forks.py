@@ -1,4 +1,4 @@
-"""Work in forked processes (``bnviz.explorer.forks``): a table of jobs against what the caller
+"""Work in forked processes (``bnviz.hosting.forks``): a table of jobs against what the caller
 gets back — the value, or a ForkError that says what happened — and never a process left behind."""
 
 from __future__ import annotations
@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from bnviz.explorer import forks, procmem
+from bnviz.explorer.workers import PRELOAD  # a process has one fork server: the app's
+from bnviz.hosting import forks, procmem
 
 
 def answer(x: int) -> dict:
@@ -41,10 +42,10 @@ def test_a_job_in_a_fork_gives_its_value_or_a_clear_error(job, args, deadline, e
     start = time.monotonic()
     if isinstance(expected, str):
         with pytest.raises(forks.ForkError) as caught:
-            forks.run_in_fork(job, args, deadline)
+            forks.run_in_fork(PRELOAD, job, args, deadline)
         assert str(caught.value) == expected, (str(caught.value), expected)
     else:
-        got = forks.run_in_fork(job, args, deadline)
+        got = forks.run_in_fork(PRELOAD, job, args, deadline)
         assert got["twice"] == expected["twice"], (got, expected)
         assert got["pid"] != os.getpid()
     assert time.monotonic() - start < deadline + 10

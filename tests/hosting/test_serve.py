@@ -10,8 +10,8 @@ import time
 
 import pytest
 
-from bnviz.explorer import serve
-from bnviz.explorer.serve import MB, Budget, Cancelled, Refused, ResultCache, run_heavy
+from bnviz.hosting import serve
+from bnviz.hosting.serve import MB, Budget, Cancelled, Refused, ResultCache, run_heavy
 
 
 def wait_until(condition, timeout: float = 5.0) -> None:

@@ -1,0 +1,34 @@
+"""The explorer's worker processes: forks of one fork server (``bnviz.hosting.forks``) that has
+preloaded ``fork_preload`` — torch, bnviz, the data-parallel rank's code, one warm-up forward and
+backward, then ``gc.freeze`` — so that a worker shares most of its memory with the fork server.
+
+The /data-parallel page's gloo ranks and the layer page's compiled timings run here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from bnviz.hosting import forks
+from bnviz.hosting.memory import MB
+
+PRELOAD = "bnviz.explorer.fork_preload"
+# The fork server itself: measured 178 MB, its resource tracker 5 MB. It starts once per server,
+# on the first view that needs it, as a budgeted step of its own, and then stays.
+FORK_SERVER_BYTES = 200 * MB
+
+
+def context() -> Any:
+    """The multiprocessing context whose processes are forks of the preloaded fork server."""
+    return forks.context(PRELOAD)
+
+
+def start() -> None:
+    """Start the fork server (once per process) and wait until it has warmed up."""
+    forks.start(PRELOAD)
+
+
+def run_in_fork(fn: Callable[..., Any], args: tuple = (), deadline_s: float = 120.0) -> Any:
+    """``fn(*args)`` in a fork of the preloaded fork server (``forks.run_in_fork``)."""
+    return forks.run_in_fork(PRELOAD, fn, args, deadline_s)
