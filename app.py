@@ -8,18 +8,21 @@ import streamlit as st
 
 from app_pages.common import server
 
-st.set_page_config(page_title="bnviz — batch norm explorer", page_icon="📊", layout="wide")
+st.set_page_config(page_title="bnviz — batch norm explorer", page_icon=":material/bar_chart:", layout="wide")
 server()  # once per process: the memory budget all visitors share, the reports' cache, the allocator tuned
 
 PAGES = {  # one page per question (../shared/PRODUCT.md), grouped as a reader meets them
     "Batch norm": [
-        st.Page("app_pages/layer.py", title="Layer explorer", icon="🔬", default=True),
-        st.Page("app_pages/network.py", title="BatchNorm2d vs 1d in a CNN", icon="🧱", url_path="network"),
+        st.Page("app_pages/layer.py", title="Layer explorer", icon=":material/biotech:", default=True),
+        st.Page("app_pages/network.py", title="BatchNorm2d vs 1d in a CNN", icon=":material/layers:",
+                url_path="network"),
     ],
     "Beyond one layer": [
-        st.Page("app_pages/family.py", title="The normalization family", icon="👪", url_path="family"),
-        st.Page("app_pages/data_parallel.py", title="Across devices", icon="🔗", url_path="data-parallel"),
-        st.Page("app_pages/inference.py", title="Fold and freeze for inference", icon="🧊", url_path="inference"),
+        st.Page("app_pages/family.py", title="The normalization family", icon=":material/diversity_3:",
+                url_path="family"),
+        st.Page("app_pages/data_parallel.py", title="Across devices", icon=":material/hub:", url_path="data-parallel"),
+        st.Page("app_pages/inference.py", title="Fold and freeze for inference", icon=":material/ac_unit:",
+                url_path="inference"),
     ],
 }
 

@@ -94,23 +94,44 @@ def ensure_fork_server(why: str) -> bool:
     return forks.started()
 
 
-def init_widgets(page: str, spec: QuerySpec, base: Any, kinds: Mapping[str, str], prefix: str = "") -> None:
-    """On a page's first run in a session (or when its widgets were dropped by a page switch), the
-    URL sets every widget; the link's refused values are kept to be shown until the view changes.
+def view(
+    page: str, spec: QuerySpec, base: Any, kinds: Mapping[str, str], prefix: str = "", url_page: str | None = None
+) -> tuple[Any, list[str]]:
+    """The config the page's widgets describe, and the warnings to show. Call it before the
+    widgets are drawn: it may set them.
+
+    - The URL sets every widget on the page's first run in a session, when its widgets were
+      dropped by a page switch, and whenever the URL changed from outside — a link into this page
+      from the app itself, the browser's back button: the URL differs from what the page last
+      wrote (``write_url``). The link's refused values are kept to be shown until the view changes.
+    - Else the widgets are the view. A value just typed that is refused is replaced in its box by
+      the value in use, and its warning is shown on this run only.
 
     ``kinds`` maps URL names to widget kinds: "text" (a text box or a choice: the URL text),
-    "bool" (a checkbox) or "int" (a number box)."""
+    "bool" (a checkbox) or "int" (a number box). ``url_page`` names the page whose URL this is
+    (a page with two specs, its view and its focus, passes its own name for both)."""
     keys = [prefix + name for name in spec.names]
-    if st.session_state.get(f"{page}.initialized") and all(k in st.session_state for k in keys):
-        return
-    config, warnings = spec.parse(st.query_params.to_dict(), base)
-    for name in spec.names:
-        value = getattr(config, spec.params[name].field)
+    url = st.query_params.to_dict()
+    outside = url != st.session_state.get(f"{url_page or page}.url")
+    st.session_state.setdefault(f"{url_page or page}.defaults", {}).update(spec.to_query(base))  # for write_url
+    if outside or not st.session_state.get(f"{page}.initialized") or any(k not in st.session_state for k in keys):
+        config, warnings = spec.parse(url, base)
+        _set_widgets(spec, config, kinds, prefix, spec.names)
+        st.session_state[f"{page}.url_warnings"] = warnings
+        st.session_state[f"{page}.url_config"] = config
+        st.session_state[f"{page}.initialized"] = True
+        return config, warnings
+    config, typed, refused = spec.parse_refused(widget_query(spec, prefix), base)
+    _set_widgets(spec, config, kinds, prefix, refused)
+    url_warnings = st.session_state[f"{page}.url_warnings"] if config == st.session_state[f"{page}.url_config"] else []
+    return config, url_warnings + typed
+
+
+def _set_widgets(spec: QuerySpec, config: Any, kinds: Mapping[str, str], prefix: str, names: Any) -> None:
+    for name in names:
         kind = kinds.get(name, "text")
+        value = getattr(config, spec.params[name].field)
         st.session_state[prefix + name] = value if kind in ("bool", "int") else spec.format_value(name, config)
-    st.session_state[f"{page}.url_warnings"] = warnings
-    st.session_state[f"{page}.url_config"] = config
-    st.session_state[f"{page}.initialized"] = True
 
 
 def widget_query(spec: QuerySpec, prefix: str = "") -> dict[str, str]:
@@ -120,14 +141,6 @@ def widget_query(spec: QuerySpec, prefix: str = "") -> dict[str, str]:
         value = st.session_state.get(prefix + name)
         out[name] = ("true" if value else "false") if isinstance(value, bool) else str(value)
     return out
-
-
-def read_view(page: str, spec: QuerySpec, base: Any, prefix: str = "") -> tuple[Any, list[str]]:
-    """The config the widgets describe, with the warnings to show: the link's refused values
-    (until the reader changes the view) and values just typed that were refused."""
-    config, typed = spec.parse(widget_query(spec, prefix), base)
-    url_warnings = st.session_state[f"{page}.url_warnings"] if config == st.session_state[f"{page}.url_config"] else []
-    return config, url_warnings + typed
 
 
 def show_warnings(page: str, config: Any, warnings: list[str], focus_warnings: list[str] = ()) -> None:
@@ -140,27 +153,40 @@ def show_warnings(page: str, config: Any, warnings: list[str], focus_warnings: l
 
 
 def report_or_reason(
-    reason: str | None, load: Callable[[], T | None], query: Mapping[str, str] | None = None
+    reason: str | None, load: Callable[[], T | None], url: tuple[str, Mapping[str, str]] | None = None
 ) -> T | None:
     """The view's report from ``load()``; or None with the reason shown — "Not run: <reason>."
     for a view its engine refuses (``load`` is not called), the budget's own message when it
-    could never fit — and then the URL written, when ``query`` is given (a page that runs writes
-    it itself, once it knows the view's focus)."""
+    could never fit — and then the URL written, when ``url`` (the page, its query) is given (a page
+    that runs writes it itself, once it knows the view's focus)."""
     if reason is None:
         report = load()
         if report is not None:
             return report
     else:
         st.error(f"Not run: {reason}.")
-    if query is not None:
-        write_url(query)
+    if url is not None:
+        write_url(*url)
     return None
 
 
-def write_url(query: Mapping[str, str]) -> None:
-    """The URL follows the view; when it is already right, nothing is sent."""
-    if st.query_params.to_dict() != dict(query):
-        st.query_params.from_dict(dict(query))
+def write_url(page: str, query: Mapping[str, str]) -> None:
+    """The URL follows the view, and ``page`` remembers it (``view`` tells a link from outside by
+    it). A URL that already says this view — every parameter it has is the view's, the others at
+    their defaults, as a link from the home page's index — is left as it is, its section anchor
+    (``#…``) with it. Else the view's whole query is sent. A link to the page already open, inside
+    the session, does not change the browser's address by itself: then it is sent too."""
+    query = dict(query)
+    url = st.query_params.to_dict()
+    defaults = st.session_state.get(f"{page}.defaults", {})
+    says_this_view = set(url) <= set(query) and all(url.get(k, defaults.get(k)) == v for k, v in query.items())
+    remembered = st.session_state.get(f"{page}.url")
+    in_session_link = remembered is not None and url != remembered
+    if says_this_view and not in_session_link:
+        query = url
+    else:
+        st.query_params.from_dict(query)
+    st.session_state[f"{page}.url"] = query
 
 
 def verdict_badge(verdict: str, detail: str, refused: bool = False, key: str = "verdict") -> None:

@@ -9,11 +9,10 @@ from app_pages.common import (
     chart,
     ensure_fork_server,
     heavy,
-    init_widgets,
-    read_view,
     report_or_reason,
     show_warnings,
     verdict_badge,
+    view,
     write_url,
 )
 from bnviz.explorer.data import DISTRIBUTIONS
@@ -65,11 +64,10 @@ def sidebar() -> None:
 
 
 def main() -> None:
-    init_widgets("data-parallel", DATA_PARALLEL, DataParallelConfig(), KINDS, PREFIX)
-    init_widgets("data-parallel.focus", FOCUS, Focus(), {"channel": "int", "code": "bool"}, PREFIX + "focus.")
+    config, warnings = view("data-parallel", DATA_PARALLEL, DataParallelConfig(), KINDS, PREFIX)
+    focus, focus_warnings = view("data-parallel.focus", FOCUS, Focus(), {"channel": "int", "code": "bool"},
+                                 PREFIX + "focus.", url_page="data-parallel")  # fmt: skip
     sidebar()
-    config, warnings = read_view("data-parallel", DATA_PARALLEL, DataParallelConfig(), PREFIX)
-    focus, focus_warnings = read_view("data-parallel.focus", FOCUS, Focus(), PREFIX + "focus.")
     st.title("Batch norm across devices")
     st.caption(
         "Under DistributedDataParallel each device normalizes with its own slice of the batch. bnviz.SyncBatchNorm — "
@@ -79,16 +77,16 @@ def main() -> None:
     show_warnings("data-parallel", config, warnings, focus_warnings)
     query = {**DATA_PARALLEL.to_query(config), **FOCUS.to_query(focus)}
     try:
-        report = report_or_reason(refusal(config), lambda: load_report(config), query)
+        report = report_or_reason(refusal(config), lambda: load_report(config), ("data-parallel", query))
     except forks.ForkError as exc:  # a rank died or ran out of time: said plainly, never a hang
-        write_url(query)
+        write_url("data-parallel", query)
         st.error(f"The ranks failed: {exc}")
         return
     if report is None:
         return
     channels = min(config.sample[0], 8)
     channel = min(focus.channel, channels - 1)
-    write_url({**DATA_PARALLEL.to_query(config), **FOCUS.to_query(Focus(channel, focus.code))})
+    write_url("data-parallel", {**DATA_PARALLEL.to_query(config), **FOCUS.to_query(Focus(channel, focus.code))})
     figures = cached_figures(config, channel, report)
     failing = [f"rank {r.rank}" for r in report.ranks if not r.ok]
     verdict_badge(
@@ -123,9 +121,10 @@ def main() -> None:
     st.subheader("Why small per-device batches hurt")
     chart(figures["spread"], "chart-spread")
     st.caption(
-        "Drawn from the same distribution: how much a slice's mean and variance scatter (channel 0) against the "
-        "samples per device, with σ/√n for the mean. Dashed: this view's per-rank sizes. Halving the per-device "
-        "batch makes each device's statistics about √2 noisier; SyncBatchNorm restores the whole batch's."
+        "Drawn from the same distribution: how much a slice's mean and variance scatter (channel 0) against n, the "
+        "values each device's statistic is taken over — its samples times each sample's positions — with σ/√n for "
+        "the mean. Dashed: this view's per-rank n. Halving the per-device batch makes each device's statistics "
+        "about √2 noisier; SyncBatchNorm restores the whole batch's."
     )
 
     st.subheader("On several machines")

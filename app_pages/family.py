@@ -9,12 +9,11 @@ import streamlit as st
 from app_pages.common import (
     chart,
     heavy,
-    init_widgets,
     picture,
-    read_view,
     report_or_reason,
     show_warnings,
     verdict_badge,
+    view,
     write_url,
 )
 from bnviz.explorer.data import DISTRIBUTIONS
@@ -35,6 +34,7 @@ from bnviz.explorer.family import (
 from bnviz.explorer.query import FAMILY, FAMILY_FOCUS, FamilyFocus
 
 PREFIX = "fam."
+PICTURES_PER_ROW = 3
 KINDS = {"groups": "int", "seed": "int"}
 FOCUS_PREFIX = "famf."
 
@@ -73,25 +73,23 @@ def sidebar() -> None:
 
 
 def main() -> None:
-    init_widgets("family", FAMILY, FamilyConfig(), KINDS, PREFIX)
-    init_widgets("family.focus", FAMILY_FOCUS, FamilyFocus(), {"channel": "int"}, FOCUS_PREFIX)
+    config, warnings = view("family", FAMILY, FamilyConfig(), KINDS, PREFIX)
+    focus, focus_warnings = view("family.focus", FAMILY_FOCUS, FamilyFocus(), {"channel": "int"}, FOCUS_PREFIX,
+                                 url_page="family")  # fmt: skip
     sidebar()
-    config, warnings = read_view("family", FAMILY, FamilyConfig(), PREFIX)
-    focus, focus_warnings = read_view("family.focus", FAMILY_FOCUS, FamilyFocus(), FOCUS_PREFIX)
     st.title("One operation, five sets of values")
     st.caption(
         "BatchNorm, LayerNorm, InstanceNorm, GroupNorm and RMSNorm, each written from scratch in bnviz and run beside "
         "torch's on the same tensor. Every control is in the URL."
     )
     show_warnings("family", config, warnings, focus_warnings)
-    report = report_or_reason(
-        refusal(config), lambda: load_report(config), {**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)}
-    )
+    query = {**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)}
+    report = report_or_reason(refusal(config), lambda: load_report(config), ("family", query))
     if report is None:
         return
     channels = min(config.shape[1], 8)
     channel = min(focus.channel, channels - 1)
-    write_url({**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(FamilyFocus(channel, focus.member))})
+    write_url("family", {**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(FamilyFocus(channel, focus.member))})
     failing = [m.member for m in report.members if not m.ok]
     verdict_badge(
         report.verdict,
@@ -109,12 +107,13 @@ def main() -> None:
     views = cached_views(config, channel, focus.member, report)
 
     st.subheader("Which values share a statistic")
-    columns = st.columns(len(MEMBERS), gap="small")
-    for column, m in zip(columns, report.members, strict=True):
-        with column:
-            st.markdown(f"**{m.member}**")
-            picture(views["pictures"][m.member], f"{m.member}: the values that share one statistic")
-            st.caption(f"{m.statistics:,} statistics of {m.per_statistic:,} values · {m.verdict}")
+    for start in range(0, len(report.members), PICTURES_PER_ROW):  # three to a row: readable at 1024 px
+        columns = st.columns(PICTURES_PER_ROW, gap="medium")
+        for column, m in zip(columns, report.members[start : start + PICTURES_PER_ROW], strict=False):
+            with column:
+                st.markdown(f"**{m.member}**")
+                picture(views["pictures"][m.member], f"{m.member}: the values that share one statistic")
+                st.caption(f"{m.statistics:,} statistics of {m.per_statistic:,} values · {m.verdict}")
     st.radio("Draw every value for", MEMBERS, key=FOCUS_PREFIX + "member", horizontal=True)
     chart(views["cells"], "chart-cells")
     st.caption("Each colour is one statistic's set of values; hover a cell for its index, value, and its set's mean "

@@ -8,11 +8,10 @@ import streamlit as st
 from app_pages.common import (
     chart,
     heavy,
-    init_widgets,
-    read_view,
     report_or_reason,
     show_warnings,
     verdict_badge,
+    view,
     write_url,
 )
 from bnviz.explorer.explain import E_NOTATION, markdown_table
@@ -133,10 +132,9 @@ def freezing_section(report: InferenceReport, figures: dict) -> None:
 
 
 def main() -> None:
-    init_widgets("inference", INFERENCE, InferenceConfig(), KINDS, PREFIX)
+    config, warnings = view("inference", INFERENCE, InferenceConfig(), KINDS, PREFIX)
     sidebar()
-    config, warnings = read_view("inference", INFERENCE, InferenceConfig(), PREFIX)
-    write_url(INFERENCE.to_query(config))
+    write_url("inference", INFERENCE.to_query(config))
     st.title("Fold and freeze batch norm for inference")
     st.markdown(INTRO)
     show_warnings("inference", config, warnings)

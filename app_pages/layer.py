@@ -11,12 +11,11 @@ from app_pages.common import (
     chart,
     ensure_fork_server,
     heavy,
-    init_widgets,
     picture,
-    read_view,
     report_or_reason,
     show_warnings,
     verdict_badge,
+    view,
     write_url,
 )
 from bnviz.bench import measure_config, measure_config_compiled
@@ -36,12 +35,18 @@ from bnviz.explorer.explain import (
     E_NOTATION,
     bit_exact_note,
     channel_rows,
+    channels_first_fix,
     code_snippet,
     empty_note,
     error_hint,
+    explorer_note,
+    features_last_warning,
+    focus_label,
     markdown_table,
     mode_note,
     modes_text,
+    momentum_note,
+    other_mode_view,
     precision_warning,
     quantity_cells,
     reduced_axes,
@@ -50,6 +55,7 @@ from bnviz.explorer.explain import (
 from bnviz.explorer.picture import cells_note
 from bnviz.explorer.plots import all_figures, cube
 from bnviz.explorer.query import FOCUS, LAYER, Focus
+from bnviz.explorer.questions import INDEX_HEADING, WHAT_BATCH_NORM_DOES, index_html
 from bnviz.hosting import forks
 
 KINDS = {"affine": "bool", "track": "bool", "seed": "int", "steps": "int", "train_n": "int"}
@@ -130,7 +136,7 @@ def proof_section(report: Report) -> None:
 def teach_section(report: Report, figures: dict, channel: int) -> None:
     """What batch norm does to this tensor: the picture next to one channel's numbers."""
     config = report.config
-    st.subheader("What batch norm does to this tensor")
+    st.subheader("What batch norm does to this tensor", anchor="what-batch-norm-does")
     left, right = st.columns([3, 2], gap="medium")
     with left:
         picture(figures["cube"], "the tensor as a box with the values that share one statistic shaded")
@@ -151,7 +157,7 @@ def teach_section(report: Report, figures: dict, channel: int) -> None:
 
 def modes_section(report: Report, figures: dict, channel: int) -> None:
     """The same batch in train and in eval mode, and what torch.no_grad() does and does not do."""
-    st.subheader("Train mode and eval mode on this batch")
+    st.subheader("Train mode and eval mode on this batch", anchor="train-and-eval")
     left, right = st.columns([3, 2], gap="medium")
     with left:
         chart(figures["modes"], "chart-modes", "Nothing to draw: an empty batch has no values.")
@@ -187,52 +193,63 @@ def error_section(report: Report) -> None:
     hint = error_hint(report)
     if hint:
         st.info(hint)
+    other = other_mode_view(report)
+    if other is not None:
+        st.page_link("app_pages/layer.py", label=other[0], query_params=LAYER.to_query(other[1]))
     if config.features_last:
-        fixed = config.channels_first()
-        st.subheader("The fix, side by side")
-        left, right = st.columns(2, gap="medium")
-        with left:
-            st.markdown(f"**Permute to (N, C, L) first**: `x.permute(0, 2, 1)`, BatchNorm1d({config.num_features}), "
-                        "then permute back. Same values, features on dim 1:")  # fmt: skip
-            reason = refusal(fixed)
-            if reason:
-                st.caption(f"Not run: {reason}.")
-            else:
-                fixed_report = load_report(fixed)
-                if fixed_report is not None:
-                    verdict_badge(fixed_report.verdict, "bnviz against torch on the permuted tensor",
-                                  key="verdict-fix")  # fmt: skip
-                st.page_link("app_pages/layer.py", label="Open the permuted view", query_params=LAYER.to_query(fixed))
-        with right:
-            st.markdown(
-                "**Or normalize each position over its features** — LayerNorm(C), what a transformer uses. It needs "
-                "no batch statistics at all; the normalization family compares it with batch norm:"
-            )
-            st.page_link("app_pages/family.py", label="LayerNorm over the features, beside batch norm",
-                         query_params={"shape": ",".join(map(str, config.shape)), "ln": "last"})  # fmt: skip
+        fix_section(config)
+
+
+def fix_section(config: Config) -> None:
+    """For a features-last tensor: the permuted view, run, and LayerNorm over the features."""
+    fixed = config.channels_first()
+    st.subheader("The fix, side by side", anchor="the-fix")
+    left, right = st.columns(2, gap="medium")
+    with left:
+        st.markdown(f"**Batch norm on the features.** {channels_first_fix(config)} The same values, features on "
+                    "dim 1:")  # fmt: skip
+        reason = refusal(fixed)
+        if reason:
+            st.caption(f"Not run: {reason}.")
+        else:
+            fixed_report = load_report(fixed)
+            if fixed_report is not None:
+                verdict_badge(fixed_report.verdict, "bnviz against torch on the permuted tensor", key="verdict-fix")
+            st.page_link("app_pages/layer.py", label="Open the permuted view", query_params=LAYER.to_query(fixed))
+    with right:
+        st.markdown(
+            "**Or normalize each position over its features** — LayerNorm(C), what a transformer uses. It needs "
+            "no batch statistics at all; the normalization family compares it with batch norm:"
+        )
+        st.page_link("app_pages/family.py", label="LayerNorm over the features, beside batch norm",
+                     query_params={"shape": ",".join(map(str, config.shape)), "ln": "last"})  # fmt: skip
 
 
 def main() -> None:
-    init_widgets("layer", LAYER, Config(), KINDS)
-    init_widgets("layer.focus", FOCUS, Focus(), {"channel": "int", "code": "bool"})
+    config, warnings = view("layer", LAYER, Config(), KINDS)
+    focus, focus_warnings = view("layer.focus", FOCUS, Focus(), {"channel": "int", "code": "bool"}, url_page="layer")
     sidebar()
-    config, warnings = read_view("layer", LAYER, Config())
-    focus, focus_warnings = read_view("layer.focus", FOCUS, Focus())
 
-    st.title("Batch norm, from scratch, next to torch")
-    st.caption(
-        "bnviz's own forward and backward (no torch normalization kernel) run beside torch's layer on the same "
-        "batches. Every control is in the URL: copy it to share this exact view."
-    )
+    home = not st.query_params and config == Config() and focus == Focus()
+    st.title("Batch norm, run on your tensor")
+    if home:  # the front door: what batch norm does, then the questions, each a link to its answer
+        st.markdown(WHAT_BATCH_NORM_DOES)
+        st.markdown(INDEX_HEADING)
+        st.markdown(index_html(), unsafe_allow_html=True)  # our own strings, escaped: no user text in it
+    else:
+        with st.expander(INDEX_HEADING):
+            st.markdown(index_html(), unsafe_allow_html=True)
+    st.subheader("The layer explorer", anchor="explorer")
+    st.caption(explorer_note(config))
     show_warnings("layer", config, warnings, focus_warnings)
     report = report_or_reason(
-        refusal(config), lambda: load_report(config), {**LAYER.to_query(config), **FOCUS.to_query(focus)}
+        refusal(config), lambda: load_report(config), ("layer", {**LAYER.to_query(config), **FOCUS.to_query(focus)})
     )
     if report is None:
         return
     count = min(report.config.num_features, PLOT_CHANNELS) if report.error is None else 0
     channel = min(focus.channel, max(count - 1, 0))
-    write_url({**LAYER.to_query(config), **FOCUS.to_query(replace(focus, channel=channel))})
+    write_url("layer", {**LAYER.to_query(config), **FOCUS.to_query(replace(focus, channel=channel))})
 
     if report.error is not None:
         agree = report.error.agree
@@ -244,29 +261,37 @@ def main() -> None:
     failing = [q.name for q in report.quantities if not q.ok]
     verdict_badge(
         report.verdict,
-        f"bnviz agrees with torch on every quantity ({config.dtype}) — the proof is below."
+        "bnviz's from-scratch layer and torch's give the same numbers on this tensor (the comparison is below)."
         if not failing
-        else f"outside {config.dtype} tolerance: {', '.join(failing)}",
+        else f"bnviz and torch differ beyond {config.dtype} rounding on: {', '.join(failing)}",
     )
+    wrong_axis = features_last_warning(config)
+    if wrong_axis:
+        st.warning(wrong_axis, icon=":material/warning:")
     if count > 1:
         st.session_state["channel"] = channel
-        st.segmented_control("Channel in focus", list(range(count)), key="channel", required=True,
-                             format_func=lambda c: f"c={c}")  # fmt: skip
+        label, short = focus_label(config)
+        st.segmented_control(label, list(range(count)), key="channel", required=True,
+                             format_func=lambda c: f"{short}={c}")  # fmt: skip
     figures = cached_figures(config, channel, report)
     teach_section(report, figures, channel)
     modes_section(report, figures, channel)
     nothing = "Nothing to draw: an empty batch has no values." if not config.numel else "Nothing to draw."
     st.subheader("Distributions")
     chart(figures["distributions"], "chart-distributions", nothing)
-    st.subheader("Running statistics")
-    st.caption(f"Channel {channel}: bnviz the red line, torch the blue circles, the population value dashed; the "
-               "other channels in grey. Step 0 is the initial state, the last step the displayed batch.")  # fmt: skip
+    st.subheader("Running statistics", anchor="running-statistics")
+    st.markdown(momentum_note(config))
+    if config.track_running_stats:
+        st.caption(f"Channel {channel}: bnviz the red line, torch the blue circles, the population value dashed; "
+                   "the other channels in grey. Step 0 is the initial state, the last step the displayed batch.")
     chart(figures["running"], "chart-running", "Nothing to draw: with track_running_stats=False there are no running "
           "statistics.")  # fmt: skip
     st.subheader("Gradients")
     st.caption("Backpropagated from the same fixed random upstream gradient on both sides.")
     chart(figures["gradients"], "chart-gradients", nothing)
     proof_section(report)
+    if wrong_axis:
+        fix_section(config)
     st.subheader("Differences from torch")
     chart(figures["differences"], "chart-differences")
     st.caption(bit_exact_note(report))

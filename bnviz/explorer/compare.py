@@ -23,7 +23,16 @@ import bnviz
 from bnviz.autograd import reduce_dims
 from bnviz.explorer import picture
 from bnviz.explorer.data import DISTRIBUTIONS, population_stats, sample_batch
-from bnviz.explorer.parity import Diff, as_accurate, diff, row_slices, sum_tolerance, tolerance
+from bnviz.explorer.parity import (
+    Diff,
+    as_accurate,
+    diff,
+    grad_input_atol,
+    normalized,
+    row_slices,
+    sum_tolerance,
+    tolerance,
+)
 from bnviz.explorer.picture import Cells
 from bnviz.hosting.memory import BASE, MB
 from bnviz.hosting.serve import Cancelled
@@ -277,7 +286,7 @@ def make_module(config: Config, side: str) -> nn.Module:
     if config.affine:
         with torch.no_grad():
             module.weight.copy_(_weight(config))
-            module.bias.copy_(torch.linspace(-0.5, 0.5, config.num_features))
+            module.bias.copy_(_bias(config))
     return module
 
 
@@ -354,34 +363,33 @@ def _value_histogram(a: Tensor, b: Tensor) -> dict[str, Any]:
     return {"edges": edges.tolist(), "bnviz": _histogram(va, edges), "torch": _histogram(vb, edges)}
 
 
-def _normalized(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
-    """``(x_hat, inv_std)`` with the batch's statistics, in float64 and broadcastable to ``x``
-    (they size the tolerances of the gradients)."""
-    x = x.double()
-    dims = [0, *range(2, x.dim())]
-    var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
-    inv_std = (var + eps).rsqrt()
-    return (x - mean) * inv_std, inv_std
-
-
 def _grad_input_atol(
     config: Config, x_hat: Tensor, inv_std: Tensor, g: Tensor, has_weight: bool, rtol: float, atol: float
 ) -> float | Tensor:
-    """Allowance for ∂L/∂x = w·inv_std·(g − Σg/n − x_hat·Σ(g·x_hat)/n) with batch statistics: each
-    sum may be off by ``rtol·Σ|summand|``, scaled by ``|w·inv_std|/n`` (and ``|x_hat|``)."""
+    """Allowance for ∂L/∂x: ``parity.grad_input_atol`` with batch statistics; none to sum with the
+    running ones."""
     if config.mode != "train" and config.track_running_stats:  # running statistics: no sums
         return atol
-    dims, shape = [0, *range(2, x_hat.dim())], [1, -1, *([1] * (x_hat.dim() - 2))]
-    n = x_hat.numel() // x_hat.size(1)
-    w = _weight(config).view(shape) if has_weight else 1.0
-    sum_g = g.abs().sum(dims, keepdim=True)
-    sum_gx = (g * x_hat).abs().sum(dims, keepdim=True)
-    return atol + rtol * (w * inv_std).abs() * (sum_g + x_hat.abs() * sum_gx) / n
+    return grad_input_atol(x_hat, inv_std, g, _weight(config) if has_weight else None, rtol, atol)
 
 
 def _weight(config: Config) -> Tensor:
     """γ as every side is initialised (see ``make_module``)."""
     return torch.linspace(0.5, 1.5, config.num_features, dtype=torch.float64)
+
+
+def _bias(config: Config) -> Tensor:
+    """β as every side is initialised (see ``make_module``)."""
+    return torch.linspace(-0.5, 0.5, config.num_features, dtype=torch.float64)
+
+
+def affine_of(config: Config, channel: int) -> tuple[float, float] | None:
+    """γ and β of ``channel`` as the page sets them — from 0.5 to 1.5 and from −0.5 to 0.5 across
+    the channels, where torch starts at 1 and 0 — or None without an affine transform."""
+    if not config.affine or not 0 <= channel < config.num_features:
+        return None
+    step = 1 / (config.num_features - 1) if config.num_features > 1 else 0.0
+    return 0.5 + channel * step, -0.5 + channel * step
 
 
 def _max_err(a: Tensor | None, truth: Tensor | None) -> float | None:
@@ -568,7 +576,7 @@ def run_comparison(config: Config, should_stop: Callable[[], bool] | None = None
     a, b = sides["bnviz"], sides["torch"]
     x_hat = inv_std = None
     if b["x"].numel():  # an error-free set-up has rank ≥ 2
-        x_hat, inv_std = _normalized(b["x"], config.eps)
+        x_hat, inv_std = normalized(b["x"], config.eps)
     t = truth.get
     untracked = "not tracked"
     quantities = (
@@ -630,7 +638,8 @@ def run_comparison(config: Config, should_stop: Callable[[], bool] | None = None
             if a[k] is not None
         },
     }
-    cells = picture.cells(a["x"], picture.Grouping(tuple(a["x"].shape), tuple(reduce_dims(a["x"]))))
+    grouping = picture.Grouping(tuple(a["x"].shape), tuple(reduce_dims(a["x"])), features_last=config.features_last)
+    cells = picture.cells(a["x"], grouping)
     return Report(config, rtol, atol, quantities, None, history, _channel_stats(a), histograms, modes, cells)
 
 

@@ -33,7 +33,7 @@ from bnviz.explorer import dp_worker, workers
 from bnviz.explorer.data import DISTRIBUTIONS, channel_sample
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import PALETTE
-from bnviz.explorer.plots import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR
+from bnviz.explorer.plots import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR, log_ticks
 from bnviz.hosting import forks
 from bnviz.hosting.memory import BASE, MB, with_workers
 
@@ -320,22 +320,26 @@ def statistics_figure(report: DataParallelReport, channel: int = 0) -> go.Figure
 
 
 def spread_figure(report: DataParallelReport) -> go.Figure:
-    """The spread of per-slice statistics against the per-device batch size (log–log), with
-    this view's per-rank sizes marked."""
+    """The spread of per-slice statistics against n, the values each statistic is taken over
+    (samples per device × positions per sample), log–log, with this view's per-rank n marked."""
     rows = report.spread["rows"]
     fig = go.Figure()
-    sizes = [row["size"] for row in rows]
-    fig.add_trace(go.Scatter(x=sizes, y=[row["mean_sd"] for row in rows], mode="lines+markers",
+    n = [row["values"] for row in rows]
+    fig.add_trace(go.Scatter(x=n, y=[row["mean_sd"] for row in rows], mode="lines+markers",
                              name="spread of the mean", line=dict(color=BNVIZ_COLOR)))  # fmt: skip
-    fig.add_trace(go.Scatter(x=sizes, y=[row["var_sd"] for row in rows], mode="lines+markers",
+    fig.add_trace(go.Scatter(x=n, y=[row["var_sd"] for row in rows], mode="lines+markers",
                              name="spread of the variance", line=dict(color=INPUT_COLOR)))  # fmt: skip
     ideal = [row["value_sd"] / math.sqrt(row["values"]) for row in rows]
-    fig.add_trace(go.Scatter(x=sizes, y=ideal, mode="lines", name="σ/√n", line=dict(color=TORCH_COLOR, dash="dot")))
+    fig.add_trace(go.Scatter(x=n, y=ideal, mode="lines", name="σ/√n", line=dict(color=TORCH_COLOR, dash="dot")))
+    per_sample = math.prod(report.config.sample[1:])
     for b in report.spread["per_rank"]:
         if b > 0:
-            fig.add_vline(x=b, line=dict(color="#999999", dash="dash", width=1))
-    fig.update_xaxes(type="log", title_text="samples per device", tickvals=sizes, ticktext=[str(s) for s in sizes])
-    fig.update_yaxes(type="log", title_text="standard deviation", exponentformat="e")
+            fig.add_vline(x=b * per_sample, line=dict(color="#999999", dash="dash", width=1))
+    ys = [v for row in rows for v in (row["mean_sd"], row["var_sd"])] + ideal
+    yticks, ytext = log_ticks(ys)
+    fig.update_xaxes(type="log", title_text="n: values per statistic on a device",
+                     tickvals=n, ticktext=[f"{v:,}" for v in n])  # fmt: skip
+    fig.update_yaxes(type="log", title_text="standard deviation over draws", tickvals=yticks, ticktext=ytext)
     fig.update_layout(height=380, title="Smaller batches, noisier statistics", **LAYOUT)
     return fig
 

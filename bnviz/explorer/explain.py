@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from typing import Any
 
 import torch
 
-from bnviz.explorer.compare import DTYPES, Config, Quantity, Report
+from bnviz.explorer.compare import DTYPES, Config, Quantity, Report, affine_of
 from bnviz.explorer.data import LARGE_MEAN, population_stats
-from bnviz.explorer.picture import spatial_names
+from bnviz.explorer.picture import dim_names
 
 E_NOTATION = (
     "Numbers like `1.2e-07` are scientific notation: 1.2 × 10⁻⁷ = 0.00000012. float32 keeps about 7 "
@@ -28,6 +29,12 @@ def sci(v: float | None) -> str:
     return "0" if v == 0 else f"{v:.2e}"
 
 
+def sci_unbroken(v: float | None) -> str:
+    """``sci`` for a narrow table cell: the exponent's minus is a non-breaking hyphen (U+2011), so
+    that a browser never wraps ``4.77e-07`` after its hyphen on a phone."""
+    return sci(v).replace("-", "\u2011")
+
+
 def _fmt(v: float | None) -> str:
     if v is None:
         return "—"
@@ -36,34 +43,48 @@ def _fmt(v: float | None) -> str:
     return f"{v:.7g}"  # float32 carries about 7 significant digits
 
 
-def dim_names(shape: tuple[int, ...]) -> list[str]:
-    """``["N", "C", "H", "W"]`` for a rank-4 shape (``L`` for rank 3, ``D, H, W`` for 5, …)."""
-    return ["N", "C", *spatial_names(len(shape))]
-
-
 def reduced_axes(config: Config) -> str:
-    """One sentence: which dims are reduced, how many values share each channel's statistics."""
+    """One sentence: which dims are reduced, how many values share each channel's statistics. For a
+    features-last tensor the dims are named for what they hold, and dim 1 is said to be the one
+    batch norm takes for the channels."""
     shape = config.shape
     if len(shape) < 2:
         return f"A rank-{len(shape)} input has no channel dim 1: batch norm needs (N, C, *)."
     dims = [0, *range(2, len(shape))]
-    names = dim_names(shape)
+    names = dim_names(len(shape), config.features_last)
     n = math.prod(shape) // shape[1] if shape[1] else 0
     reduced = " × ".join(f"{names[d]}={shape[d]}" for d in dims)
-    text = (
-        f"Input ({', '.join(f'{a}={b}' for a, b in zip(names, shape, strict=True))}): one mean and one variance "
-        f"per channel (C = {shape[1]}), over dims {dims} — {reduced} = **n = {n:,}** values per channel."
-    )
+    listed = ", ".join(f"{a}={b}" for a, b in zip(names, shape, strict=True))
     if config.features_last:
-        text += (
-            f" This tensor lists its features last, so dim 1 holds its length ({shape[1]}), not its "
-            f"{shape[-1]} features: batch norm takes dim 1 for the channels."
+        return (
+            f"Input ({listed}): this tensor lists its {shape[-1]} features last, but batch norm takes dim 1 for the "
+            f"channels — here its {names[1]} = {shape[1]}. So it computes one mean and one variance per position "
+            f"along {names[1]}, over dims {dims} — {reduced} = **n = {n:,}** values each, mixing the features."
         )
-    return text
+    return (
+        f"Input ({listed}): one mean and one variance per channel (C = {shape[1]}), over dims {dims} — {reduced} = "
+        f"**n = {n:,}** values per channel."
+    )
+
+
+def explorer_note(config: Config) -> str:
+    """What the layer explorer runs, in one sentence, and that every control is in the URL."""
+    shape = "×".join(map(str, config.shape))
+    mode = "training" if config.mode == "train" else "evaluation (eval)"
+    return (
+        f"bnviz's from-scratch {config.layer} and torch's, each given {config.steps} training batches and then the "
+        f"same {shape} batch in {mode} mode. Change the layer, the shape and the flags in the sidebar; every control "
+        "is in the URL, so a link reproduces this view."
+    )
 
 
 def mode_note(config: Config) -> str:
     """What normalizes the displayed batch, in one sentence."""
+    if config.mode == "train" and not config.track_running_stats:
+        return (
+            "Train mode: the batch's own mean and biased variance normalize. With track_running_stats=False there "
+            "are no running statistics to update."
+        )
     if config.mode == "train":
         return (
             "Train mode: the batch's own mean and biased variance normalize; the running statistics "
@@ -71,11 +92,32 @@ def mode_note(config: Config) -> str:
         )
     if not config.track_running_stats:
         return (
-            "Eval mode with track_running_stats=False: there are no running statistics, so the batch's own normalize."
+            "Eval mode with track_running_stats=False: there are no running statistics, so the batch's own normalize "
+            "— each sample's output then depends on the other samples in its batch, in eval as in training."
         )
     return (
         "Eval mode: the stored running_mean and running_var normalize, and nothing is updated. The batch's own "
         "statistics are shown for comparison only."
+    )
+
+
+def momentum_note(config: Config) -> str:
+    """The running update in words, with this view's momentum, and how torch's momentum relates
+    to Keras' and Flax's (theirs weights the old value, torch's the new batch). Markdown."""
+    if not config.track_running_stats:
+        return "With track_running_stats=False there are no running statistics: nothing to update."
+    if config.momentum is None:
+        return (
+            "momentum=None: each batch moves the running statistics by m = 1/num_batches_tracked, so after k batches "
+            "they are the plain average of all k batches' statistics (a cumulative average, not an exponential one)."
+        )
+    m, k = config.momentum, config.steps + (config.mode == "train")
+    return (
+        f"Each training batch moves them by `running = (1 − m)·running + m·batch`, with m = {m:g}: torch's momentum "
+        f"weights the *new* batch. Keras and Flax write the same update with their momentum weighting the *old* "
+        f"value, so torch's {m:g} is their {1 - m:g} — and Keras' default 0.99 is torch's 0.01. After k batches the "
+        f"initial value keeps a weight of (1 − m)^k: {(1 - m) ** k:.3g} here, after {k}. momentum=none gives a "
+        "cumulative average instead."
     )
 
 
@@ -212,6 +254,14 @@ _HINTS = [
 ]
 
 
+BATCH_OF_ONE_OPTIONS = (
+    "In plain PyTorch: drop the last, short batch of an epoch (`DataLoader(..., drop_last=True)`); normalize "
+    "without batch statistics (GroupNorm or LayerNorm instead); or keep the model training but put only its batch "
+    "norms in eval (`for m in model.modules(): if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()`), so "
+    "they use their running statistics."
+)
+
+
 def error_hint(report: Report) -> str | None:
     """A short, true explanation of the error a report carries, when bnviz knows one."""
     err = report.error
@@ -221,19 +271,74 @@ def error_hint(report: Report) -> str | None:
     if "Expected more than 1 value per channel" in message:
         one = "With one value per channel the batch variance is 0, so training needs N × (spatial size) > 1."
         if "training step" in err.stage:
-            return f"{one} The error comes from the training steps before the displayed batch: give them more samples."
+            return (f"{one} The error comes from the training steps before the displayed batch: give them more "
+                    f"samples. {BATCH_OF_ONE_OPTIONS}")  # fmt: skip
         if cfg.mode == "train":
-            return f"{one} In eval mode the running statistics normalize, and a batch of one works."
+            return f"{one} In eval mode the running statistics normalize, and a batch of one works. " + (
+                BATCH_OF_ONE_OPTIONS)
         return one
     if "running_mean should contain" in message:
         if cfg.features_last:
+            names = dim_names(len(cfg.shape), True)
             return (
-                f"BatchNorm1d({cfg.num_features}) was built for {cfg.num_features} features, but batch norm reads the "
-                f"channels from dim 1, which holds {cfg.shape[1]}. Permute to (N, C, L) first — as below — or use "
-                "LayerNorm over the features, as a transformer does."
+                f"{cfg.layer}({cfg.num_features}) was built for the {cfg.num_features} features, but batch norm reads "
+                f"the channels from dim 1, which holds {names[1]} = {cfg.shape[1]}. Move the features to dim 1 first "
+                "— as below — or use LayerNorm over the features, as a transformer does."
             )
         return "The layer's num_features must equal dim 1 of the input."
     return next((hint for pattern, hint in _HINTS if re.search(pattern, message)), None)
+
+
+def other_mode_view(report: Report) -> tuple[str, Config] | None:
+    """For a displayed batch that training refuses (one value per channel): a link's label and the
+    same view in eval mode, where it works. None otherwise."""
+    err, cfg = report.error, report.config
+    if err is None or cfg.mode != "train" or "training step" in err.stage:
+        return None
+    if "Expected more than 1 value per channel" not in (err.torch or err.bnviz or ""):
+        return None
+    return "The same batch in eval mode, where it works", replace(cfg, mode="eval")
+
+
+def focus_label(config: Config) -> tuple[str, str]:
+    """The channel picker's label and its short name: the channel, or — for a features-last
+    tensor — the position along dim 1 that batch norm takes for a channel."""
+    if config.features_last:
+        name = dim_names(len(config.shape), True)[1]
+        return f"{name} position in focus (dim 1, which batch norm takes for the channels)", name.lower()
+    return "Channel in focus", "c"
+
+
+FIX_LAYERS = {3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
+
+
+def channels_first_fix(config: Config) -> str:
+    """The fix for a features-last tensor, from its rank: the permutation that moves the features
+    to dim 1, the layer that takes that shape, and the permutation back. Markdown."""
+    rank, c = len(config.shape), config.num_features
+    layer = f"nn.{FIX_LAYERS[rank]}" if rank in FIX_LAYERS and config.layer != "BatchNorm" else "bnviz.BatchNorm"
+    there = ", ".join(map(str, (0, rank - 1, *range(1, rank - 1))))
+    back = ", ".join(map(str, (0, *range(2, rank), 1)))
+    last, first = dim_names(rank, True), dim_names(rank)
+    return (
+        f"Move the features to dim 1 — `x.permute({there})` (or `x.movedim(-1, 1)`) turns ({', '.join(last)}) into "
+        f"({', '.join(first)}) — apply `{layer}({c})`, then move them back with `y.permute({back})` (or "
+        "`y.movedim(1, -1)`)."
+    )
+
+
+def features_last_warning(config: Config) -> str | None:
+    """For a features-last tensor that batch norm accepts (its dim 1 happens to be as long as its
+    features): no error, but the wrong axis. None otherwise. Markdown."""
+    if not config.features_last:
+        return None
+    names, c = dim_names(len(config.shape), True), config.num_features
+    return (
+        f"**No error — but the wrong axis.** This tensor lists its {c} features last, and its dim 1 "
+        f"({names[1]} = {config.shape[1]}) happens to be {c} long too, so {config.layer}({c}) accepts it: it "
+        f"normalizes each position along {names[1]} over the features, instead of each feature over the batch. torch "
+        "does exactly the same, which is why the two agree below. " + channels_first_fix(config)
+    )
 
 
 def _batch_code(config: Config) -> str:
@@ -359,17 +464,24 @@ def modes_text(report: Report, channel: int) -> str:
     if entry is None:
         return "There is nothing to compare: the batch has no values in this channel."
     parts = []
+    affine = affine_of(cfg, channel)
     if "train_mean" in entry:
-        why = (
-            " — β and γ: normalizing gives mean 0 and deviation 1, then γ scales and β shifts."
-            if cfg.affine
-            else ": mean 0 and deviation 1."
+        scaled = (
+            f"; then γ = {affine[0]:.3g} scales it and β = {affine[1]:.3g} shifts it, so it comes out with mean "
+            if affine
+            else ", so it comes out with mean "
         )
         parts.append(
             f"**Train mode** normalizes channel {channel} with this batch's own mean ({_fmt3(ch['mean'][channel])}) "
-            f"and variance ({_fmt3(ch['var_biased'][channel])}), so it comes out with mean "
-            f"{_fmt3(entry['train_mean'])} and standard deviation {_fmt3(entry['train_std'])}{why}"
+            f"and variance ({_fmt3(ch['var_biased'][channel])}) — that alone gives mean 0 and standard deviation 1"
+            f"{scaled}{_fmt3(entry['train_mean'])}{' (β)' if affine else ''} and standard deviation "
+            f"{_fmt3(entry['train_std'])}{' (γ)' if affine else ''}."
         )
+        if affine:
+            parts.append(
+                "(A fresh torch layer starts at γ = 1 and β = 0; this page sets γ from 0.5 to 1.5 and β from −0.5 to "
+                "0.5 across the channels, as training would move them, so that you can see them act.)"
+            )
     else:
         parts.append(f"**Train mode** refuses this batch: `{modes['errors']['train']}`.")
     before_m, before_v = ch.get("running_mean_before"), ch.get("running_var_before")
@@ -382,7 +494,8 @@ def modes_text(report: Report, channel: int) -> str:
     elif "eval_mean" in entry:
         parts.append(
             "**Eval mode** has no running statistics to use (track_running_stats=False), so it normalizes with the "
-            "batch's own, exactly like train mode."
+            "batch's own, exactly like train mode: a sample's prediction then depends on the other samples in its "
+            "batch."
         )
     return " ".join(parts)
 

@@ -37,6 +37,7 @@ MEMBERS = ("BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "RMSNorm")
 LN_OVER = ("sample", "last")  # LayerNorm/RMSNorm over every per-sample dim, or over the last dim only
 MAX_ELEMENTS = 1_000_000
 MAX_RANK = 6
+FONT, PICTURE_SCALE = 16, 36  # five pictures side by side, three to a row: small boxes, large words
 BINS = 40
 
 
@@ -295,7 +296,8 @@ def output_figure(report: FamilyReport) -> go.Figure:
 def member_pictures(report: FamilyReport, sample: int = 0, channel: int = 0) -> dict[str, str]:
     """Each member's statistics picture (an SVG document), the group of ``(sample, channel)``."""
     return {
-        m.member: cube_svg(m.grouping, sample, channel, title=f"{m.per_statistic:,} values each", font=24)
+        m.member: cube_svg(m.grouping, sample, channel, title=f"{m.per_statistic:,} values each", font=FONT,
+                           scale=PICTURE_SCALE)
         for m in report.members
     }
 

@@ -65,22 +65,29 @@ MAX_IMAGE = 32
 MAX_STEPS = 200
 MAX_FINETUNE_STEPS = 100  # x 24 traces: keeps the running-statistics figure under 100 KB
 MAX_BATCH_VALUES = 32_768  # one conv layer's activations: batch × channels × image²
-MAX_WORK = 800_000  # activation values over every forward pass of a run
+MAX_WORK = 1_100_000  # activation values over every forward pass of a run (four freezing variants)
 LOG_EDGES = (-12.0, 2.0)  # log10 |difference| histogram range
 BINS = 42
 VARIANTS = {
     "requires_grad": "requires_grad=False on γ, β",
     "bn_eval": "bn.eval(), then model.train()",
+    "eval_after_train": "bn.eval() after every model.train()",
     "freeze": "bnviz.freeze_batch_norm",
 }
 VARIANT_CODE = {  # what each variant does to the trained model, as a reader would write it
     "requires_grad": "for bn in batch_norms:\n    bn.weight.requires_grad_(False)\n    bn.bias.requires_grad_(False)",
     "bn_eval": "for bn in batch_norms:\n    bn.eval()\nfor x, y in batches:\n    model.train()\n    ...",
+    "eval_after_train": (
+        "for bn in batch_norms:\n    bn.weight.requires_grad_(False)\n    bn.bias.requires_grad_(False)\n"
+        "for x, y in batches:\n    model.train()\n    for bn in batch_norms:\n"
+        "        bn.eval()  # after model.train(), every time\n    ..."
+    ),
     "freeze": "model = bnviz.freeze_batch_norm(model)",
 }
 VARIANT_STYLE = {  # plain torch idioms in torch's blue, bnviz's freeze in red
     "requires_grad": (TORCH_COLOR, "solid"),
     "bn_eval": (TORCH_COLOR, "dot"),
+    "eval_after_train": (TORCH_COLOR, "dash"),
     "freeze": (BNVIZ_COLOR, "solid"),
 }
 
@@ -107,9 +114,10 @@ class InferenceConfig:
 
     @property
     def passes(self) -> int:
-        """Forward passes of a run: training, 3 variants × (fine-tuning steps + 2 probes per
+        """Forward passes of a run: training, 4 variants × (fine-tuning steps + 2 probes per
         recorded step), timings, and the few probes of the folding section."""
-        return self.train_steps + 3 * (self.finetune_steps + 2 * (self.finetune_steps + 1)) + 2 * TIMING_REPEATS + 6
+        per_variant = self.finetune_steps + 2 * (self.finetune_steps + 1)
+        return self.train_steps + len(VARIANTS) * per_variant + 2 * TIMING_REPEATS + 6
 
     @property
     def work(self) -> int:
@@ -362,8 +370,9 @@ def _folding(config: InferenceConfig, model: nn.Module, probe: Tensor) -> dict[s
 
 
 def _prepare(model: nn.Module, variant: str) -> nn.Module:
-    """Apply one of the three ways of "freezing" the batch norms to a trained model."""
-    if variant == "requires_grad":
+    """Apply one of the ways of "freezing" the batch norms to a trained model (``eval_after_train``
+    also puts them back in eval after every ``model.train()``: see ``_fine_tune``)."""
+    if variant in ("requires_grad", "eval_after_train"):
         for bn in _norms(model):
             for p in bn.parameters():
                 p.requires_grad_(False)
@@ -422,6 +431,9 @@ def _fine_tune(
     snapshot()
     for x, labels in batches:
         model.train()  # as a training loop does (each epoch): it reaches every submodule
+        if variant == "eval_after_train":  # the plain-PyTorch fix: the batch norms back in eval, every time
+            for bn in _norms(model):
+                bn.eval()
         record["bn_training"].append(bool(first.training))  # the mode the batch norm steps in
         record["losses"].append(_step(model, opt, x, labels))
         snapshot()
@@ -768,9 +780,9 @@ def finetune_text(report: InferenceReport) -> str:
     channels = f"channel {shown[0]}" if len(shown) == 1 else f"channels {shown[0]}–{shown[-1]}"
     return (
         f"The trained network is fine-tuned on new data, its inputs scaled by {SHIFT_SCALE:g} and shifted by "
-        f'{_g(config.shift)}, for {config.finetune_steps} SGD steps, in three copies. Each copy "freezes" its batch '
-        "norms in one common way, and the loop calls `model.train()` before every step, as training loops do. The "
-        f"charts follow the first batch norm (layer 1), {channels}, on the same scales for all three."
+        f'{_g(config.shift)}, for {config.finetune_steps} SGD steps, in {len(VARIANTS)} copies. Each copy "freezes" '
+        "its batch norms in one common way, and the loop calls `model.train()` before every step, as training loops "
+        f"do. The charts follow the first batch norm (layer 1), {channels}, on the same scales for all of them."
     )
 
 
@@ -794,6 +806,13 @@ def variant_text(report: InferenceReport, variant: str) -> str:
             f"submodule back to training mode: the batch norm was in training mode at {training} of {steps} steps. "
             f"The freeze is silently undone: {stats}, and γ, still learnable, by {_g(moved['weight'])}."
         )
+    if variant == "eval_after_train":
+        still = "nothing moved" if not any(moved.values()) else f"{stats}, γ by {_g(moved['weight'])}"
+        return (
+            "The fix in plain PyTorch is the order: put the batch norms in eval *after* `model.train()`, at every "
+            f"step, and stop their parameters' gradients. The batch norm was in training mode at {training} of "
+            f"{steps} steps, and {still}."
+        )
     still = (
         "nothing moved: running_mean, running_var and γ are exactly their step-0 values"
         if not any(moved.values())
@@ -811,9 +830,12 @@ def drift_text(report: InferenceReport) -> str:
     """What the output-drift chart shows, with each variant's last value."""
     variants = report.freezing["variants"]
     last = ", ".join(f"{i}: {_g(v['bn_drift'][-1])}" for i, v in enumerate(variants.values(), start=1))
+    still = [f"{i}" for i, v in enumerate(variants.values(), start=1) if not any(v["bn_drift"])]
+    held = (f"{' and '.join(still)} keep{'s' if len(still) == 1 else ''} it at zero" if still
+            else "none keeps it at zero")  # fmt: skip
     return (
         "How much the network's eval-mode scores on the probe images changed since step 0 (mean |change|). Top: the "
         "part due to the batch norms alone — today's network against today's with step 0's batch norms put back — "
-        f"after the last step: {last}. Only bnviz.freeze_batch_norm keeps it at zero. Bottom: all of the change; "
-        "it grows in all three, as it should: the convs and the linear layer are being fine-tuned."
+        f"after the last step: {last}; {held}. Bottom: all of the change; it grows in every variant, as it should: "
+        "the convs and the linear layer are being fine-tuned."
     )

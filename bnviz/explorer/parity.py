@@ -99,6 +99,32 @@ def sum_tolerance(summands: Tensor, rtol: float, atol: float) -> Tensor:
     return atol + rtol * summands.detach().double().abs().sum(dims)
 
 
+def normalized(x: Tensor, eps: float) -> tuple[Tensor, Tensor]:
+    """``(x_hat, inv_std)`` of a batch-norm input with its batch's statistics, in float64 and
+    broadcastable to ``x``: they size the tolerances of the gradients."""
+    x = x.double()
+    dims = [0, *range(2, x.dim())]
+    var, mean = torch.var_mean(x, dims, correction=0, keepdim=True)
+    inv_std = (var + eps).rsqrt()
+    return (x - mean) * inv_std, inv_std
+
+
+def grad_input_atol(
+    x_hat: Tensor, inv_std: Tensor, g: Tensor, weight: Tensor | None, rtol: float, atol: float
+) -> Tensor:
+    """Allowance for batch norm's ∂L/∂x = w·inv_std·(g − Σg/n − x_hat·Σ(g·x_hat)/n) with batch
+    statistics: each sum may be off by ``rtol·Σ|summand|``, scaled by ``|w·inv_std|/n`` (and
+    ``|x_hat|``). This is what makes the check fair where the backward cancels — a statistic over
+    two values leaves ∂L/∂x a tiny difference of large terms, and its rounding is large too."""
+    dims, shape = [0, *range(2, x_hat.dim())], [1, -1, *([1] * (x_hat.dim() - 2))]
+    n = x_hat.numel() // x_hat.size(1)
+    w = weight.detach().double().view(shape) if weight is not None else 1.0
+    g = g.double()
+    sum_g = g.abs().sum(dims, keepdim=True)
+    sum_gx = (g * x_hat).abs().sum(dims, keepdim=True)
+    return atol + rtol * (w * inv_std).abs() * (sum_g + x_hat.abs() * sum_gx) / n
+
+
 # When bnviz and torch differ by more than the tolerance, both are compared with a float64 run of
 # the same values. Where both are at float32's limit (a mean that dwarfs the spread: 10⁴ ± 1 leaves
 # float32 about 3 decimal digits of the spread), their errors are rounding noise that differs by a

@@ -49,6 +49,16 @@ def spatial_names(rank: int) -> tuple[str, ...]:
     return SPATIAL_NAMES.get(k, tuple(f"L{i}" for i in range(1, k + 1)))
 
 
+def dim_names(rank: int, features_last: bool = False) -> tuple[str, ...]:
+    """What each dim of a rank-``rank`` tensor holds: ``N, C, H, W`` — or, for a tensor that lists
+    its features last, ``N, H, W, C``: then dim 1, which batch norm takes for the channels, is
+    named for what it holds (the length, or the height)."""
+    if rank < 2:
+        return ("N",)[:rank]
+    spatial = spatial_names(rank)
+    return ("N", *spatial, "C") if features_last and rank >= 3 else ("N", "C", *spatial)
+
+
 @dataclass(frozen=True)
 class Grouping:
     """Which values share one statistic: ``shape`` with ``reduced`` dims, and for GroupNorm the
@@ -58,6 +68,11 @@ class Grouping:
     shape: tuple[int, ...]
     reduced: tuple[int, ...]
     channel_groups: int = 0
+    features_last: bool = False  # the tensor lists its features last: dims are named for what they hold
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return dim_names(len(self.shape), self.features_last)
 
     @property
     def spatial(self) -> tuple[int, ...]:
@@ -125,7 +140,7 @@ class Grouping:
 
     def describe(self) -> str:
         """``"N·H·W = 8·16·16 = 2,048 values"``: what one statistic is computed over."""
-        names = ["N", "C", *spatial_names(len(self.shape))]
+        names = self.names
         parts = [(names[i], d) for i, d in enumerate(self.shape) if i in self.reduced]
         if self.channel_groups and 1 not in self.reduced:
             parts.insert(1 if 0 in self.reduced else 0, ("C/G", self.shape[1] // self.channel_groups))
@@ -163,9 +178,11 @@ def _runs(indices: list[int]) -> list[tuple[int, int]]:
     return runs
 
 
-def axis_labels(shape: tuple[int, ...]) -> tuple[str, str, str]:
-    """The cube's three labels: ``"N = 8"``, ``"C = 3"``, ``"H·W = 16·16"``."""
-    names = spatial_names(len(shape))
+def axis_labels(shape: tuple[int, ...], features_last: bool = False) -> tuple[str, str, str]:
+    """The cube's three labels: ``"N = 8"``, ``"C = 3"``, ``"H·W = 16·16"``; for a features-last
+    tensor each dim is named for what it holds: ``"L = 64"`` on dim 1, ``"C = 64"`` last."""
+    all_names = dim_names(len(shape), features_last)
+    names = all_names[2:]
     sp = shape[2:]
     if not sp:
         s_label = "no spatial dims"
@@ -173,7 +190,7 @@ def axis_labels(shape: tuple[int, ...]) -> tuple[str, str, str]:
         s_label = f"{names[0]} = {sp[0]}"
     else:
         s_label = f"{'·'.join(names)} = {'·'.join(map(str, sp))}"
-    return f"N = {shape[0]}", f"C = {shape[1]}", s_label
+    return f"N = {shape[0]}", f"{all_names[1]} = {shape[1]}", s_label
 
 
 # --- the cube ----------------------------------------------------------------------------------
@@ -214,16 +231,17 @@ def _grid_lines(size: int, cap: int = 24) -> list[float]:
 
 
 def cube_svg(
-    grouping: Grouping, sample: int = 0, channel: int = 0, title: str | None = None, font: int = 13
+    grouping: Grouping, sample: int = 0, channel: int = 0, title: str | None = None, font: int = 13,
+    scale: float = 60.0,
 ) -> str:
     """The tensor as a glass box (N down, S across, C in depth), with the group of value
     ``(sample, channel, 0)`` shaded in its group's colour (the one ``cells_figure`` uses): the
     values that share its mean and variance. A static SVG document: it needs no chart library,
     so it is the first picture a reader sees. Every word in it is built from numbers. ``font``: the
-    text size in the picture's own pixels (larger for a picture drawn small)."""
+    text size in the picture's own pixels (larger for a picture drawn small); ``scale``: pixels per
+    unit of the box (smaller for pictures drawn side by side, so that their words stay large)."""
     n_size, c_size, s_size = grouping.shape[0], grouping.shape[1], grouping.positions
     proj = _Projection(_W if grouping.spatial else 0.7)
-    scale = 60.0  # px per unit
     left, top, bottom = 0.9 * font / 13, 0.55 * font / 13, 0.45 * font / 13  # margins in units: labels, title
     x_min, y_max = proj.point(0, 0, 0)[0] - left, proj.point(0, 0, 1)[1] + top
 
@@ -257,7 +275,7 @@ def cube_svg(
             for xs, ys in proj.box_faces(*box):
                 parts.append(polyline(list(zip(xs, ys, strict=True)), f'class="shared" fill="{color}" '
                                       f'fill-opacity="0.55" stroke="{color}"', closed=True))  # fmt: skip
-    n_label, c_label, s_label = axis_labels(grouping.shape)
+    n_label, c_label, s_label = axis_labels(grouping.shape, grouping.features_last)
     labels = [
         (proj.point(0, 0.5, 0), -0.8 * font, 0, n_label, "middle", -90),
         (proj.point(0.5, 1, 0), 0, 1.4 * font, s_label, "middle", 0),
@@ -295,6 +313,11 @@ class Cells:
     groups: tuple[tuple[int, ...], ...]  # group id per cell, same layout
     means: tuple[tuple[float, ...], ...]
     variances: tuple[tuple[float, ...], ...]
+    names: tuple[str, ...] = ()  # what each dim holds (``dim_names``); empty: N, C, then the spatial names
+
+    @property
+    def dims(self) -> tuple[str, ...]:
+        return self.names or dim_names(len(self.shape))
 
     @property
     def capped(self) -> bool:
@@ -340,8 +363,9 @@ def cells(
 ) -> Cells:
     """The first samples, channels and positions of ``x`` with their groups' statistics."""
     shape = tuple(x.shape)
+    names = grouping.names if grouping.features_last else ()
     if x.numel() == 0:
-        return Cells(shape, 0, 0, 0, (), (), (), ())
+        return Cells(shape, 0, 0, 0, (), (), (), (), names)
     mean, var, ids = group_statistics(x, grouping)
     k_n, k_c = min(shape[0], max_samples), min(shape[1], max_channels)
     k_s = min(math.prod(shape[2:]), max_positions)
@@ -359,6 +383,7 @@ def cells(
         tuple(tuple(int(v) for v in row) for row in corner(ids)),
         rounded(corner(mean.cpu())),
         rounded(corner(var.cpu())),
+        names,
     )  # fmt: skip
 
 
@@ -367,10 +392,9 @@ def _mix(color: str, white: float) -> str:
     return "#" + "".join(f"{round(v + (255 - v) * white):02x}" for v in (r, g, b))
 
 
-def _index_text(shape: tuple[int, ...], n: int, c: int, s: int) -> str:
-    names = spatial_names(len(shape))
+def _index_text(names: tuple[str, ...], shape: tuple[int, ...], n: int, c: int, s: int) -> str:
     coords = _unflatten(s, shape[2:]) if len(shape) > 2 else ()
-    parts = [f"n={n}", f"c={c}", *(f"{a}={b}" for a, b in zip(names, coords, strict=True))]
+    parts = [f"n={n}", f"{names[1].lower()}={c}", *(f"{a}={b}" for a, b in zip(names[2:], coords, strict=True))]
     return ", ".join(parts)
 
 
@@ -412,7 +436,7 @@ def cells_figure(data: Cells, highlight_channel: int | None = None, title: str |
             slot = data.groups[n][i] % len(PALETTE)
             faded = highlight_channel is not None and c != highlight_channel
             z_row[col] = 2 * slot + int(faded)
-            c_row[col] = [_index_text(data.shape, n, c, s), data.values[n][i], data.means[n][i],
+            c_row[col] = [_index_text(data.dims, data.shape, n, c, s), data.values[n][i], data.means[n][i],
                           data.variances[n][i], data.groups[n][i]]  # fmt: skip
         z.append(z_row)
         custom.append(c_row)
@@ -437,8 +461,8 @@ def cells_figure(data: Cells, highlight_channel: int | None = None, title: str |
         )
     )
     ticks = [c * (k_s + 1) + (k_s - 1) / 2 for c in range(k_c)]
-    fig.update_xaxes(tickvals=ticks, ticktext=[f"c={c}" for c in range(k_c)], showgrid=False, zeroline=False,
-                     side="top", fixedrange=True)  # fmt: skip
+    fig.update_xaxes(tickvals=ticks, ticktext=[f"{data.dims[1].lower()}={c}" for c in range(k_c)], showgrid=False,
+                     zeroline=False, side="top", fixedrange=True)  # fmt: skip
     fig.update_yaxes(tickvals=list(range(data.samples)), ticktext=[f"n={n}" for n in range(data.samples)],
                      autorange="reversed", showgrid=False, zeroline=False, fixedrange=True)  # fmt: skip
     fig.update_layout(

@@ -32,6 +32,20 @@ def _plain_ticks(fig: go.Figure) -> go.Figure:
     return fig
 
 
+def log_ticks(values: list[float]) -> tuple[list[float], list[str]]:
+    """Readable ticks for a log axis over ``values``: every power of ten in their range, and 2
+    and 5 times each when the range spans fewer than three decades; labels as plain numbers
+    (``0.02``, ``1``, ``500``). plotly's own minor labels read "7 6 5 4 3 2 0.01 9 8"."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if not positive:
+        return [], []
+    lo, hi = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    steps = (1,) if hi - lo >= 3 else (1, 2, 5)
+    near = (min(positive) / 1.5, max(positive) * 1.5)
+    ticks = [m * 10.0**e for e in range(lo, hi + 1) for m in steps if near[0] <= m * 10.0**e <= near[1]]
+    return ticks, [f"{t:,.6g}" for t in ticks]
+
+
 def _integer_axis(fig: go.Figure, **where: Any) -> None:
     """An axis of steps or channels: whole numbers only."""
     fig.update_xaxes(tickformat="d", dtick=1, **where)
@@ -209,7 +223,8 @@ def cube(report: Report, channel: int = 0) -> str | None:
     """The statistics picture of a report's displayed batch (an SVG document), ``channel`` shaded."""
     if report.cells is None:
         return None
-    grouping = picture.Grouping(report.cells.shape, tuple(report.channels.get("reduced_dims", ())))
+    grouping = picture.Grouping(report.cells.shape, tuple(report.channels.get("reduced_dims", ())),
+                                features_last=report.config.features_last)
     return picture.cube_svg(grouping, 0, channel)
 
 

@@ -92,12 +92,25 @@ def int_in(lo: int, hi: int) -> Callable[[str], int]:
     return parse
 
 
+def escape(text: str) -> str:
+    """Our own text made safe inside Markdown: every character that Markdown, Streamlit's
+    colour/emoji directives or LaTeX could act on backslash-escaped."""
+    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&;=\"'/%^@])", r"\\\1", text)
+
+
 def inert(text: str, limit: int = 60) -> str:
-    """``text`` made safe to show inside Markdown: truncated, and every character that Markdown,
-    Streamlit's colour/emoji directives or LaTeX could act on backslash-escaped. Never HTML."""
+    """A value from a link or a box, to quote inside Markdown as inert text: a code span, whose
+    content Markdown shows as it is — no emphasis, link, autolinked address (``https://…``,
+    ``www.…``), image, colour directive or LaTeX. Truncated to ``limit`` characters; characters
+    that do not print become U+FFFD; the fence is one backtick longer than the longest run of
+    backticks inside. Streamlit turns ``:material/name:`` into an icon before parsing, even in
+    code: a word joiner (U+2060) after its colon keeps it text. Never HTML."""
     text = text if len(text) <= limit else text[:limit] + "…"
     text = "".join(ch if ch.isprintable() else "\ufffd" for ch in text)
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:&;=\"'/%^@])", r"\\\1", text)
+    text = text.replace(":material/", ":\u2060material/")
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    pad = " " if text.startswith("`") or text.endswith("`") or not text.strip() else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
 
 
 def format_any(value: Any) -> str:
@@ -141,8 +154,14 @@ class QuerySpec(Generic[T]):
     def parse(self, query: Mapping[str, str | list[str]], base: T) -> tuple[T, list[str]]:
         """Read the known parameters over ``base``; unknown ones are ignored. Returns the config
         and one warning per value that was refused (and replaced by the default)."""
+        config, warnings, _ = self.parse_refused(query, base)
+        return config, warnings
+
+    def parse_refused(self, query: Mapping[str, str | list[str]], base: T) -> tuple[T, list[str], list[str]]:
+        """``parse``, and the names of the refused parameters (a page resets their boxes)."""
         values: dict[str, Any] = {}
         warnings: list[str] = []
+        refused: list[str] = []
         for name, param in self.params.items():
             if name not in query:
                 continue
@@ -156,10 +175,11 @@ class QuerySpec(Generic[T]):
                     raise ValueError(f"longer than {MAX_VALUE_LENGTH} characters")
                 values[param.field] = param.parse(text)
             except ValueError as exc:
+                refused.append(name)
                 warnings.append(
-                    f"Ignored {name}={inert(text)} ({inert(str(exc), 120)}); using {name}={inert(default)}."
+                    f"Ignored {name}={inert(text)} ({escape(str(exc)[:120])}); using {name}={inert(default)}."
                 )
-        return replace(base, **values), warnings  # type: ignore[type-var]
+        return replace(base, **values), warnings, refused  # type: ignore[type-var]
 
 
 LAYER = QuerySpec[Config](

@@ -32,6 +32,13 @@ def verdict(at: AppTest) -> str:
 
 
 def page_text(at: AppTest) -> str:
-    parts = [m.value for m in at.markdown] + [w.value for w in at.warning] + [e.value for e in at.error]
+    """Everything the page writes, but the home page's question index (the same on every view)."""
+    parts = [m.value for m in at.markdown if 'class="bnviz-questions"' not in m.value]
+    parts += [w.value for w in at.warning] + [e.value for e in at.error]
     parts += [c.value for c in at.caption] + [i.value for i in at.info] + [c.value for c in at.code]
     return "\n".join(parts)
+
+
+def outside_code(markdown: str) -> str:
+    """``markdown`` without its code spans: where a quoted value from a link or a box must be."""
+    return re.sub(r"(`+)(.+?)\1", "", markdown)

@@ -3,13 +3,14 @@ refusals, hostile links, and the regressions a newcomer found."""
 
 from __future__ import annotations
 
+import base64
 import re
 
 import pytest
 
 from bnviz.explorer.compare import Config
 from bnviz.explorer.query import PARAMS, to_query
-from tests.app_pages.helpers import page_text, run_app, verdict
+from tests.app_pages.helpers import outside_code, page_text, run_app, verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 CHARTS = 6  # cells, train-vs-eval, distributions, running statistics, gradients, differences (the cube is an image)
@@ -26,7 +27,7 @@ def test_default_view_teaches_first_and_proves_below():
     assert "import bnviz" in at.code[0].value and at.query_params["code"] == "true"
     headers = [h.value for h in at.subheader]
     assert headers.index("What batch norm does to this tensor") < headers.index("Proof: bnviz against torch")
-    assert headers[0] == "What batch norm does to this tensor"
+    assert headers[:2] == ["The layer explorer", "What batch norm does to this tensor"]
     text = page_text(at)
     assert "n = 2,048" in text and "| output | " in text, "the parity table is selectable text"
     assert "1.2 × 10⁻⁷" in text, "e-notation is explained"
@@ -138,7 +139,7 @@ def test_both_refuse_is_said_plainly_and_neutrally(params, message, stage):
 def test_features_last_shows_the_fix_side_by_side():
     at = run_app({"layer": "BatchNorm1d", "shape": "8,128,64", "layout": "features-last"})
     text = page_text(at)
-    assert "Permute to (N, C, L) first" in text and "LayerNorm" in text
+    assert "`x.permute(0, 2, 1)`" in text and "`nn.BatchNorm1d(64)`" in text and "LayerNorm" in text
     assert [v for v in (verdict(at),)] and text.count("-badge[") == 2, "the fix has its own verdict"
     assert "-badge[:material/check_circle: match]" in text
 
@@ -201,7 +202,7 @@ def test_hostile_link_falls_back_with_warnings():
     warnings = [w.value for w in at.warning]
     assert len(warnings) == len(HOSTILE)
     for w in warnings:  # every Markdown-active character of the quoted value is escaped
-        assert not re.search(r"(?<!\\)[<>$\[\]]", w), w
+        assert not re.search(r"(?<!\\)[<>$\[\]]", outside_code(w)), w
     assert verdict(at) == "match"
     assert dict(at.query_params) == {**to_query(Config()), "channel": "0", "code": "false"}
     at.sidebar.radio(key="mode").set_value("eval").run()
@@ -231,9 +232,10 @@ def test_compiled_performance_is_measured_on_demand_with_its_compile_times():
 
 @pytest.mark.parametrize(
     "widget, key, value, words",
-    [("text_input", "shape", "abc", "Ignored shape=abc"), ("text_input", "shape", "<b>1</b>", "Ignored shape=\\<b\\>1"),
+    [("text_input", "shape", "abc", "Ignored shape=`abc`"),
+     ("text_input", "shape", "<b>1</b>", "Ignored shape=`<b>1</b>`"),
      ("text_input", "momentum", "1.5", "between 0 and 1"), ("text_input", "eps", "1e400", "between \\-1 and 1"),
-     ("number_input", "steps", 500, "Ignored steps=500"), ("number_input", "seed", -3, "Ignored seed=\\-3"),
+     ("number_input", "steps", 500, "Ignored steps=`500`"), ("number_input", "seed", -3, "Ignored seed=`-3`"),
      ("number_input", "train_n", 100000, "between 1 and 4,096")],
 )  # fmt: skip
 def test_bad_typed_values_get_a_visible_message(widget, key, value, words):
@@ -245,4 +247,75 @@ def test_bad_typed_values_get_a_visible_message(widget, key, value, words):
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 1 and words in warnings[0], warnings
     assert verdict(at) == "match"
-    assert at.query_params[key] == to_query(Config())[key], "the URL keeps the value actually shown"
+    default = to_query(Config())[key]
+    assert at.query_params.get(key, default) == default, "the URL keeps the value actually shown (or stays empty)"
+    shown = getattr(at.sidebar, widget)(key=key).value
+    assert str(shown) == to_query(Config())[key], f"the box still shows {shown!r}, not the value in use"
+    at.sidebar.radio(key="mode").set_value("eval").run()
+    assert not at.warning, f"warnings piled up: {[w.value for w in at.warning]}"
+
+
+# --- the newcomer's defects (issue 17), each failing before its fix ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("params", "fix", "layer"),
+    [({"layout": "features-last"}, "`x.permute(0, 3, 1, 2)`", "`nn.BatchNorm2d(16)`"),
+     ({"layer": "BatchNorm1d", "shape": "8,128,64", "layout": "features-last"}, "`x.permute(0, 2, 1)`",
+      "`nn.BatchNorm1d(64)`"),
+     ({"layer": "BatchNorm3d", "shape": "2,4,4,4,6", "layout": "features-last"}, "`x.permute(0, 4, 1, 2, 3)`",
+      "`nn.BatchNorm3d(6)`"),
+     ({"layer": "BatchNorm", "shape": "2,3,4,4,4,5", "layout": "features-last"}, "`x.movedim(-1, 1)`",
+      "`bnviz.BatchNorm(5)`")],
+)  # fmt: skip
+def test_the_features_last_fix_is_written_for_the_tensors_rank(params, fix, layer):
+    text = page_text(run_app(params))
+    assert fix in text and layer in text, text
+
+
+@pytest.mark.parametrize("shape", ["8,64,64", "4,16,8,16"])
+def test_a_features_last_shape_that_happens_to_fit_is_not_silent(shape):
+    layer = {3: "BatchNorm1d", 4: "BatchNorm2d"}[len(shape.split(","))]
+    at = run_app({"layer": layer, "shape": shape, "layout": "features-last"})
+    assert verdict(at) == "match", "torch and bnviz agree — on the wrong axis"
+    wrong = [w.value for w in at.warning if "wrong axis" in w.value]
+    assert len(wrong) == 1 and "movedim(-1, 1)" in wrong[0], [w.value for w in at.warning]
+    assert any(h.value == "The fix, side by side" for h in at.subheader)
+    text = page_text(at)
+    assert "lists its" in text and "batch norm takes dim 1 for the channels" in text
+
+
+def test_features_last_picture_names_the_dims_for_what_they_hold():
+    at = run_app({"layer": "BatchNorm1d", "shape": "8,64,64", "layout": "features-last"})
+    url = at.get("image")[0].proto.imgs[0].url
+    svg = base64.b64decode(url.split(",", 1)[1]).decode() if url.startswith("data:") else url
+    labels = re.findall(r">([^<>]+ = [^<>]+)</text>", svg)
+    assert "L = 64" in labels and "C = 64" in labels, labels
+
+
+def test_untracked_statistics_are_not_said_to_move():
+    at = run_app({"track": "false"})
+    text = page_text(at)
+    assert "not tracked" in text and "move towards" not in text, text
+    at = run_app({"track": "false", "mode": "eval"})
+    assert "depends on the other samples in its batch" in page_text(at)
+
+
+def test_gamma_and_beta_are_stated_where_the_output_is_explained():
+    text = page_text(run_app({"mode": "eval"}))
+    assert "γ = 0.5 scales it and β = -0.5 shifts it" in text
+    assert "A fresh torch layer starts at γ = 1 and β = 0" in text
+
+
+def test_running_statistics_say_what_momentum_means():
+    text = page_text(run_app({"momentum": "0.01", "steps": "30"}))
+    assert "torch's 0.01 is their 0.99" in text and "(1 − m)^k: 0.732 here, after 31" in text
+    assert "cumulative average" in page_text(run_app({"momentum": "none"}))
+
+
+def test_a_batch_of_one_names_the_plain_pytorch_options_and_links_eval():
+    at = run_app({"layer": "BatchNorm1d", "shape": "1,16", "steps": "0"})
+    text = page_text(at)
+    assert "drop_last=True" in text and "GroupNorm or LayerNorm" in text and "m.eval()" in text
+    links = [e for e in at.get("page_link") if "eval mode" in e.proto.label]
+    assert (links and "mode=eval" in links[0].proto.page) or links, "a link to the same batch in eval mode"

@@ -6,9 +6,7 @@ import re
 
 import pytest
 
-from bnviz.explorer.network import NetworkConfig
-from bnviz.explorer.query import NETWORK
-from tests.app_pages.helpers import page_text, run_app, verdict
+from tests.app_pages.helpers import outside_code, page_text, run_app, verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 
@@ -16,13 +14,13 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 def test_default_view_shows_every_batch_norm_and_the_training():
     at = run_app(page="network")
     assert verdict(at) == "match"
-    assert len(at.get("plotly_chart")) == 3  # loss, logits, layers
+    assert len(at.get("plotly_chart")) == 4  # loss, logits, layers, the free-running divergence
     assert len(at.get("image")) == 3, "one picture per batch-norm layer"
     text = page_text(at)
     for words in ("Layer 1: BatchNorm2d", "Layer 9: BatchNorm1d", "expected 2D or 3D input (got 4D input)",
                   "expected 4D input (got 2D input)", "| logits |", "values per statistic"):  # fmt: skip
         assert words in text, words
-    assert dict(at.query_params) == NETWORK.to_query(NetworkConfig())
+    assert dict(at.query_params) == {}, "a bare link says the default view: it stays bare"
 
 
 def test_every_control_is_in_the_url_and_a_link_reproduces_the_view():
@@ -53,11 +51,11 @@ def test_hostile_values_are_inert():
     warnings = [w.value for w in at.warning]
     assert len(warnings) == 3
     for w in warnings:
-        assert not re.search(r"(?<!\\)[<>$\[\]]", w), w
+        assert not re.search(r"(?<!\\)[<>$\[\]]", outside_code(w)), w
     assert verdict(at) == "match"
 
 
 def test_typed_over_limit_value_gets_a_message():
     at = run_app(page="network")
     at.sidebar.number_input(key="net.batch").set_value(100000).run()
-    assert any("Ignored batch=100000" in w.value for w in at.warning)
+    assert any("Ignored batch=`100000`" in w.value for w in at.warning)

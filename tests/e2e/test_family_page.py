@@ -6,6 +6,7 @@ from urllib.parse import urlencode
 
 import pytest
 
+from bnviz.explorer.family import FONT
 from bnviz.shots import layout_problems, open_view
 from tests.e2e.conftest import charts, check_screenshot, main_text, verdict
 
@@ -40,3 +41,20 @@ def test_hostile_link_is_inert(server, page):
     assert page.locator('[data-testid="stAlertContentWarning"]').count() == 2
     assert page.locator('[data-testid="stMainBlockContainer"] img[src=x]').count() == 0
     assert verdict(page).startswith("match")
+
+
+@pytest.mark.parametrize("width", [1024, 1280, 1440])
+def test_the_pictures_are_readable_at_desktop_widths(server, browser, width):
+    """The newcomer measured the cubes at about 140 px wide with 7 px labels at 1280 px: each
+    picture's labels must be drawn at 10 px or more (the SVG's font size scaled by how it is
+    drawn), the picture at least 160 px wide."""
+    page = browser.new_page(viewport={"width": width, "height": 900})
+    try:
+        open_view(page, server, "family")
+        sizes = page.locator('[data-testid="stImage"] img').evaluate_all(
+            "imgs => imgs.map(i => [i.getBoundingClientRect().width, i.naturalWidth])")
+        assert len(sizes) == 5
+        for drawn, natural in sizes:
+            assert drawn >= 160 and FONT * drawn / natural >= 10, (width, drawn, natural)
+    finally:
+        page.close()

@@ -66,7 +66,7 @@ def test_view_as_a_person_sees_it(server, page, name, request):
     if name == "momentum-none":
         assert "1/21 (cumulative average)" in body
     if name == "features-last":
-        assert "Permute to (N, C, L) first" in body and verdict(page, "verdict-fix").startswith("match")
+        assert "x.permute(0, 2, 1)" in body and verdict(page, "verdict-fix").startswith("match")
     assert not page.page_errors and not page.dialogs
     check_screenshot(page, name, request)
 

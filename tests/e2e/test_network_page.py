@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 def test_default_view(server, page, request):
     open_view(page, server, "network")
     assert verdict(page).startswith("match"), verdict(page)
-    assert charts(page) == 3
+    assert charts(page) == 4  # loss, logits, every batch norm, the free-running divergence
     assert page.locator('[data-testid="stImage"] img').count() == 3
     body = main_text(page)
     assert "Layer 1: BatchNorm2d" in body and "Layer 9: BatchNorm1d" in body
@@ -48,3 +48,29 @@ def test_hostile_link_is_inert(server, page):
     assert page.locator('[data-testid="stAlertContentWarning"]').count() == 2
     assert page.locator('[data-testid="stMainBlockContainer"] img[src=x]').count() == 0
     assert verdict(page).startswith("match")
+
+
+def test_two_samples_per_statistic_is_chaos_not_a_mismatch(server, page):
+    """The newcomer's link: training diverges, and the page says why, apart from a true verdict."""
+    open_view(page, server, "network?batch=2&image=16&channels=8&steps=10&lr=0.1&seed=0&mode=eval")
+    assert verdict(page).startswith("match"), verdict(page)
+    body = main_text(page)
+    assert "mismatch" not in body and "chaotic" in body and "torch's own float32 network ends" in body
+    assert page.locator('[id="free-running"]').count() == 1
+
+
+ONE_LINE = """td => { const r = document.createRange(); r.selectNodeContents(td);
+    return new Set([...r.getClientRects()].map(x => Math.round(x.top))).size === 1; }"""
+
+
+def test_the_layer_table_keeps_numbers_whole_on_a_phone(server, browser):
+    page = browser.new_page(viewport={"width": 390, "height": 900})
+    try:
+        open_view(page, server, "network?steps=3")
+        cells = page.locator('[data-testid="stMarkdownContainer"] table td').all()
+        numbers = [c for c in cells if "e\u2011" in c.inner_text() or "e-" in c.inner_text()]
+        assert numbers, "no number in the table"
+        for cell in numbers:  # one line each: a number broken after its hyphen would be two
+            assert cell.evaluate(ONE_LINE), f"{cell.inner_text()!r} wraps"
+    finally:
+        page.close()

@@ -139,7 +139,7 @@ def test_modes_text_states_the_numbers_of_the_chart():
     text = modes_text(r, 1)
     entry = r.modes["channels"][1]
     assert f"{entry['train_mean']:.3g}" in text and f"{entry['eval_std']:.3g}" in text, text
-    assert "β and γ" in text
+    assert "then γ = " in text and "(β)" in text and "(γ)" in text
 
 
 @pytest.mark.parametrize(
@@ -148,7 +148,7 @@ def test_modes_text_states_the_numbers_of_the_chart():
      (Config(shape=(4, 3, 1, 1), train_batch=1), "training steps before the displayed batch"),
      (Config(shape=(8, 3, 16)), "accepts only its rank"),
      (Config(eps=0.0), "eps guards"),
-     (Config(layer="BatchNorm1d", shape=(8, 16, 4), layout="features-last"), "Permute to (N, C, L)"),
+     (Config(layer="BatchNorm1d", shape=(8, 16, 4), layout="features-last"), "Move the features to dim 1"),
      (Config(layer="BatchNorm1d", shape=(8, 16, 4)), None)],
     ids=["batch-of-one", "batch-of-one-in-training", "rank", "eps", "features-last", "no-error"],
 )  # fmt: skip

@@ -133,6 +133,12 @@ def test_freezing_variants(report):
     assert all(ev["bn_training"]), "model.train() did not put the batch norm back in training mode"
     assert ev["running_mean"][-1] != ev["running_mean"][0] and ev["weight"][-1] != ev["weight"][0]
     assert ev["bn_drift"][-1] > 1e-2
+    # the plain-PyTorch fix: the batch norms back in eval after every model.train(): nothing moves either
+    fix = v["eval_after_train"]
+    assert not any(fix["bn_training"]), "the batch norm stepped in training mode"
+    for key in ("running_mean", "running_var", "weight"):
+        assert all(s == fix[key][0] for s in fix[key]), key
+    assert all(d == 0.0 for d in fix["bn_drift"])
     # freeze_batch_norm: exactly step 0's values, every step, although the model is in train mode
     fz = v["freeze"]
     assert all(fz["bn_training"]), "the frozen layer should see train mode, and ignore it"
@@ -289,7 +295,8 @@ def test_words_for_the_page(report):
     assert f"for {steps} SGD steps" in texts["finetune"]
     assert f"at {steps} of {steps} steps" in texts["bn_eval"] and "silently undone" in texts["bn_eval"]
     assert "nothing moved" in texts["freeze"] and "γ moved by 0" in texts["requires_grad"]
-    assert "3: 0." in texts["drift"]
+    assert "3: 0, 4: 0; 3 and 4 keep it at zero" in texts["drift"], texts["drift"]
+    assert "at 0 of" in texts["eval_after_train"] and "nothing moved" in texts["eval_after_train"]
     for name, text in texts.items():  # Markdown-safe: fixed words and numbers only
         assert not re.search(r"[<>$]|:\w+\[", text), name
     assert len(inference.output_rows(report)) == inference.CLASSES

@@ -17,18 +17,25 @@ CASES = [
     pytest.param(NetworkConfig(mode="train", steps=3), id="train-mode"),
     pytest.param(NetworkConfig(batch=4, image=8, channels=2, steps=0), id="no-steps"),
     pytest.param(NetworkConfig(batch=8, image=12, channels=5, steps=5, lr=0.5, seed=3), id="odd-sizes"),
+    # two samples per statistic in the classifier: chaotic training (the free-running paths part ways), yet
+    # every step from the same state agrees — the newcomer's link, then the extremes of every control
+    pytest.param(NetworkConfig(batch=2, image=16, channels=8, steps=10, lr=0.1, seed=0, mode="eval"), id="chaos-link"),
+    pytest.param(NetworkConfig(batch=2, image=4, channels=1, steps=50, lr=1.0, seed=1), id="batch-2-lr-1-50-steps"),
+    pytest.param(NetworkConfig(batch=2, image=4, channels=32, steps=20, lr=1.0, seed=2, mode="train"),
+                 id="batch-2-32ch"),
+    pytest.param(NetworkConfig(batch=3, image=6, channels=3, steps=30, lr=1.0, seed=5), id="batch-3"),
+    pytest.param(NetworkConfig(batch=2, image=8, channels=2, steps=25, lr=1e-6, seed=7), id="tiny-lr"),
 ]
 
 
 @pytest.mark.parametrize("config", CASES)
 def test_every_layer_agrees_after_training(config):
     r = run_network(config)
-    assert r.verdict == "match", [(x.name, x.max_abs, x.err_bnviz, x.err_torch) for x in r.layers if not x.ok]
-    assert len(r.losses["bnviz"]) == len(r.losses["torch"]) == config.steps
-    for a, b in zip(r.losses["bnviz"], r.losses["torch"], strict=True):
-        assert abs(a - b) <= 1e-5 * max(1.0, abs(b)), (a, b)
-    kinds = [x.kind for x in r.layers]
-    assert kinds == ["Conv2d", "BatchNorm2d", "Conv2d", "BatchNorm2d", "Linear", "BatchNorm1d", "Linear", "output"]
+    assert r.verdict == "match", [(x.name, x.max_abs, x.worst) for x in r.layers if not x.ok]
+    assert len(r.losses["torch"]) == len(r.losses["bnviz free-running"]) == config.steps
+    assert [x.kind for x in r.layers] == ["BatchNorm2d", "BatchNorm2d", "BatchNorm1d", "output"]
+    assert [x.calls for x in r.layers] == [config.steps] * 3 + [1], "every batch norm, every step"
+    assert all(x.worst <= 1 for x in r.layers if x.kind != "BatchNorm1d" or config.batch > 3), r.layers
 
 
 def test_each_batch_norm_sees_the_shape_its_class_fits_and_the_other_refuses():
@@ -67,7 +74,7 @@ def test_report_is_plain_data_and_figures_are_small():
     r = run_network(NetworkConfig(steps=2))
     assert pickle.loads(pickle.dumps(r)).verdict == r.verdict
     figs = all_figures(r)
-    assert {"loss", "logits", "layers"} == set(figs)
+    assert {"loss", "logits", "layers", "divergence"} == set(figs)
     assert all(fig.data and len(fig.to_json()) <= 100_000 for fig in figs.values())
     pictures = stop_pictures(r)
     assert set(pictures) == {"1", "5", "9"} and "32 values per statistic" in pictures["9"]
@@ -75,7 +82,8 @@ def test_report_is_plain_data_and_figures_are_small():
 
 @pytest.mark.parametrize(
     "change, words",
-    [(dict(batch=1), "batch size"), (dict(image=7), "image size"), (dict(channels=0), "channels"),
+    [(dict(batch=1), "batch size is 1;"), (dict(image=7), "image size is 7, an odd number"),
+     (dict(image=66), "image size is 66; it must be 4 to 64"), (dict(channels=0), "0 channels"),
      (dict(steps=51), "steps"), (dict(lr=0.0), "learning rate"), (dict(mode="x"), "mode"),
      (dict(batch=256, image=64, channels=32, steps=50), "multiply-adds")],
 )  # fmt: skip
@@ -85,3 +93,20 @@ def test_refusals_before_anything_is_allocated(change, words, monkeypatch):
     monkeypatch.setattr(network, "build", lambda *a: pytest.fail("built a network for a refused config"))
     with pytest.raises(ValueError):
         run_network(config)
+
+
+def test_chaos_is_measured_apart_next_to_torchs_own_float32_against_float64():
+    r = run_network(NetworkConfig(batch=2, image=16, channels=8, steps=10, lr=0.1, seed=0, mode="eval"))
+    assert r.verdict == "match"
+    div = r.divergence
+    assert len(div["bnviz vs torch"]) == len(div["torch float32 vs float64"]) == 10
+    assert div["torch float32 vs float64"][-1] > 0.1, "with 2 samples per statistic torch's own paths part"
+    assert r.accuracy["bnviz"] == r.accuracy["torch"], "from the same state both predict alike"
+    assert set(r.free_accuracy) == {"bnviz", "torch", "float64"}
+    text = network.divergence_text(r)
+    assert f"{div['torch float32 vs float64'][-1]:.2g}" in text and "chaotic" in text
+
+
+def test_a_calm_run_stays_together_on_its_own_paths_too():
+    r = run_network(NetworkConfig(steps=5))
+    assert max(r.divergence["bnviz vs torch"]) < 1e-5, r.divergence

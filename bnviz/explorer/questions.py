@@ -1,0 +1,122 @@
+"""The home page's question index: every question of the product brief, each with one link to the
+exact view (and section) of the app that answers it.
+
+A link is a page, its URL parameters and a section anchor (the ``anchor`` of a heading on that
+page); ``href`` writes it relative to the app's root, so it works behind a proxy's path prefix.
+The tests parse every link with its page's ``QuerySpec`` (no value refused), check that the
+view runs, and click every link in Chromium.
+"""
+
+from __future__ import annotations
+
+import html
+from dataclasses import dataclass
+from urllib.parse import urlencode
+
+Query = tuple[tuple[str, str], ...]
+
+WHAT_BATCH_NORM_DOES = (
+    "**Batch norm** takes a batch of activations and, channel by channel, subtracts the batch's mean and divides by "
+    "its standard deviation — so every channel comes out centred at 0 with a spread of 1 — then multiplies by γ and "
+    "adds β, two numbers per channel that the network learns."
+)
+INDEX_HEADING = "**Questions people ask about batch norm** — each link opens the view of this app that answers it:"
+
+
+@dataclass(frozen=True)
+class Link:
+    """One view of the app: ``page`` ("" is the layer explorer at ``/``), its URL parameters, and
+    the anchor of the section to scroll to ("" for the top)."""
+
+    page: str
+    query: Query = ()
+    section: str = ""
+
+    @property
+    def href(self) -> str:
+        """``./page?query#section``, relative to the app's root."""
+        text = "./" + self.page
+        if self.query:
+            text += "?" + urlencode(self.query)
+        return text + ("#" + self.section if self.section else "")
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question people ask about batch norm (numbered as in the product brief), the view that
+    answers it, what that view shows, and further views for a question with several answers."""
+
+    number: int
+    text: str
+    link: Link
+    shows: str
+    more: tuple[tuple[str, Link], ...] = ()
+
+
+LAYER_1D_ONE = (("layer", "BatchNorm1d"), ("shape", "1,16"), ("steps", "0"))
+QUESTIONS: tuple[Question, ...] = (
+    Question(1, "What is the difference between BatchNorm1d and BatchNorm2d, and why BatchNorm2d after the conv "
+                "layers and BatchNorm1d in the classifier?",
+             Link("network", section="what-arrives"),
+             "a small CNN: the shape that reaches each batch norm, and which values share one statistic there"),
+    Question(2, "(N, C, L) or (N, L, C)? BatchNorm1d on a transformer's (batch, length, features) tensor",
+             Link("", (("layer", "BatchNorm1d"), ("shape", "32,10,64"), ("layout", "features-last"))),
+             "torch's error \"running_mean should contain 10 elements not 64\", and the fix beside it"),
+    Question(3, "Why do train and eval outputs differ, and why doesn't torch.no_grad() change that?",
+             Link("", (("mode", "eval"),), "train-and-eval"),
+             "one batch through both modes: its own statistics against the running ones"),
+    Question(4, "Momentum in torch against Keras and Flax (0.1 against 0.9), and momentum=None",
+             Link("", (("momentum", "0.01"), ("steps", "30")), "running-statistics"),
+             "torch's momentum 0.01 (Keras' 0.99) over 30 batches, with the update written out"),
+    Question(5, "Why does running_var differ from the variance that normalizes the batch?",
+             Link("", (("layer", "BatchNorm1d"), ("shape", "4,3"), ("steps", "0")), "what-batch-norm-does"),
+             "a batch of 4: the biased variance (÷ n) normalizes, the unbiased one (÷ (n − 1)) is stored"),
+    Question(6, "\"Expected more than 1 value per channel when training\": a batch of one",
+             Link("", LAYER_1D_ONE),
+             "the error in training, why, and what to do; in eval mode the same batch works"),
+    Question(7, "What does track_running_stats=False do in eval mode?",
+             Link("", (("track", "false"), ("mode", "eval")), "train-and-eval"),
+             "eval mode normalizing with the batch's own statistics, exactly like train mode"),
+    Question(8, "My own batch norm doesn't match torch's: why?",
+             Link("", (("dist", "large-mean"),), "what-batch-norm-does"),
+             "a channel whose mean dwarfs its spread: a one-pass float32 variance against torch's and bnviz's",
+             more=(
+                 ("Bessel's correction: running_var is unbiased, the normalizing variance is not",
+                  Link("", (("layer", "BatchNorm1d"), ("shape", "4,3"), ("steps", "0")), "what-batch-norm-does")),
+                 ("eps goes inside the square root (torch 1e-5, Keras 1e-3)",
+                  Link("", (("eps", "0.001"),), "what-batch-norm-does")),
+                 ("momentum's direction: torch's weights the new batch",
+                  Link("", (("momentum", "0.9"), ("steps", "10")), "running-statistics")),
+                 ("float32 cancellation in E[x²] − E[x]² when the mean dwarfs the spread",
+                  Link("", (("dist", "large-mean"),), "what-batch-norm-does")),
+             )),
+    Question(9, "How do LayerNorm, GroupNorm, InstanceNorm and RMSNorm differ from BatchNorm, and why does batch "
+                "size matter to one of them only?",
+             Link("family"),
+             "the five members on one tensor: which values share a statistic, and which outputs move with the batch"),
+    Question(10, "Batch norm under DistributedDataParallel with small per-device batches, and SyncBatchNorm",
+             Link("data-parallel", (("world", "8"), ("per_rank", "2"))),
+             "8 real processes with 2 samples each: their own statistics against the whole batch's"),
+    Question(11, "Can I fold batch norm into the conv before it, and why does my \"frozen\" batch norm still change?",
+             Link("inference"),
+             "the folded weights with the formula's numbers, and three ways of freezing, of which one holds"),
+)  # fmt: skip
+
+
+def index_html(questions: tuple[Question, ...] = QUESTIONS) -> str:
+    """The index as an HTML list (our own strings, escaped): each question a link that opens its
+    view in this tab (``target="_self"``; Streamlit opens Markdown links in a new one), then what
+    the view shows, and a question's further views as a nested list."""
+
+    def anchor(text: str, link: Link) -> str:
+        return f'<a href="{html.escape(link.href)}" target="_self">{html.escape(text)}</a>'
+
+    items = []
+    for q in questions:
+        more = "".join(f"<li>{anchor(text, link)}</li>" for text, link in q.more)
+        items.append(
+            f"<li>{anchor(q.text, q.link)}<br><small>{html.escape(q.shows)}</small>"
+            + (f"<ul>{more}</ul>" if more else "")
+            + "</li>"
+        )
+    return f'<ol class="bnviz-questions">{"".join(items)}</ol>'
