@@ -311,18 +311,10 @@ class SyncBatchNorm(BatchNorm):
         sync = self._sync_group()
         if sync is None:
             return super().forward(input)
-        factor = self._count_batch()  # BatchNorm's momentum policy (synchronized only in training)
-        tracked = self.track_running_stats
-        return sync_batch_norm(
-            input,
-            self.running_mean if tracked else None,
-            self.running_var if tracked else None,
-            self.weight,
-            self.bias,
-            factor,
-            self.eps,
-            *sync,
-        )
+        # BatchNorm's momentum policy (synchronized only in training); a recomputation under
+        # checkpointing gets copies of the buffers and joins the same collectives.
+        running_mean, running_var, factor = self._count_batch()
+        return sync_batch_norm(input, running_mean, running_var, self.weight, self.bias, factor, self.eps, *sync)
 
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any = None) -> nn.Module:
