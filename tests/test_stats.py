@@ -20,6 +20,7 @@ from torch.optim.swa_utils import update_bn
 import bnviz
 from bnviz import recompute_batch_norm_stats
 from tests.conftest import assert_close
+from tests.test_no_torch_norm import OpRecorder
 from tests.test_sync import run_world
 
 BATCH_NORMS = (_BatchNorm, bnviz.BatchNorm)
@@ -227,6 +228,15 @@ def test_device_argument_and_a_one_shot_iterator():
     recompute_batch_norm_stats(model, (x for x in batches), device="cpu")
     assert_close(model[1].running_var, want["1"]["var"], "running_var")
     assert int(model[1].num_batches_tracked) == len(batches), int(model[1].num_batches_tracked)
+
+
+def test_no_normalization_kernel_for_a_bnviz_model():
+    """On a model of bnviz's layers, nothing dispatches one of torch's normalization kernels."""
+    model, batches = _model(CASES[2]), _batches(CASES[2])
+    with OpRecorder() as rec:
+        recompute_batch_norm_stats(model, batches)
+    assert rec.ops, "the recorder saw nothing"
+    assert not [op for op in rec.ops if "norm" in op.lower()], sorted(set(rec.ops))
 
 
 # --- against torch.optim.swa_utils.update_bn --------------------------------------------------------------------------
