@@ -4,7 +4,8 @@ Functions with torch's signatures and errors: ``batch_norm``, ``layer_norm``, ``
 ``instance_norm``, ``rms_norm``. Modules with torch's constructors and state: ``BatchNorm`` (any
 rank ≥ 2) and ``BatchNorm1d/2d/3d``, ``LayerNorm``, ``GroupNorm``, ``InstanceNorm1d/2d/3d``,
 ``RMSNorm``. Inference: ``fuse_conv_bn_eval``, ``fuse_linear_bn_eval``, ``fold_batch_norms``,
-``freeze_batch_norm`` and ``FrozenBatchNorm``. One core (``bnviz.autograd``) does the maths.
+``freeze_batch_norm`` and ``FrozenBatchNorm``. Statistics: ``recompute_batch_norm_stats``, the exact
+population statistics of every batch norm over a set of batches. One core (``bnviz.autograd``) does the maths.
 """
 
 from bnviz.fold import FrozenBatchNorm, fold_batch_norms, freeze_batch_norm, fuse_conv_bn_eval, fuse_linear_bn_eval
@@ -21,6 +22,7 @@ from bnviz.modules import (
     LayerNorm,
     RMSNorm,
 )
+from bnviz.stats import recompute_batch_norm_stats
 from bnviz.sync import SyncBatchNorm
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "group_norm",
     "instance_norm",
     "layer_norm",
+    "recompute_batch_norm_stats",
     "rms_norm",
 ]
 __version__ = "0.2.0"

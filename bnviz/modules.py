@@ -39,6 +39,25 @@ def _reset_affine(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
+def in_recomputation() -> bool:
+    """Whether the forward running now is a recomputation under activation checkpointing.
+
+    ``torch.utils.checkpoint`` — reentrant (``CheckpointFunction.backward``) and non-reentrant
+    (the saved-tensor unpack hook) alike — reruns the block's forward *inside the autograd
+    engine's backward*, where ``torch._C._current_graph_task_id()`` is the running graph task's
+    id; outside any backward it is −1. So a training forward that finds a graph task running is
+    taken for a recomputation. Under ``torch.compile`` it is False, a constant (no check traced).
+    Limit: a training forward that a user runs on purpose inside a backward (a backward hook, a
+    custom Function's backward) is taken for a recomputation too, and does not update the buffers.
+    """
+    return not torch.compiler.is_compiling() and torch._C._current_graph_task_id() != -1
+
+
+def _copy(t: Tensor | None) -> Tensor | None:
+    """A throwaway copy of a buffer (None stays None)."""
+    return None if t is None else t.clone()
+
+
 class _NormBase(nn.Module):
     """State: affine parameters γ (``weight``) and β (``bias``) and the running statistics."""
 
@@ -130,6 +149,15 @@ class BatchNorm(_NormBase):
     average (factor ``1 / num_batches_tracked``). In eval mode the running statistics normalize —
     unless ``track_running_stats=False``, which uses batch statistics in both modes.
 
+    Difference from torch 2.13 (deliberate): under activation checkpointing
+    (``torch.utils.checkpoint``, reentrant or not) the block's forward runs again during backward;
+    torch's layers then update the running statistics and ``num_batches_tracked`` twice per step
+    (pytorch#96136), bnviz's once. A training forward running inside the autograd engine's
+    backward (``torch._C._current_graph_task_id() != -1``; see ``in_recomputation``) is taken for
+    the recomputation: it normalizes with the batch's statistics as before — the same output and
+    gradients — and leaves the buffers alone. Not checked under ``torch.compile``. See
+    ``docs/checkpointing.md``.
+
     Args:
         num_features: C, the size of dim 1.
         eps: added to the variance under the square root. Default: 1e-5
@@ -147,34 +175,36 @@ class BatchNorm(_NormBase):
         if input.dim() < 2:
             raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
 
-    def _count_batch(self) -> float | Tensor:
+    def _count_batch(self) -> tuple[Tensor | None, Tensor | None, float | Tensor]:
         """The momentum policy: in training with running statistics, count the batch, and return
-        the running update's factor — ``momentum``, or ``1 / num_batches_tracked`` (a cumulative
-        average) for ``momentum=None``, kept on the device: no host sync."""
+        the buffers to update with the running update's factor — ``momentum``, or
+        ``1 / num_batches_tracked`` (a cumulative average) for ``momentum=None``, kept on the
+        device: no host sync. Buffers are None where not passed (training without them).
+
+        A recomputation (``in_recomputation``: activation checkpointing rerunning this forward
+        during backward) counts nothing and gets throwaway copies of the buffers: the forward
+        still normalizes with the batch's statistics, rounded through the same dtypes, and the
+        buffers are updated once per step, not twice as torch's are (pytorch#96136).
+        """
         factor: float | Tensor = 0.0 if self.momentum is None else self.momentum
-        if self.training and self.track_running_stats and self.num_batches_tracked is not None:
+        # Buffers are passed only where they are read (eval) or updated (training and tracked).
+        if self.training and not self.track_running_stats:
+            return None, None, factor
+        running_mean, running_var = self.running_mean, self.running_var
+        if self.training and in_recomputation():
+            return _copy(running_mean), _copy(running_var), factor
+        if self.training and self.num_batches_tracked is not None:
             self.num_batches_tracked.add_(1)
             if self.momentum is None:
                 factor = self.num_batches_tracked.double().reciprocal()
-        return factor
+        return running_mean, running_var, factor
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        factor = self._count_batch()
+        running_mean, running_var, factor = self._count_batch()
         # Batch statistics in training, and in eval when there are no running statistics.
         use_batch_stats = self.training or (self.running_mean is None and self.running_var is None)
-        # Buffers are passed only where they are read (eval) or updated (training and tracked).
-        pass_buffers = not self.training or self.track_running_stats
-        return batch_norm(
-            input,
-            self.running_mean if pass_buffers else None,
-            self.running_var if pass_buffers else None,
-            self.weight,
-            self.bias,
-            use_batch_stats,
-            factor,
-            self.eps,
-        )
+        return batch_norm(input, running_mean, running_var, self.weight, self.bias, use_batch_stats, factor, self.eps)
 
 
 class BatchNorm1d(BatchNorm):

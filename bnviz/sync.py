@@ -64,6 +64,23 @@ def _all_gather(t: Tensor, group: Any, world_size: int) -> Tensor:
     return out
 
 
+def gather_moments(
+    count: float, mean: Tensor, m2: Tensor, group: Any, world_size: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Every rank's ``(count, mean, M2)`` per channel, gathered and merged: the whole group's
+    ``(n, mean, M2)`` — ``n`` a 0-d float64 tensor kept on the device, ``mean`` and ``M2`` (C,)
+    float64. ONE all_gather of a packed ``(1 + C + C,)`` tensor, then Chan's formula
+    (``merge_moments``); a rank with ``count = 0`` contributes nothing. Every rank calls it."""
+    channels = mean.numel()
+    packed = torch.cat([mean.new_full((1,), count), mean, m2])  # (1 + C + C,)
+    gathered = _all_gather(packed, group, world_size)  # (W, 2C + 1)
+    counts, means, m2s = gathered[:, 0], gathered[:, 1 : channels + 1], gathered[:, channels + 1 :]
+    # Chan's merge of the W ranks, per channel: (C·W,) channel-major -> (C,)
+    merged_mean, merged_m2 = merge_moments(means.t().reshape(-1), m2s.t().reshape(-1), counts.repeat(channels),
+                                           world_size)  # fmt: skip
+    return counts.sum(), merged_mean, merged_m2
+
+
 class SyncNormFunction(torch.autograd.Function):
     """``y = (x − mean) · inv_std · γ + β`` with the statistics of the whole group's batch (see the
     module docstring); forward and the closed-form backward side by side."""
@@ -92,12 +109,7 @@ class SyncNormFunction(torch.autograd.Function):
             mean_r, m2_r = row_moments(xv)  # (N, C, L) -> (C,), float64
         else:  # an empty batch contributes a zero count — and still joins the collective
             mean_r = m2_r = torch.zeros(channels, dtype=torch.float64, device=input.device)
-        packed = torch.cat([mean_r.new_full((1,), local), mean_r, m2_r])  # (1 + C + C,)
-        gathered = _all_gather(packed, group, world_size)  # (W, 2C + 1)
-        counts, means, m2s = gathered[:, 0], gathered[:, 1 : channels + 1], gathered[:, channels + 1 :]
-        # Chan's merge of the W ranks, per channel: (C·W,) channel-major -> (C,)
-        mean64, m2 = merge_moments(means.t().reshape(-1), m2s.t().reshape(-1), counts.repeat(channels), world_size)
-        n = counts.sum()  # the global count, a 0-d float64 tensor (kept on the device)
+        n, mean64, m2 = gather_moments(local, mean_r, m2_r, group, world_size)  # the whole group's, per channel
         if local <= 1:  # only then can the whole batch hold ≤ 1 value per channel: every such rank looks
             total = int(n.item())  # (a host sync on this rare path alone; all ranks decide alike)
             if total == 1:  # plain batch norm's refusal, with the concatenated batch's size
@@ -299,18 +311,10 @@ class SyncBatchNorm(BatchNorm):
         sync = self._sync_group()
         if sync is None:
             return super().forward(input)
-        factor = self._count_batch()  # BatchNorm's momentum policy (synchronized only in training)
-        tracked = self.track_running_stats
-        return sync_batch_norm(
-            input,
-            self.running_mean if tracked else None,
-            self.running_var if tracked else None,
-            self.weight,
-            self.bias,
-            factor,
-            self.eps,
-            *sync,
-        )
+        # BatchNorm's momentum policy (synchronized only in training); a recomputation under
+        # checkpointing gets copies of the buffers and joins the same collectives.
+        running_mean, running_var, factor = self._count_batch()
+        return sync_batch_norm(input, running_mean, running_var, self.weight, self.bias, factor, self.eps, *sync)
 
     @classmethod
     def convert_sync_batchnorm(cls, module: nn.Module, process_group: Any = None) -> nn.Module:
