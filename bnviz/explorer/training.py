@@ -66,13 +66,15 @@ MAX_INIT_STD = 10.0
 MAX_SEED = 1_000_000
 MAX_SEEDS = 10
 MAX_LRS = 12
-MAX_EVALS = 500  # evaluation points of one training
+MAX_EVALS = 200  # evaluations of one training after step 0 (a chart needs no more points)
 MAX_NOISE = 10.0
 MAX_PROBES = 10
-# Work of a whole run: steps of all its networks together, and their multiply-adds (forward and
-# backward ≈ 3 forwards). The default sweep is 42,000 network-steps and 2.1e11 multiply-adds.
-MAX_NETWORK_STEPS = 100_000
-MAX_MACS = 5e11
+# Work of a whole run: SGD steps of all its networks together, and their multiply-adds (forward
+# and backward ≈ 3 forwards). A step costs about 0.9 ms plus 1 ms per 3.5e10 multiply-adds here
+# (measured, one thread; 1.0 ms at width 100 and batch 60, 4.3 ms at 256 and 256), so either cap
+# is about a minute. The default sweep is 21,000 network-steps and 1.0e11 multiply-adds.
+MAX_NETWORK_STEPS = 50_000
+MAX_MACS = 2e12
 
 
 # --- networks --------------------------------------------------------------------------------------
@@ -227,7 +229,7 @@ class Schedule:
 
     def eval_steps(self) -> list[int]:
         """0, every ``eval_every`` steps, and the last step."""
-        return sorted({*range(0, self.steps + 1, self.eval_every), self.steps})
+        return sorted({*range(0, self.steps + 1, max(self.eval_every, 1)), self.steps})
 
     def probe_steps(self) -> list[int]:
         """``probes`` steps spread evenly from the first to the last step of training."""
@@ -292,7 +294,9 @@ def one_thread() -> Iterator[None]:
     networks are too small to gain from a second thread, and on a loaded 2-core machine OpenMP's
     waiting threads made experiment 1 take 35–60 s instead of 3–5 s (measured). The setting is
     the calling thread's own (OpenMP's and MKL's per-thread values): other visitors' threads keep
-    theirs."""
+    theirs — but a thread that first touches torch while this runs starts with 1, since torch
+    copies a process-wide value into each new thread (harmless here: one thread is what these
+    small views want on a shared 2-core machine)."""
     old = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -308,11 +312,11 @@ class _Ticker:
     def __init__(self, total: int, stopped: Callable[[], bool], progress: Callable[[float], None]) -> None:
         self.total, self.done, self.stopped, self.progress = max(total, 1), 0, stopped, progress
 
-    def step(self, networks: int, step: int) -> None:
+    def step(self, networks: int, step: int, last: int) -> None:
         if self.stopped():
             raise Cancelled("stopped: the view is no longer wanted")
         self.done += networks
-        if step % PROGRESS_EVERY == 0:
+        if step % PROGRESS_EVERY == 0 or step == last:
             self.progress(min(self.done / self.total, 1.0))
 
     def finish(self) -> None:
@@ -369,7 +373,7 @@ def _train_group_here(archs: dict[str, Arch], s: Schedule, data: Digits, ticker:
             if step in evals:
                 rows[name]["loss"].append(loss.item())
                 record(name, step)
-        ticker.step(len(models), step)
+        ticker.step(len(models), step, s.steps)
     return {name: _curve(r) for name, r in rows.items()}
 
 
@@ -417,7 +421,7 @@ class DriftConfig:
 
     def estimate_bytes(self) -> int:
         """Peak bytes the run adds (an upper bound; see ``_estimate``)."""
-        return _estimate(self.width, self.batch, networks=2, evals=len(config_schedule(self).eval_steps()), runs=1)
+        return _estimate(self.width, self.batch, 2, 2 * len(config_schedule(self).eval_steps()))
 
 
 @dataclass(frozen=True)
@@ -445,7 +449,7 @@ class SweepConfig:
         return 2 * self.steps * len(self.lrs) * len(self.seeds)
 
     def estimate_bytes(self) -> int:
-        return _estimate(self.width, self.batch, networks=2, evals=2, runs=len(self.lrs) * len(self.seeds))
+        return _estimate(self.width, self.batch, 2, 2 * 2 * len(self.lrs) * len(self.seeds))
 
 
 NOISE_VARIANTS = ("bn", "noisy-bn", "noise", "plain")  # batch norm, + noise, noise alone, neither
@@ -483,7 +487,7 @@ class NoiseConfig:
 
     def estimate_bytes(self) -> int:
         evals = len(config_schedule(self).eval_steps())
-        return _estimate(self.width, self.batch, networks=4, evals=evals, runs=len(self.seeds))
+        return _estimate(self.width, self.batch, 4, 4 * evals * len(self.seeds))
 
 
 PLACEMENT_VARIANTS = ("before", "after")  # Linear → BN → ReLU, Linear → ReLU → BN
@@ -509,7 +513,7 @@ class PlacementConfig:
 
     def estimate_bytes(self) -> int:
         evals = len(config_schedule(self).eval_steps())
-        return _estimate(self.width, self.batch, networks=2, evals=evals, runs=len(self.seeds))
+        return _estimate(self.width, self.batch, 2, 2 * evals * len(self.seeds))
 
 
 AnyConfig = DriftConfig | SweepConfig | NoiseConfig | PlacementConfig
@@ -517,20 +521,24 @@ AnyConfig = DriftConfig | SweepConfig | NoiseConfig | PlacementConfig
 # --- memory ----------------------------------------------------------------------------------------
 
 MB = 2**20
-BASE_BYTES = 8 * MB  # the data's copies (0.5 MB), the module objects, the heap's own growth
-PER_PARAMETER = 24  # weight, gradient, the probe's copies of both (float32)
-PER_ACTIVATION = 48  # per value of a hidden layer in a minibatch: every layer's output, saved for backward
-PER_EVAL_VALUE = 40  # per value of a hidden layer over the test split, at evaluation (no grad)
-PER_POINT = 400  # Python floats of one evaluation point of one network in the report
+BASE_BYTES = 8 * MB  # any run: the data's copy (0.5 MB), the report's objects, the heap's own growth
+PER_PARAMETER = 24  # per parameter of each network: weight and gradient, the probe's copies of both
+PER_ACTIVATION = 32  # per hidden value of one minibatch (one network's graph at a time)
+PER_EVAL_VALUE = 32  # per hidden value over the test split (one network's evaluation at a time)
+PER_POINT = 400  # one evaluation of one network in the report: six numbers, as Python objects
+TEST_ROWS = 359
 
 
-def _estimate(width: int, batch: int, networks: int, evals: int, runs: int) -> int:
-    """The digits, ``networks`` networks at a time (parameters, gradients; activations of a
-    minibatch and of the test split), and the report's points. Fitted on ``measure_peak``
-    (tests/explorer/test_training.py holds it above the measured peak), rounded up."""
-    params = macs_per_sample(width) + DEPTH * width * 4
-    per_net = PER_PARAMETER * params + PER_ACTIVATION * batch * width * DEPTH + PER_EVAL_VALUE * 359 * width
-    return BASE_BYTES + networks * per_net + PER_POINT * networks * evals * runs
+def _estimate(width: int, batch: int, networks: int, points: int) -> int:
+    """The networks alive together (parameters), one network's minibatch graph or test-split
+    evaluation at a time, and the report's ``points`` (evaluations of all networks). Fitted on
+    ``measure_peak`` after a warm-up run, as the server runs it (measured 1.2–7.2 MB; the first
+    training view of a process adds about 15 MB more, once: the file's parse and torch's lazy
+    set-up), and rounded up; tests/explorer/test_training.py holds it above the measured peak."""
+    params = macs_per_sample(width) + DEPTH * width * 3  # weights, biases, γ and β
+    hidden = width * DEPTH
+    return (BASE_BYTES + networks * PER_PARAMETER * params + PER_ACTIVATION * batch * hidden
+            + PER_EVAL_VALUE * TEST_ROWS * hidden + PER_POINT * points)  # fmt: skip
 
 
 # --- refusals --------------------------------------------------------------------------------------
@@ -599,7 +607,7 @@ def refusal(config: AnyConfig) -> str | None:
     else:
         checks.append(_seeds(config.seeds))
     if not isinstance(config, SweepConfig):
-        checks.append(_range(config.eval_every, 1, MAX_STEPS, "evaluating every … steps"))
+        checks.append(_range(config.eval_every, 1, MAX_STEPS, "the evaluation interval (steps)"))
         if not any(checks) and len(config_schedule(config).eval_steps()) > MAX_EVALS + 1:
             least = math.ceil(config.steps / MAX_EVALS)
             checks.append(f"evaluating every {config.eval_every} steps over {config.steps:,} steps is more than "
