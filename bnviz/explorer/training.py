@@ -129,14 +129,14 @@ def _generator(seed: int, stream: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1009 + stream)
 
 
-def build(arch: Arch, seed: int, noise_stream: int = 0) -> nn.Sequential:
+def build(arch: Arch, seed: int) -> nn.Sequential:
     """``Linear → [BN] → [noise] → act`` (placement ``before``), ``Linear → [noise] → act``
     (``none``) or ``Linear → act → BN → [noise]`` (``after``), three times, then ``Linear`` to
     the logits. Weights: N(0, init_std²) with zero biases, or torch's default U(±1/√fan_in) when
     ``init_std`` is None — drawn from ``seed`` alone, so every ``Arch`` of one width starts from
-    the same linear weights."""
+    the same linear weights, and every noisy one draws the same noise."""
     act = ACTIVATIONS[arch.activation]
-    noise_gen = _generator(seed, 100 + noise_stream)
+    noise_gen = _generator(seed, 2)
 
     def noise() -> list[nn.Module]:
         return [Noise(*arch.noise, noise_gen)] if arch.noise is not None else []
@@ -332,7 +332,7 @@ def _train_group(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Tic
 
 
 def _train_group_here(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Ticker) -> dict[str, Curve]:
-    models = {name: build(arch, s.seed, k) for k, (name, arch) in enumerate(archs.items())}
+    models = {name: build(arch, s.seed) for name, arch in archs.items()}
     params = {name: list(m.parameters()) for name, m in models.items()}
     cuts = {name: last_activation(m) for name, m in models.items()}
     etas = tuple(s.lr * k for k in PROBE_MULTIPLES)
@@ -592,6 +592,8 @@ def refusal(config: AnyConfig) -> str | None:
             checks.append(f"the initial weights' standard deviation is {std!r}; it must be above 0 and at most "
                           f"{MAX_INIT_STD:g} (or torch's default initialisation)")  # fmt: skip
     if isinstance(config, SweepConfig):
+        if config.activation not in ACTIVATIONS:
+            checks.append(f"the activation is {config.activation!r}; it must be one of {', '.join(ACTIVATIONS)}")
         lrs = config.lrs
         if not isinstance(lrs, tuple) or not 1 <= len(lrs) <= MAX_LRS:
             checks.append(f"{len(lrs) if isinstance(lrs, tuple) else lrs!r} learning rates were given; give 1 to "

@@ -191,6 +191,16 @@ def test_the_smoothness_probe_measures_the_loss_along_the_gradient_and_restores_
     assert spread == pytest.approx(max(losses) - min(losses))
 
 
+def test_the_noisy_networks_of_one_seed_draw_the_same_noise():
+    archs = NoiseConfig(width=8).archs()
+    noisy_bn, noise = build(archs["noisy-bn"], 4), build(archs["noise"], 4)
+    layers = [[m for m in model if isinstance(m, training.Noise)] for model in (noisy_bn, noise)]
+    assert len(layers[0]) == len(layers[1]) == 3
+    x = torch.zeros(5, 8)
+    for a, b in zip(*layers, strict=True):
+        assert torch.equal(a(x), b(x))
+
+
 def test_noise_moves_each_unit_in_training_only_and_is_seeded():
     x = torch.zeros(4000, 3)
     noise = training.Noise(2.0, 3.0, torch.Generator().manual_seed(0))
