@@ -211,7 +211,7 @@ class Curve:
 
     @property
     def moved(self) -> float:
-        """How far the median moved over training: max − min of ``p50`` (0 when it is not finite)."""
+        """How far the median moved over training: max − min of ``p50`` over its finite values (nan if none)."""
         finite = [v for v in self.p50 if math.isfinite(v)]
         return max(finite) - min(finite) if finite else math.nan
 
@@ -328,10 +328,10 @@ def _train_group(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Tic
     one SGD step of each in turn; evaluate at ``s.eval_steps()``, probe the networks without
     noise at ``s.probe_steps()``."""
     with one_thread():
-        return _train_group_here(archs, s, data, ticker)
+        return _lockstep(archs, s, data, ticker)
 
 
-def _train_group_here(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Ticker) -> dict[str, Curve]:
+def _lockstep(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Ticker) -> dict[str, Curve]:
     models = {name: build(arch, s.seed) for name, arch in archs.items()}
     params = {name: list(m.parameters()) for name, m in models.items()}
     cuts = {name: last_activation(m) for name, m in models.items()}
@@ -628,7 +628,7 @@ def refusal(config: AnyConfig) -> str | None:
 def config_schedule(config: AnyConfig, seed: int = 0, lr: float | None = None) -> Schedule:
     """The schedule the networks of ``config`` are trained with (for ``seed``, and ``lr`` in a sweep)."""
     if isinstance(config, SweepConfig):
-        return Schedule(lr or config.lrs[0], config.steps, config.batch, seed, config.steps)
+        return Schedule(config.lrs[0] if lr is None else lr, config.steps, config.batch, seed, config.steps)
     probes = config.probes if isinstance(config, NoiseConfig) else 0
     seed = config.seed if isinstance(config, DriftConfig) else seed
     return Schedule(config.lr, config.steps, config.batch, seed, config.eval_every, probes)
@@ -705,8 +705,7 @@ def run_sweep(config: SweepConfig, stopped: Callable[[], bool] = _never,
     acc: dict[str, list[tuple[float, ...]]] = {n: [] for n in names}
     loss: dict[str, list[tuple[float, ...]]] = {n: [] for n in names}
     for lr in config.lrs:
-        runs = [_train_group(config.archs(), config_schedule(config, seed, lr), data, ticker)
-                for seed in config.seeds]
+        runs = [_train_group(config.archs(), config_schedule(config, seed, lr), data, ticker) for seed in config.seeds]
         for n in names:
             acc[n].append(tuple(r[n].final_accuracy for r in runs))
             loss[n].append(tuple(r[n].final_loss for r in runs))

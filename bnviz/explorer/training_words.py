@@ -232,7 +232,7 @@ def noise_sentences(report: SeedsReport) -> Sentences:
     c: NoiseConfig = report.config  # type: ignore[assignment]
     claim = (
         "Santurkar et al. (2018) add noise after each batch norm, with a non-zero mean and a non-unit variance drawn "
-        "afresh at every step: it brings back the shifting input distributions (\"internal covariate shift\") "
+        'afresh at every step: it brings back the shifting input distributions ("internal covariate shift") '
         "that batch norm is said to remove. The network still trains about as well as with plain batch norm, while "
         "the same noise without batch norm does not train. They conclude that batch norm helps by making the loss "
         "smoother, and measure it: along the gradient, the loss changes less with batch norm."

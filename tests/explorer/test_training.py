@@ -320,12 +320,14 @@ def _curve(acc: float, medians: tuple[float, ...]) -> Curve:
 
 
 def test_a_run_that_disagrees_with_the_paper_says_so():
-    report = DriftReport(DriftConfig(steps=200), {"bn": _curve(0.4, (0.0, 3.0, 1.0)), "plain": _curve(0.9, (0, .5, 1))})
+    report = DriftReport(
+        DriftConfig(steps=200), {"bn": _curve(0.4, (0.0, 3.0, 1.0)), "plain": _curve(0.9, (0, 0.5, 1))}
+    )
     shows = drift_sentences(report).shows
     assert "Here the plain network does better, unlike the paper." in shows
     assert "moved by 3.00 with batch norm and 1.00 plain" in shows
     assert "The median drifts no less with batch norm than without, unlike the paper." in shows
-    agree = DriftReport(DriftConfig(steps=200), {"bn": _curve(0.9, (0, .5, 1)), "plain": _curve(0.1, (0, 4, 2))})
+    agree = DriftReport(DriftConfig(steps=200), {"bn": _curve(0.9, (0, 0.5, 1)), "plain": _curve(0.1, (0, 4, 2))})
     shows = drift_sentences(agree).shows
     assert "Batch norm trains better here, as in the paper, and the plain network stays near chance." in shows
     assert "4.0 times further without batch norm" in shows
