@@ -85,7 +85,8 @@ def percentiles_figure(report: DriftReport) -> go.Figure:
         for q, values, dash in (("15th", c.p15, "dot"), ("50th", c.p50, "solid"), ("85th", c.p85, "dot")):
             fig.add_trace(go.Scatter(x=steps, y=[_finite(v) for v in values], mode="lines",
                                      line=dict(color=color, width=2.5 if q == "50th" else 1, dash=dash),
-                                     name=f"{q} percentile", legendgroup=q, showlegend=False,
+                                     name="median" if q == "50th" else "15th and 85th percentiles",
+                                     legendgroup=q if q == "50th" else "tails", showlegend=col == 1 and q != "85th",
                                      hovertemplate=f"{q} percentile, step %{{x}}: %{{y:.3g}}<extra></extra>"),
                           row=1, col=col)  # fmt: skip
         fig.update_xaxes(title_text="SGD step", rangemode="tozero", row=1, col=col)
@@ -187,7 +188,7 @@ def noise_figures(report: SeedsReport) -> dict[str, go.Figure]:
 
 def placement_figure(report: SeedsReport) -> go.Figure:
     """Left: final test accuracy of each seed, before and after, a grey line joining the two
-    networks of one seed (same weights, same minibatches), and the mean (a bar). Right: mean
+    networks of one seed (same weights, same minibatches), and the mean (a wide dash). Right: mean
     test accuracy against steps, band from the lowest to the highest seed."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.12,
                         subplot_titles=("final accuracy, each seed", "test accuracy over training"))  # fmt: skip
@@ -201,9 +202,11 @@ def placement_figure(report: SeedsReport) -> go.Figure:
                       row=1, col=1)  # fmt: skip
     for variant in report.curves:
         finals = report.finals(variant)
-        fig.add_trace(go.Bar(x=[NAMES[variant]], y=[sum(finals) / len(finals)], name=f"{NAMES[variant]}: mean",
-                             marker_color=_band(COLORS[variant], 0.35), showlegend=False,
-                             hovertemplate="mean %{y:.1%}<extra></extra>"), row=1, col=1)  # fmt: skip
+        fig.add_trace(go.Scatter(x=[NAMES[variant]], y=[sum(finals) / len(finals)], mode="markers",
+                                 marker=dict(symbol="line-ew-open", size=44, color=COLORS[variant],
+                                             line=dict(width=3, color=COLORS[variant])),
+                                 name=f"{NAMES[variant]}: mean", showlegend=False,
+                                 hovertemplate="mean of the seeds: %{y:.1%}<extra></extra>"), row=1, col=1)  # fmt: skip
         _mean_band(fig, variant, report.curves[variant], row=1, col=2)
     fig.update_xaxes(title_text="SGD step", rangemode="tozero", row=1, col=2)
     lows = [min(report.finals(v)) for v in report.curves]
