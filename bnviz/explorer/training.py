@@ -46,7 +46,7 @@ from torch.nn import functional as F
 
 import bnviz
 from bnviz.explorer.digits import CLASSES, PIXELS, Digits, load_digits
-from bnviz.explorer.serve import Cancelled
+from bnviz.hosting.serve import Cancelled
 
 DEPTH = 3  # hidden layers, as in Ioffe & Szegedy's Figure 1
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}

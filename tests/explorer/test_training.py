@@ -22,9 +22,8 @@ import torch
 from torch import nn
 
 import bnviz
-from bnviz.explorer import serve, training
+from bnviz.explorer import training
 from bnviz.explorer.digits import load_digits
-from bnviz.explorer.serve import Cancelled
 from bnviz.explorer.training import (
     CSV_COLUMNS,
     Arch,
@@ -44,6 +43,8 @@ from bnviz.explorer.training import (
 )
 from bnviz.explorer.training_plots import drift_figures, noise_figures, placement_figures, sweep_figure
 from bnviz.explorer.training_words import drift_sentences, noise_sentences, placement_sentences, sweep_sentences
+from bnviz.hosting import serve
+from bnviz.hosting.serve import Cancelled
 
 ROOT = Path(__file__).resolve().parents[2]
 MB = 2**20
@@ -351,7 +352,7 @@ MEMORY_CASES = {  # the largest of each page's caps among them
 
 def measure_all() -> dict[str, int]:
     """Each case's measured peak, after a warm-up run (as the server, whose other views have run)."""
-    from bnviz.explorer.memory import measure_peak
+    from bnviz.hosting.memory import measure_peak
 
     run(NoiseConfig(steps=4, seeds=(0,), probes=2))
     return {name: measure_peak(lambda config=config: run(config))[1] for name, config in MEMORY_CASES.items()}
