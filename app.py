@@ -17,6 +17,10 @@ PAGES = {  # one page per question (../shared/PRODUCT.md), grouped as a reader m
         st.Page("app_pages/network.py", title="BatchNorm2d vs 1d in a CNN", icon=":material/layers:",
                 url_path="network"),
     ],
+    "Batch norm in training": [
+        st.Page("app_pages/training.py", title="Why batch norm helps", icon=":material/trending_up:",
+                url_path="training"),
+    ],
     "Beyond one layer": [
         st.Page("app_pages/family.py", title="The normalization family", icon=":material/diversity_3:",
                 url_path="family"),

@@ -35,11 +35,14 @@ def _session_open() -> bool:
     return ctx is None or not Runtime.exists() or Runtime.instance().is_active_session(ctx.session_id)
 
 
-def heavy(key: Hashable, cost: int, run: Callable[[Callable[[], bool]], T], doing: str) -> T | None:
+def heavy(
+    key: Hashable, cost: int, run: Callable[..., T], doing: str, cpu: bool = False, progress: bool = False
+) -> T | None:
     """The report for ``key``: from the shared cache at once, else computed by ``run(stopped)``
-    once the server's memory budget has room for ``cost`` bytes. While it waits, a placeholder
-    says how many views wait ahead of it; then ``doing``. None, with the reason shown, when the
-    budget could never hold it.
+    once the server's memory budget has room for ``cost`` bytes (and, with ``cpu``, a core slot:
+    a training). While it waits, a placeholder says how many views wait ahead of it; then
+    ``doing`` — with ``progress``, as a progress bar that ``run(stopped, progress)`` moves
+    (``progress(fraction)``). None, with the reason shown, when the budget could never hold it.
 
     A job nobody wants any more stops: between steps once the visitor left (and no other waits
     for the same view), and at once when the visitor asks for another heavy view (``serve``'s
@@ -66,12 +69,22 @@ def heavy(key: Hashable, cost: int, run: Callable[[Callable[[], bool]], T], doin
             f"{ahead}, {w.running} running. The server shares its memory between visitors; this view starts as "
             f"soon as there is room ({w.waited_s:.0f} s so far).", icon=":material/hourglass_top:"))  # fmt: skip
 
-    def on_start() -> None:
-        update(lambda: slot.caption(doing))
+    bar: list[Any] = []
 
+    def on_start() -> None:
+        if progress:
+            update(lambda: bar.append(slot.progress(0.0, text=doing)))
+        else:
+            update(lambda: slot.caption(doing))
+
+    def moved(fraction: float) -> None:
+        if bar:
+            update(lambda: bar[0].progress(min(max(fraction, 0.0), 1.0), text=doing))
+
+    job = (lambda stopped: run(stopped, moved)) if progress else run
     try:
         value = serve.run_heavy(
-            shared.budget, shared.reports, owner, key, cost, run, on_wait, lambda: not wanted(), on_start
+            shared.budget, shared.reports, owner, key, cost, job, on_wait, lambda: not wanted(), on_start, cpu
         )
     except serve.Refused as exc:
         slot.error(f"Not run: {exc}.")
@@ -81,6 +94,11 @@ def heavy(key: Hashable, cost: int, run: Callable[[Callable[[], bool]], T], doin
         st.stop()
     slot.empty()
     return value
+
+
+def finished(key: Hashable) -> bool:
+    """Whether the report for ``key`` is in the server's cache: shown without asking for it."""
+    return server().reports.get(key) is not serve.MISSING
 
 
 def ensure_fork_server(why: str) -> bool:

@@ -36,7 +36,7 @@ KINDS = {"batch": "int", "image": "int", "channels": "int", "steps": "int", "see
 def load_report(config: NetworkConfig) -> NetworkReport | None:
     """The trained networks' report, within the server's memory budget (None when it could never fit)."""
     return heavy(config, config.estimate_bytes(), lambda stopped: run_network(config, stopped),
-                 "Training both networks…")  # fmt: skip
+                 "Training the networks…", cpu=True)  # fmt: skip
 
 
 @st.cache_data(max_entries=32, show_spinner=False)

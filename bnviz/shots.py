@@ -199,6 +199,16 @@ def screenshot_section(page: Any, path: str | Path, title: str) -> None:
     page.screenshot(path=str(path), clip={"x": main["x"], "y": top, "width": main["width"], "height": bottom - top})
 
 
+def press_all(page: Any, label: str, timeout_ms: float = 600_000) -> None:
+    """Press each button whose label starts with ``label``, top to bottom, waiting until the page
+    has run and drawn after each."""
+    buttons = page.locator("button", has_text=label)
+    for i in range(buttons.count()):
+        buttons.nth(i).click()
+        page.wait_for_timeout(500)
+        wait_until_drawn(page, timeout_ms)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bnviz.shots", description=__doc__.splitlines()[0])
     parser.add_argument("view", help='a page and query ("network?steps=5", "layer=BatchNorm1d&shape=32,4" for the '
@@ -207,10 +217,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--full", action="store_true", help="the whole window, sidebar included")
     parser.add_argument("--max-height", type=int, help="keep only the top N pixels of the main area")
     parser.add_argument("--section", help='only one section, by its title (e.g. "Running statistics")')
+    parser.add_argument("--press", metavar="LABEL", help='press every button whose label starts with LABEL, one '
+                        'after the other, and wait for each ("Run it": every experiment of /training)')
     args = parser.parse_args(argv)
     with serve_app() as (base, _), chromium() as browser:
         page = browser.new_page(viewport=VIEWPORT)
         open_view(page, base, args.view)
+        if args.press:
+            press_all(page, args.press)
+            open_view(page, base, args.view)  # again, for the window's height with everything drawn
         if args.full:
             page.screenshot(path=args.out, full_page=True)
         elif args.section:

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from bnviz.explorer import data_parallel, family, inference, network
+from bnviz.explorer import data_parallel, family, inference, network, training
 from bnviz.explorer.compare import DEVICES, DTYPES, LAYERS, LAYOUTS, MAX_RANK, MAX_STEPS, MAX_TRAIN_BATCH, MODES, Config
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.data_parallel import DataParallelConfig
@@ -73,6 +73,43 @@ def float_in(lo: float, hi: float, allow_none: bool = False) -> Callable[[str], 
     return parse
 
 
+def number_list(lo: float, hi: float, most: int) -> Callable[[str], tuple[float, ...]]:
+    """A parser for a comma-separated list of 1 to ``most`` finite numbers in ``[lo, hi]``."""
+    one = float_in(lo, hi)
+
+    def parse(text: str) -> tuple[float, ...]:
+        parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+        if not 1 <= len(parts) <= most:
+            raise ValueError(f"expected 1 to {most} numbers separated by commas")
+        return tuple(one(p) for p in parts)  # type: ignore[misc]
+
+    return parse
+
+
+def whole_list(lo: int, hi: int, most: int) -> Callable[[str], tuple[int, ...]]:
+    """A parser for a comma-separated list of 1 to ``most`` distinct whole numbers in ``[lo, hi]``."""
+    one = int_in(lo, hi)
+
+    def parse(text: str) -> tuple[int, ...]:
+        parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+        if not 1 <= len(parts) <= most:
+            raise ValueError(f"expected 1 to {most} whole numbers separated by commas")
+        values = tuple(one(p) for p in parts)
+        if len(set(values)) != len(values):
+            raise ValueError("a number repeats")
+        return values
+
+    return parse
+
+
+def std_or_default(text: str) -> float | None:
+    """``default`` (torch's initialisation: None) or a standard deviation above 0, at most 10."""
+    if text.strip().lower() == "default":
+        return None
+    value = float_in(1e-6, 10.0)(text)
+    return value
+
+
 def boolean(text: str) -> bool:
     """``true`` or ``false``."""
     lowered = text.strip().lower()
@@ -114,9 +151,10 @@ def inert(text: str, limit: int = 60) -> str:
 
 
 def format_any(value: Any) -> str:
-    """A field's URL text: shapes comma-separated, None as ``none``, booleans lower-case."""
+    """A field's URL text: shapes and lists comma-separated (numbers as ``:g``), None as ``none``,
+    booleans lower-case."""
     if isinstance(value, tuple):
-        return ",".join(str(d) for d in value)
+        return ",".join(f"{d:g}" if isinstance(d, float) else str(d) for d in value)
     if value is None:
         return "none"
     if isinstance(value, bool):
@@ -136,8 +174,9 @@ class Param:
 class QuerySpec(Generic[T]):
     """The URL of one page: parse a query over a base config, and write a config back."""
 
-    def __init__(self, params: list[Param]) -> None:
+    def __init__(self, params: list[Param], formats: dict[str, Callable[[Any], str]] | None = None) -> None:
         self.params = {p.name: p for p in params}
+        self.formats = formats or {}  # a field's own URL text, where format_any's is not it
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -145,7 +184,8 @@ class QuerySpec(Generic[T]):
 
     def format_value(self, name: str, config: T) -> str:
         """The URL text of one parameter."""
-        return format_any(getattr(config, self.params[name].field))
+        value = getattr(config, self.params[name].field)
+        return self.formats[name](value) if name in self.formats else format_any(value)
 
     def to_query(self, config: T) -> dict[str, str]:
         """Every parameter of ``config`` as URL text."""
@@ -302,5 +342,50 @@ DATA_PARALLEL = QuerySpec[DataParallelConfig](
         Param("sample", "sample", parse_shape),
         Param("dist", "dist", choice(DISTRIBUTIONS)),
         Param("seed", "seed", int_in(0, 2**31 - 1)),
+    ]
+)
+
+
+def _init(value: float | None) -> str:
+    return "default" if value is None else f"{value:g}"
+
+
+SEEDS = whole_list(0, training.MAX_SEED, training.MAX_SEEDS)
+TRAINING_DRIFT = QuerySpec[training.DriftConfig](
+    [
+        Param("lr", "lr", float_in(1e-6, training.MAX_LR)),
+        Param("steps", "steps", int_in(1, training.MAX_STEPS)),
+        Param("seed", "seed", int_in(0, training.MAX_SEED)),
+        Param("init", "init_std", std_or_default),
+        Param("every", "eval_every", int_in(1, training.MAX_STEPS)),
+        Param("width", "width", int_in(training.MIN_WIDTH, training.MAX_WIDTH)),
+        Param("batch", "batch", int_in(training.MIN_BATCH, training.MAX_BATCH)),
+    ],
+    {"init": _init},
+)
+TRAINING_SWEEP = QuerySpec[training.SweepConfig](
+    [
+        Param("sweep_lrs", "lrs", number_list(1e-6, training.MAX_LR, training.MAX_LRS)),
+        Param("sweep_seeds", "seeds", SEEDS),
+        Param("sweep_steps", "steps", int_in(1, training.MAX_STEPS)),
+        Param("sweep_act", "activation", choice(tuple(training.ACTIVATIONS))),
+        Param("sweep_init", "init_std", std_or_default),
+    ],
+    {"sweep_init": _init},
+)
+TRAINING_NOISE = QuerySpec[training.NoiseConfig](
+    [
+        Param("noise_lr", "lr", float_in(1e-6, training.MAX_LR)),
+        Param("noise_steps", "steps", int_in(1, training.MAX_STEPS)),
+        Param("noise_seeds", "seeds", SEEDS),
+        Param("noise_mean", "noise_mean", float_in(0.0, training.MAX_NOISE)),
+        Param("noise_std", "noise_std", float_in(1.0, training.MAX_NOISE)),
+    ]
+)
+TRAINING_PLACEMENT = QuerySpec[training.PlacementConfig](
+    [
+        Param("relu_lr", "lr", float_in(1e-6, training.MAX_LR)),
+        Param("relu_steps", "steps", int_in(1, training.MAX_STEPS)),
+        Param("relu_seeds", "seeds", SEEDS),
     ]
 )

@@ -99,7 +99,18 @@ QUESTIONS: tuple[Question, ...] = (
              "8 real processes with 2 samples each: their own statistics against the whole batch's"),
     Question(11, "Can I fold batch norm into the conv before it, and why does my \"frozen\" batch norm still change?",
              Link("inference"),
-             "the folded weights with the formula's numbers, and three ways of freezing, of which one holds"),
+             "the folded weights with the formula's numbers, and four ways of freezing, of which two hold"),
+    Question(12, "Why does batch norm help training at all?",
+             Link("training", section="why-it-helps"),
+             "Ioffe & Szegedy's Figure 1 run live on digits: accuracy, and a sigmoid's input drifting without it",
+             more=(
+                 ("Higher learning rates: a sweep over seeds", Link("training", section="higher-learning-rates")),
+                 ("A smoother loss, not less internal covariate shift: noisy batch norm",
+                  Link("training", section="noisy-batch-norm")),
+             )),
+    Question(13, "Batch norm before or after the ReLU?",
+             Link("training", section="before-or-after-relu"),
+             "both orders trained from the same weights over several seeds, and what the difference amounts to"),
 )  # fmt: skip
 
 

@@ -75,6 +75,7 @@ MAX_PROBES = 10
 # is about a minute. The default sweep is 21,000 network-steps and 1.0e11 multiply-adds.
 MAX_NETWORK_STEPS = 50_000
 MAX_MACS = 2e12
+STEP_SECONDS, MACS_PER_SECOND = 0.9e-3, 3.5e13  # the measured cost of one network's step, above
 
 
 # --- networks --------------------------------------------------------------------------------------
@@ -632,6 +633,22 @@ def config_schedule(config: AnyConfig, seed: int = 0, lr: float | None = None) -
     probes = config.probes if isinstance(config, NoiseConfig) else 0
     seed = config.seed if isinstance(config, DriftConfig) else seed
     return Schedule(config.lr, config.steps, config.batch, seed, config.eval_every, probes)
+
+
+def seconds_estimate(config: AnyConfig) -> float:
+    """About how long a run takes here, one thread and no other load: every network's steps at the
+    cost measured above (``STEP_SECONDS`` each, plus their multiply-adds)."""
+    steps = config.network_steps()
+    return steps * (STEP_SECONDS + 3 * config.batch * macs_per_sample(config.width) / MACS_PER_SECOND)
+
+
+def command_line(config: DriftConfig) -> str:
+    """The terminal command that runs experiment 1 as ``config`` and prints its table
+    (``python -m bnviz.training``)."""
+    init = "default" if config.init_std is None else f"{config.init_std:g}"
+    return (f"python -m bnviz.training --lr {config.lr:g} --steps {config.steps} --seed {config.seed} "
+            f"--init-std {init} --eval-every {config.eval_every} --width {config.width} "
+            f"--batch {config.batch}")  # fmt: skip
 
 
 # --- reports and runs ------------------------------------------------------------------------------

@@ -91,7 +91,7 @@ def percentiles_figure(report: DriftReport) -> go.Figure:
                           row=1, col=col)  # fmt: skip
         fig.update_xaxes(title_text="SGD step", rangemode="tozero", row=1, col=col)
     fig.update_yaxes(title_text=f"input of sigmoid unit {UNIT}, last hidden layer", row=1, col=1)
-    fig.update_layout(height=380, title="The last layer's sigmoid input over training (test split, eval mode)",
+    fig.update_layout(height=380, title="A last-layer sigmoid's input (test split)",
                       **LAYOUT)  # fmt: skip
     return fig
 

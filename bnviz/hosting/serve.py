@@ -15,6 +15,11 @@ fewer than ``max_overtakes`` have done so. So a small view never waits long behi
 that cannot start yet, and a big one waits at most for what ran before it plus ``max_overtakes``
 small ones: it is never starved, and no other big one passes it.
 
+Memory is not the only thing a job uses up: a training run keeps a core busy for seconds. A job
+that says so (``cpu=True``) also takes one of ``cpu_slots`` (default: the cores this process may
+use), so at most that many run at once; the others wait in the same queue, and a job that needs no
+core slot (a quick view) may pass them as above — it cannot take a slot they wait for.
+
 Each owner (a browser session) holds at most one job: a newer request of the same owner cancels
 its older one — dropped from the queue, or stopped between steps of the run (``Ticket.stopped``).
 
@@ -42,6 +47,7 @@ from typing import Any
 
 MB = 2**20
 BUDGET_ENV = "BNVIZ_MEMORY_BUDGET_MB"
+CPU_SLOTS_ENV = "BNVIZ_CPU_SLOTS"  # CPU-heavy jobs at once (default: the cores this process may use)
 DEFAULT_BUDGET_MB = 512  # with the server's baseline (~460 MiB, every page warm) it fits a 1 GiB instance
 MMAP_THRESHOLD = 256 * 1024  # blocks from 256 KiB up are their own mappings: freed → returned
 ARENA_MAX = 2  # malloc heaps for all threads (glibc's default: 8 per core, each keeping its free memory)
@@ -75,6 +81,18 @@ def budget_bytes(environ: Mapping[str, str] | None = None) -> int:
     return DEFAULT_BUDGET_MB * MB
 
 
+def cpu_slots(environ: Mapping[str, str] | None = None) -> int:
+    """How many CPU-heavy jobs may run at once: ``BNVIZ_CPU_SLOTS``, else the cores this process
+    may run on."""
+    text = (environ if environ is not None else os.environ).get(CPU_SLOTS_ENV, "").strip()
+    if text.isdigit() and int(text) > 0:
+        return int(text)
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @dataclass(eq=False)
 class Ticket:
     """One job's place: waiting in the queue, then running, then done (or cancelled)."""
@@ -82,6 +100,7 @@ class Ticket:
     owner: Hashable
     cost: int
     seq: int
+    cpu: bool = False  # takes a core slot while it runs
     state: str = "waiting"  # waiting → running → done, or → cancelled
     overtaken: int = 0  # jobs started ahead of this one while it waited first in line, delaying it
     passed: Ticket | None = None  # the waiting job this one started ahead of
@@ -120,10 +139,13 @@ class Budget:
         max_overtakes: int = 8,
         on_idle: Callable[[], None] | None = None,
         poll: float = 0.25,
+        cores: int | None = None,
     ) -> None:
         if capacity <= 0:
             raise ValueError("the budget must be positive")
         self.capacity = capacity
+        self.cores = cores if cores is not None else cpu_slots()
+        self._cores_used = 0
         self.max_overtakes = max_overtakes
         self.poll = poll
         self._on_idle = on_idle
@@ -149,6 +171,12 @@ class Budget:
         with self._cond:
             return {"used": self._used, "running": len(self._running), "waiting": len(self._queue)}
 
+    @property
+    def cores_used(self) -> int:
+        """Core slots held by the CPU-heavy jobs running now."""
+        with self._cond:
+            return self._cores_used
+
     def state(self, owner: Hashable) -> str | None:
         """The state of ``owner``'s current job ("waiting" or "running"), or None."""
         with self._cond:
@@ -167,7 +195,9 @@ class Budget:
     # --- admission ----------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def admit(self, owner: Hashable, cost: int, on_wait: Callable[[Waiting], None] | None = None) -> Iterator[Ticket]:
+    def admit(
+        self, owner: Hashable, cost: int, on_wait: Callable[[Waiting], None] | None = None, cpu: bool = False
+    ) -> Iterator[Ticket]:
         reason = self.refusal(cost)
         if reason is not None:
             raise Refused(reason)
@@ -176,7 +206,7 @@ class Budget:
             older = self._latest.get(owner)
             if older is not None and older.state in ("waiting", "running"):
                 self._cancel(older)
-            ticket = Ticket(owner, cost, next(self._seq))
+            ticket = Ticket(owner, cost, next(self._seq), cpu)
             self.issued += 1
             self._latest[owner] = ticket
             self._queue.append(ticket)
@@ -224,6 +254,7 @@ class Budget:
             elif ticket.state == "running":
                 self._running.discard(ticket)
                 self._used -= ticket.cost
+                self._cores_used -= ticket.cpu
             ticket.state = {"waiting": "cancelled", "running": "done"}.get(ticket.state, ticket.state)
             if self._latest.get(ticket.owner) is ticket:
                 del self._latest[ticket.owner]
@@ -248,11 +279,16 @@ class Budget:
         ticket.state, ticket.passed = "running", passed
         self._running.add(ticket)
         self._used += ticket.cost
+        self._cores_used += ticket.cpu
         self.started.append(ticket.seq)
         self._cond.notify_all()
 
     def _fits(self, ticket: Ticket) -> bool:
-        return self._used + ticket.cost <= self.capacity
+        return self._used + ticket.cost <= self.capacity and (not ticket.cpu or self._cores_used < self.cores)
+
+    def _leaves_a_core(self, ticket: Ticket, head: Ticket) -> bool:
+        """Whether ``ticket`` can start ahead of ``head`` without taking the core slot it waits for."""
+        return not (ticket.cpu and head.cpu) or self._cores_used + 2 <= self.cores
 
     def _schedule(self) -> None:  # under the lock
         """Start the oldest jobs while they fit; then, behind an oldest one that does not fit yet,
@@ -263,7 +299,7 @@ class Budget:
             return
         head = self._queue[0]
         for ticket in list(self._queue[1:]):
-            if not self._fits(ticket):
+            if not self._fits(ticket) or not self._leaves_a_core(ticket, head):
                 continue
             ahead = sum(t.cost for t in self._running if t.passed is head)
             if ahead + ticket.cost + head.cost <= self.capacity:  # room left for head: no delay
@@ -353,13 +389,14 @@ def run_heavy(
     on_wait: Callable[[Waiting], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_start: Callable[[], None] | None = None,
+    cpu: bool = False,
 ) -> Any:
     """The result of ``fn(stopped)`` for ``key``: from the cache without queuing; else, when
     another visitor computes the same key now, theirs; else computed once the budget admits
     ``cost`` bytes, then cached. ``stopped()`` is True once the job should stop between steps
     (superseded by the owner's newer job, or ``should_stop()``). Raises ``Refused`` (before
     anything is allocated) or ``Cancelled``. ``on_wait`` is called while it waits, ``on_start``
-    when it starts computing."""
+    when it starts computing; ``cpu``: the job keeps a core busy (see ``Budget``)."""
     while True:
         value = cache.get(key)
         if value is not MISSING:
@@ -378,7 +415,7 @@ def run_heavy(
         finally:
             cache.unwait(key)
     try:
-        with budget.admit(owner, cost, on_wait) as ticket:
+        with budget.admit(owner, cost, on_wait, cpu) as ticket:
             if on_start is not None:
                 on_start()
 

@@ -11,14 +11,15 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from bnviz.explorer import compare, data_parallel, family, inference, network
+from bnviz.explorer import compare, data_parallel, family, inference, network, training
 from bnviz.explorer.compare import Config
 from bnviz.explorer.data_parallel import DataParallelConfig
 from bnviz.explorer.family import FamilyConfig
 from bnviz.explorer.inference import InferenceConfig
 from bnviz.explorer.network import NetworkConfig
-from bnviz.explorer.query import DATA_PARALLEL, FAMILY, INFERENCE, LAYER, NETWORK
+from bnviz.explorer.query import DATA_PARALLEL, FAMILY, INFERENCE, LAYER, NETWORK, TRAINING_DRIFT
 from bnviz.explorer.questions import QUESTIONS, WHAT_BATCH_NORM_DOES, Link, index_html
+from bnviz.explorer.training import DriftConfig
 from tests.app_pages.helpers import page_text, run_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -29,6 +30,7 @@ PAGES = {  # page: (its URL spec, its base config, its refusal, its file)
     "family": (FAMILY, FamilyConfig(), family.refusal, "family"),
     "data-parallel": (DATA_PARALLEL, DataParallelConfig(), data_parallel.refusal, "data_parallel"),
     "inference": (INFERENCE, InferenceConfig(), inference.refusal, "inference"),
+    "training": (TRAINING_DRIFT, DriftConfig(), training.refusal, "training"),
 }
 LINKS = [(f"Q{q.number}" + (f" more {i}" if i else ""), link)
          for q in QUESTIONS for i, link in enumerate([q.link, *(lk for _, lk in q.more)])]  # fmt: skip

@@ -15,9 +15,6 @@ from tests.e2e.conftest import check_screenshot, main_text, verdict
 pytestmark = pytest.mark.browser
 LINKS = [(f"Q{q.number}" + (f"-{i}" if i else ""), text, link)
          for q in QUESTIONS for i, (text, link) in enumerate([(q.text, q.link), *q.more])]  # fmt: skip
-FILES = {"": "layer", "network": "network", "family": "family", "data-parallel": "data_parallel",
-         "inference": "inference"}  # fmt: skip
-
 
 def arrived(url: str, link: Link) -> bool:
     parts = urlsplit(url)
@@ -100,7 +97,8 @@ HOSTILE = [
     f"<a href='https://{HOST}'>x</a>", ":red[boom] $x^2$ `tick`", f"<img src=https://{HOST}/p.png>",
 ]  # fmt: skip
 PAGE_PARAMS = {"": ("eps", "shape"), "network": ("lr", "batch"), "family": ("eps", "shape"),
-               "data-parallel": ("sample", "batches"), "inference": ("lr", "shift")}  # fmt: skip
+               "data-parallel": ("sample", "batches"), "inference": ("lr", "shift"),
+               "training": ("lr", "sweep_lrs")}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", list(PAGE_PARAMS), ids=lambda p: p or "layer")

@@ -4,6 +4,7 @@ the shared cache in front of it."""
 
 from __future__ import annotations
 
+import os
 import random
 import threading
 import time
@@ -25,8 +26,8 @@ def wait_until(condition, timeout: float = 5.0) -> None:
 class Job:
     """A job in its own thread: admitted for ``cost``, then held until ``finish()``."""
 
-    def __init__(self, budget: Budget, owner: str, cost: int, on_wait=None) -> None:
-        self.budget, self.owner, self.cost = budget, owner, cost
+    def __init__(self, budget: Budget, owner: str, cost: int, on_wait=None, cpu: bool = False) -> None:
+        self.budget, self.owner, self.cost, self.cpu = budget, owner, cost, cpu
         self.started = threading.Event()
         self.done = threading.Event()
         self.error: BaseException | None = None
@@ -41,7 +42,7 @@ class Job:
 
     def _run(self, on_wait) -> None:
         try:
-            with self.budget.admit(self.owner, self.cost, on_wait) as ticket:
+            with self.budget.admit(self.owner, self.cost, on_wait, self.cpu) as ticket:
                 self.ticket = ticket
                 self.started.set()
                 self.done.wait(10)
@@ -345,3 +346,43 @@ def test_the_allocator_is_tuned_and_trimmed_on_glibc():
         pytest.skip("glibc only")
     assert serve.tune_allocator()
     serve.trim()
+
+
+# --- the CPU: at most ``cores`` CPU-heavy jobs at once ------------------------------------------------
+
+
+@pytest.mark.parametrize("cores", [1, 2, 3])
+def test_cpu_heavy_jobs_run_at_most_one_per_core_in_order(cores):
+    budget = Budget(100 * MB, cores=cores)
+    jobs = [Job(budget, f"trainer {i}", 1 * MB, cpu=True) for i in range(cores + 2)]
+    assert [j.started.is_set() for j in jobs] == [True] * cores + [False, False]
+    assert budget.cores_used == cores
+    jobs[0].finish()
+    wait_until(lambda: jobs[cores].started.is_set())
+    assert not jobs[cores + 1].started.is_set(), "first come, first served"
+    for j in jobs[1:]:
+        j.finish()
+    assert budget.cores_used == 0 and budget.used == 0
+
+
+def test_a_quick_view_passes_trainings_that_wait_for_a_core():
+    """The layer page's default view stays fast while trainings hold every core."""
+    budget = Budget(100 * MB, cores=1)
+    training = Job(budget, "trainer", 1 * MB, cpu=True)
+    waiting = Job(budget, "second trainer", 1 * MB, cpu=True)
+    view = Job(budget, "reader", 5 * MB)
+    assert training.started.is_set() and not waiting.started.is_set()
+    assert view.started.is_set(), "a job that needs no core does not wait for one"
+    late = Job(budget, "third trainer", 1 * MB, cpu=True)
+    training.finish()
+    wait_until(lambda: waiting.started.is_set())
+    assert not late.started.is_set(), "a later training does not take the core the first in line waits for"
+    for j in (view, waiting, late):
+        j.finish()
+    assert budget.cores_used == 0
+
+
+def test_cpu_slots_come_from_the_environment_or_the_cores():
+    assert serve.cpu_slots({serve.CPU_SLOTS_ENV: "3"}) == 3
+    assert serve.cpu_slots({serve.CPU_SLOTS_ENV: "zero"}) >= 1
+    assert serve.cpu_slots({}) == len(os.sched_getaffinity(0))

@@ -1,0 +1,188 @@
+"""``/training``: why batch norm helps training — the papers' experiments, run live on the digits.
+Widgets ⇄ URL → cached, budgeted calls into bnviz.explorer.training → figures and words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app_pages.common import chart, finished, heavy, report_or_reason, view, write_url
+from bnviz.explorer import training
+from bnviz.explorer.query import TRAINING_DRIFT, TRAINING_NOISE, TRAINING_PLACEMENT, TRAINING_SWEEP, QuerySpec
+from bnviz.explorer.training import (
+    DriftConfig,
+    NoiseConfig,
+    PlacementConfig,
+    SweepConfig,
+    command_line,
+    refusal,
+    seconds_estimate,
+    to_csv,
+)
+from bnviz.explorer.training_plots import drift_figures, noise_figures, placement_figures, sweep_figure
+from bnviz.explorer.training_words import (
+    Sentences,
+    drift_sentences,
+    noise_sentences,
+    placement_sentences,
+    sweep_sentences,
+)
+
+PREFIX = "tr."
+INTS = ("steps", "seed", "every", "width", "batch", "sweep_steps", "noise_steps", "relu_steps")
+KINDS = {name: "int" for name in INTS}
+EXPERIMENTS: dict[str, tuple[QuerySpec, Any]] = {  # name: (its URL, its defaults)
+    "drift": (TRAINING_DRIFT, DriftConfig()),
+    "sweep": (TRAINING_SWEEP, SweepConfig()),
+    "noise": (TRAINING_NOISE, NoiseConfig()),
+    "placement": (TRAINING_PLACEMENT, PlacementConfig()),
+}
+
+
+def load(config: Any, doing: str) -> Any:
+    """An experiment's report: from the server's cache, or trained within its memory budget and
+    a core of its own, with a progress bar (None when it could never fit)."""
+    return heavy(("training", config), config.estimate_bytes(),
+                 lambda stopped, progress: training.run(config, stopped, progress), doing, cpu=True,
+                 progress=True)  # fmt: skip
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_figures(config: Any, _report: Any) -> dict:
+    """The figures of ``config``'s report (``_report``: not hashed, ``config`` keys it)."""
+    draw = {DriftConfig: drift_figures, NoiseConfig: noise_figures, PlacementConfig: placement_figures,
+            SweepConfig: lambda r: {"sweep": sweep_figure(r)}}[type(config)]  # fmt: skip
+    return {name: fig.to_dict() for name, fig in draw(_report).items()}
+
+
+def sentences(words: Sentences) -> None:
+    st.markdown(f"**The paper.** {words.claim}")
+    st.markdown(f"**This run.** {words.shows}")
+    st.markdown(f"**Why a small reproduction may differ.** {words.differs}")
+
+
+def on_demand(name: str, config: Any, doing: str) -> Any:
+    """An experiment that costs more: run on its button (or shown at once when the server has its
+    report); a link carries its settings and starts nothing by itself."""
+    reason = refusal(config)
+    if reason is not None:
+        st.error(f"Not run: {reason}.")
+        return None
+    ran = f"{PREFIX}ran.{name}"
+    if st.button(f"Run it (about {seconds_estimate(config):.0f} s)", key=f"{PREFIX}run.{name}", type="primary"):
+        st.session_state[ran] = config
+    if st.session_state.get(ran) == config or finished(("training", config)):
+        return load(config, doing)
+    st.caption("Runs when you press the button, on this server, within its budget; the result is then kept for "
+               "every visitor. A link carries these settings, and opening it starts nothing by itself.")  # fmt: skip
+    return None
+
+
+def sidebar() -> None:
+    sb = st.sidebar
+    sb.header("1. Ioffe & Szegedy's Figure 1")
+    sb.text_input("Learning rate", key=PREFIX + "lr", help="Plain SGD. The paper's network; try 0.1, 0.5 and 8.")
+    sb.number_input("SGD steps", step=100, key=PREFIX + "steps", help=f"1 to {training.MAX_STEPS:,}.")
+    sb.number_input("Seed", step=1, key=PREFIX + "seed")
+    sb.text_input("Initial weights' std", key=PREFIX + "init",
+                  help="Gaussian N(0, std²), the paper's small weights; default: torch's initialisation.")  # fmt: skip
+    sb.number_input("Evaluate every … steps", step=10, key=PREFIX + "every")
+    sb.number_input("Units per hidden layer", step=10, key=PREFIX + "width")
+    sb.number_input("Batch size", step=10, key=PREFIX + "batch")
+
+
+def drift_section(config: DriftConfig) -> None:
+    st.subheader("1. Activations that stop drifting (Ioffe & Szegedy 2015, Figure 1)", anchor="why-it-helps")
+    st.caption(
+        f"A 64 → {config.width} → {config.width} → {config.width} → 10 network of sigmoid units, trained twice from "
+        "the same initial weights on the same minibatches: plain, and with bnviz.BatchNorm1d before each sigmoid. "
+        "The controls are in the sidebar."
+    )
+    report = report_or_reason(refusal(config), lambda: load(config, "Training both networks…"))
+    if report is None:
+        return
+    figures = cached_figures(config, report)
+    chart(figures["accuracy"], "chart-accuracy")
+    chart(figures["percentiles"], "chart-percentiles")
+    sentences(drift_sentences(report))
+    if config.init_std is not None:
+        st.page_link("app_pages/training.py", label="The same run with torch's default initialisation",
+                     query_params={**TRAINING_DRIFT.to_query(config), "init": "default"})  # fmt: skip
+    left, right = st.columns([3, 1], vertical_alignment="bottom")
+    left.markdown("The same run from a terminal, printing these numbers:")
+    left.code(command_line(config), language="bash", wrap_lines=True)
+    right.download_button("Download the CSV", to_csv(report), file_name="bnviz-training.csv", mime="text/csv",
+                          key=PREFIX + "csv")  # fmt: skip
+
+
+def sweep_section(config: SweepConfig) -> None:
+    st.subheader("2. Higher learning rates (Ioffe & Szegedy §3.3, Bjorck et al. 2018)", anchor="higher-learning-rates")
+    a, b, c, d = st.columns([3, 2, 1, 1])
+    a.text_input("Learning rates", key=PREFIX + "sweep_lrs", help=f"1 to {training.MAX_LRS}, comma-separated.")
+    b.text_input("Seeds", key=PREFIX + "sweep_seeds", help=f"1 to {training.MAX_SEEDS}, comma-separated.")
+    c.number_input("Steps", step=100, key=PREFIX + "sweep_steps")
+    d.selectbox("Units", tuple(training.ACTIVATIONS), key=PREFIX + "sweep_act")
+    st.text_input("Initial weights' std (or default)", key=PREFIX + "sweep_init")
+    report = on_demand("sweep", config, "Training both networks at every learning rate and seed…")
+    if report is None:
+        return
+    chart(cached_figures(config, report)["sweep"], "chart-sweep")
+    sentences(sweep_sentences(report))
+
+
+def noise_section(config: NoiseConfig) -> None:
+    st.subheader("3. Not internal covariate shift: noisy batch norm (Santurkar et al. 2018)",
+                 anchor="noisy-batch-norm")  # fmt: skip
+    a, b, c, d, e = st.columns(5)
+    a.text_input("Learning rate", key=PREFIX + "noise_lr")
+    b.number_input("Steps", step=100, key=PREFIX + "noise_steps")
+    c.text_input("Seeds", key=PREFIX + "noise_seeds")
+    d.text_input("Noise mean range n_μ", key=PREFIX + "noise_mean", help="Each step, each unit: μ ~ U(−n_μ, n_μ).")
+    e.text_input("Noise std range n_σ", key=PREFIX + "noise_std", help="Each step, each unit: σ ~ U(1, n_σ).")
+    report = on_demand("noise", config, "Training four networks per seed…")
+    if report is None:
+        return
+    figures = cached_figures(config, report)
+    chart(figures["accuracy"], "chart-noise")
+    chart(figures["smoothness"], "chart-smoothness")
+    sentences(noise_sentences(report))
+
+
+def placement_section(config: PlacementConfig) -> None:
+    st.subheader("4. Batch norm before or after the ReLU?", anchor="before-or-after-relu")
+    a, b, c = st.columns(3)
+    a.text_input("Learning rate", key=PREFIX + "relu_lr")
+    b.number_input("Steps", step=100, key=PREFIX + "relu_steps")
+    c.text_input("Seeds", key=PREFIX + "relu_seeds")
+    report = on_demand("placement", config, "Training both orders for every seed…")
+    if report is None:
+        return
+    chart(cached_figures(config, report)["placement"], "chart-placement")
+    sentences(placement_sentences(report))
+
+
+def main() -> None:
+    configs, warnings = {}, []
+    for name, (spec, base) in EXPERIMENTS.items():
+        configs[name], said = view(f"training.{name}", spec, base, KINDS, PREFIX, url_page="training")
+        warnings += said
+    sidebar()
+    write_url("training", {k: v for name, (spec, _) in EXPERIMENTS.items()
+                           for k, v in spec.to_query(configs[name]).items()})  # fmt: skip
+    st.title("Why batch norm helps training")
+    st.caption(
+        "The papers' experiments, run live on this server with bnviz's layers, on scikit-learn's digits: 1,797 "
+        "handwritten digits of 8×8 pixels, 1,438 to train on and 359 to test. Experiment 1 runs when the page "
+        "opens; the others on their buttons. Every control is in the URL. Where this small run disagrees with a "
+        "paper, the text says so."
+    )
+    for warning in warnings:
+        st.warning(warning)
+    drift_section(configs["drift"])
+    sweep_section(configs["sweep"])
+    noise_section(configs["noise"])
+    placement_section(configs["placement"])
+
+
+main()
