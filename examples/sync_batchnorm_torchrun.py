@@ -12,6 +12,7 @@ rank) and whether its parameters and running statistics match the full-batch cop
 from __future__ import annotations
 
 import copy
+import gc
 
 import torch
 import torch.distributed as dist
@@ -73,6 +74,11 @@ def main() -> None:
             )
             print(f"rank {rank}/{world}: matches the full batch: {matches}", flush=True)
         dist.barrier()
+    # DDP's reducer holds the process group: release it first, so that no communication thread of
+    # its outlives the group (gloo then aborts with "terminate called without an active exception")
+    del ddp, opts, sync_bn
+    gc.collect()
+    dist.barrier()
     dist.destroy_process_group()
 
 
