@@ -79,6 +79,7 @@ MAX_EVALS = 100  # evaluations after step 0 in sections 1 and 2 (each costs a pa
 TRAIN_ROWS = 1438
 TEST_ROWS = training.TEST_ROWS
 PAIRS = ("real-fake", "views")
+SCATTER_IMAGES = 20  # section 5: images whose logits the report keeps (× 10 classes)
 VIEW_NOISE = 0.1  # section 5's views: Gaussian pixel noise of this std (pixels are in [0, 1])
 DROPOUT_INPUTS = ("after", "before")  # dropout's input: a ReLU's output, or the Linear's
 
@@ -580,12 +581,12 @@ class DropoutConfig:
     ``"after"``: ``Linear → ReLU → Dropout → BN`` (dropout's input is a ReLU's output, not
     zero-mean); ``"before"``: ``Linear → Dropout → BN → ReLU`` (the Linear's output)."""
 
-    p: float = 0.5
+    p: float = 0.6
     placement: str = "after"
     lr: float = 0.1
-    steps: int = 1000
+    steps: int = 600
     batch: int = 60
-    width: int = 100
+    width: int = 64
     seed: int = 0
 
     def archs(self) -> dict[str, Arch]:
@@ -941,7 +942,8 @@ class PassesReport:
     other: ``mean_error`` and ``var_error`` with the concatenated way's as reference),
     ``real_mean_error`` per way and layer (against the exact statistics of the real training
     images), and ``eval_accuracy`` per way: test accuracy with those running statistics (and
-    ``"trained"``: with the trained network's own)."""
+    ``"trained"``: with the trained network's own). ``logits``: (separate, together) for every
+    logit of the first pair's first ``SCATTER_IMAGES`` images of A, for a scatter plot."""
 
     config: PassesConfig
     max_logit_difference: float = math.nan
@@ -955,6 +957,7 @@ class PassesReport:
     between_var: tuple[float, ...] = ()
     real_mean_error: dict[str, tuple[float, ...]] = field(default_factory=dict)
     eval_accuracy: dict[str, float] = field(default_factory=dict)
+    logits: tuple[tuple[float, float], ...] = ()
 
 
 def make_pair(x: Tensor, kind: str, g: torch.Generator) -> tuple[Tensor, Tensor]:
@@ -980,13 +983,16 @@ def run_passes(config: PassesConfig, stopped: Callable[[], bool] = _never,
     with one_thread(), torch.no_grad():
         rows = [torch.randperm(len(data.train_y), generator=g)[: c.batch] for _ in range(c.pairs)]
         pairs = [(*make_pair(data.train_x[idx], c.pair, g), data.train_y[idx]) for idx in rows]
-        diffs, scales, changed, right = [], [], [], [0, 0]
+        diffs, scales, changed, right, points = [], [], [], [0, 0], []
         with kept(model):
             model.train()
             for a, b, y in pairs:
                 _check_stop(stopped)
                 alone = model(a)
                 together = model(torch.cat([a, b]))[: len(a)]
+                if not points:
+                    points = list(zip(alone[:SCATTER_IMAGES].reshape(-1).tolist(),
+                                      together[:SCATTER_IMAGES].reshape(-1).tolist(), strict=True))  # fmt: skip
                 diffs.append((alone - together).abs())
                 scales.append(alone.abs().mean())
                 changed.append((alone.argmax(1) != together.argmax(1)).double().mean())
@@ -1028,6 +1034,7 @@ def run_passes(config: PassesConfig, stopped: Callable[[], bool] = _never,
         between_var=var_error(after["separate"], after["together"]),
         real_mean_error={w: mean_error(s, real) for w, s in after.items()},
         eval_accuracy=eval_acc,
+        logits=tuple(points),
     )
 
 
