@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,7 +46,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 import bnviz
 from bnviz.explorer import training
-from bnviz.explorer.digits import Digits, load_digits
+from bnviz.explorer.digits import CLASSES, PIXELS, Digits, load_digits
 from bnviz.explorer.training import (
     DEPTH,
     MAX_LR,
@@ -361,7 +362,7 @@ class BatchesConfig:
         return len(Schedule(self.lr, self.steps, self.batch, self.seed, self.eval_every).eval_steps())
 
     def estimate_bytes(self) -> int:
-        return _estimate(self.width, self.batch, 2, 6 * self.evaluations())
+        return _estimate(self.width, self.batch, 2, 6 * self.evaluations())  # one order's network at a time
 
 
 @dataclass(frozen=True)
@@ -476,7 +477,7 @@ class LagConfig:
 
     def estimate_bytes(self) -> int:
         points = (4 + 4 * len(self.momenta)) * self.evaluations()
-        return _estimate(self.width, self.batch, 1 + len(self.momenta), points)
+        return _estimate(self.width, self.batch, 1, points)  # a shadow is 3 small batch norms
 
 
 @dataclass(frozen=True)
@@ -601,7 +602,7 @@ class DropoutConfig:
         return 3 * self.steps
 
     def estimate_bytes(self) -> int:
-        return _estimate(self.width, self.batch, 3, 60, rows=4 * TRAIN_ROWS)
+        return _estimate(self.width, self.batch, 3, 60, rows=2 * TRAIN_ROWS)  # inputs kept, masks drawn
 
 
 @dataclass(frozen=True)
@@ -927,7 +928,8 @@ class PassesConfig:
         return self.steps + 2 * self.pairs  # each pair runs twice, each way once
 
     def estimate_bytes(self) -> int:
-        return _estimate(self.width, 2 * self.batch, 1, 20, rows=TRAIN_ROWS + 2 * self.pairs * self.batch)
+        pairs = self.pairs * self.batch * PAIR_ROW  # the pairs' images, kept, and A's logit differences
+        return _estimate(self.width, 2 * self.batch, 1, 20) + pairs
 
 
 @dataclass(frozen=True)
@@ -1083,7 +1085,7 @@ class CheckpointConfig:
         return 2 * len(CHECKPOINT_VARIANTS) * self.steps  # a checkpointed step runs the forward twice
 
     def estimate_bytes(self) -> int:
-        return _estimate(self.width, self.batch, len(CHECKPOINT_VARIANTS), 40)
+        return _estimate(self.width, self.batch, len(CHECKPOINT_VARIANTS), 40, rows=0) + dynamo_import_bytes()
 
 
 @dataclass(frozen=True)
@@ -1137,14 +1139,25 @@ def run_checkpoint(config: CheckpointConfig, stopped: Callable[[], bool] = _neve
 # --- memory ----------------------------------------------------------------------------------------
 
 MB = 2**20
-PER_ROW_VALUE = 48  # per hidden value of a pass over extra rows (the exact statistics' one batch, inputs kept)
+PER_ROW_VALUE = 16  # per hidden value of a pass over whole splits (every batch norm's input kept, float64 copies)
+PAIR_ROW = 8 * PIXELS + 4 * CLASSES + 16  # section 5, per image of A: A's and B's pixels, its logit differences
+DYNAMO_IMPORT_BYTES = 80 * MB  # torch.utils.checkpoint's first call imports torch._dynamo (measured 71 MB)
+
+
+def dynamo_import_bytes() -> int:
+    """What the first checkpointed backward of a process adds, once: torch's reentrant
+    checkpoint imports ``torch._dynamo`` (and sympy with it: 823 modules, measured 71 MB) —
+    ``DYNAMO_IMPORT_BYTES`` while it is not imported yet, 0 after."""
+    return 0 if "torch._dynamo" in sys.modules else DYNAMO_IMPORT_BYTES
 
 
 def _estimate(width: int, batch: int, networks: int, points: int, rows: int = TRAIN_ROWS) -> int:
-    """``training._estimate`` (the networks, one minibatch's graph, the test split's evaluation,
-    the report's points) plus one pass over ``rows`` rows with every batch norm's input kept (the
-    exact statistics over the training split as one batch, the layer inputs measured). Fitted on
-    ``measure_peak`` after a warm-up; tests/explorer/test_eval_gap.py holds it above the peak."""
+    """``training._estimate`` (the networks alive together, one minibatch's graph, the test
+    split's evaluation, the report's points) plus passes over ``rows`` rows with every batch
+    norm's input kept (the exact statistics over the training split as one batch, the layer
+    inputs measured). Fitted on ``measure_peak`` after a warm-up, as the server runs it
+    (measured 3.2–7.3 MB at the defaults, up to 36 MB at the caps), and rounded up;
+    tests/explorer/test_eval_gap.py holds it above the measured peak."""
     return training._estimate(width, batch, networks, points) + PER_ROW_VALUE * rows * width * DEPTH
 
 
