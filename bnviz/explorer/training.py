@@ -35,12 +35,14 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import itertools
 import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -84,13 +86,24 @@ STEP_SECONDS, MACS_PER_SECOND = 0.9e-3, 3.5e13  # the measured cost of one netwo
 @dataclass(frozen=True)
 class Arch:
     """One network of a comparison: where batch norm sits, the activation, and noise (``(n_μ,
-    n_σ)`` after each batch norm or where it would be, or None)."""
+    n_σ)`` after each batch norm or where it would be, or None). The rest serve the eval-gap
+    page: ``dropout`` p (torch's convention: drop with probability p, scale what is kept by
+    1/(1 − p); 0: no dropout layer) right before every batch norm (``dropout_at="bn"``) or once,
+    before the output layer (``"head"``); the batch norms' ``momentum``; whose batch norm
+    (``norm``: ``"bnviz"`` or ``"torch"``); and ``checkpoint``: in training, each hidden block
+    run under ``torch.utils.checkpoint`` (``"reentrant"`` or ``"non-reentrant"``) or not
+    (``"none"``)."""
 
     width: int
     activation: str = "sigmoid"
     placement: str = "before"
     noise: tuple[float, float] | None = None
     init_std: float | None = 0.01  # None: torch's default initialisation
+    dropout: float = 0.0
+    dropout_at: str = "bn"
+    momentum: float | None = 0.1
+    norm: str = "bnviz"
+    checkpoint: str = "none"
 
 
 class Noise(nn.Module):
@@ -125,9 +138,41 @@ class Noise(nn.Module):
         return f"n_mu={self.n_mu}, n_sigma={self.n_sigma}"
 
 
+class Dropout(nn.Module):
+    r"""``torch.nn.Dropout(p)`` drawing its masks from its own generator (torch's draws from the
+    global one, which other visitors' threads share). In training each value is kept with
+    probability 1 − p and scaled by 1/(1 − p), else zeroed:
+
+    .. math::
+        y = \frac{m \, x}{1 - p}, \qquad m \sim \mathrm{Bernoulli}(1 - p)
+
+    so :math:`\mathrm{E}[y] = \mathrm{E}[x]`; in eval mode it is the identity.
+    """
+
+    def __init__(self, p: float, generator: torch.Generator) -> None:
+        super().__init__()
+        if not 0 <= p < 1:
+            raise ValueError(f"dropout probability has to be from 0 up to (not including) 1, but got {p}")
+        self.p, self.generator = p, generator
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator) >= self.p  # (N, C): True with probability 1 − p
+        return x * keep / (1 - self.p)
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}"
+
+
 def _generator(seed: int, stream: int) -> torch.Generator:
     """A generator of this run's own (the global RNG is shared with other visitors' threads)."""
     return torch.Generator().manual_seed(seed * 1009 + stream)
+
+
+NORMS: dict[str, type[nn.Module]] = {"bnviz": bnviz.BatchNorm1d, "torch": nn.BatchNorm1d}
+CHECKPOINTS = ("none", "reentrant", "non-reentrant")
+DROPOUT_AT = ("bn", "head")  # right before every batch norm, or once before the output layer
 
 
 def build(arch: Arch, seed: int) -> nn.Sequential:
@@ -135,25 +180,34 @@ def build(arch: Arch, seed: int) -> nn.Sequential:
     (``none``) or ``Linear → act → BN → [noise]`` (``after``), three times, then ``Linear`` to
     the logits. Weights: N(0, init_std²) with zero biases, or torch's default U(±1/√fan_in) when
     ``init_std`` is None — drawn from ``seed`` alone, so every ``Arch`` of one width starts from
-    the same linear weights, and every noisy one draws the same noise."""
+    the same linear weights, and every noisy one draws the same noise. With ``dropout`` p > 0, a
+    ``Dropout`` right before each batch norm (or where it would be; ``dropout_at="bn"``), or one
+    before the output ``Linear`` (``"head"``), every one of them drawing from one generator of
+    ``seed``."""
+    if arch.dropout > 0 and arch.checkpoint != "none":
+        raise ValueError("dropout under checkpointing is not supported here: the recomputation would draw new masks")
     act = ACTIVATIONS[arch.activation]
-    noise_gen = _generator(seed, 2)
+    norm = NORMS[arch.norm]
+    noise_gen, drop_gen = _generator(seed, 2), _generator(seed, 3)
 
     def noise() -> list[nn.Module]:
         return [Noise(*arch.noise, noise_gen)] if arch.noise is not None else []
+
+    def drop(at: str) -> list[nn.Module]:
+        return [Dropout(arch.dropout, drop_gen)] if arch.dropout > 0 and arch.dropout_at == at else []
 
     layers: list[nn.Module] = []
     fan_in = PIXELS
     for _ in range(DEPTH):
         layers.append(nn.Linear(fan_in, arch.width))
         if arch.placement == "before":
-            layers += [bnviz.BatchNorm1d(arch.width), *noise(), act()]
+            layers += [*drop("bn"), norm(arch.width, momentum=arch.momentum), *noise(), act()]
         elif arch.placement == "after":
-            layers += [act(), bnviz.BatchNorm1d(arch.width), *noise()]
+            layers += [act(), *drop("bn"), norm(arch.width, momentum=arch.momentum), *noise()]
         else:
-            layers += [*noise(), act()]
+            layers += [*drop("bn"), *noise(), act()]
         fan_in = arch.width
-    layers.append(nn.Linear(fan_in, CLASSES))
+    layers += [*drop("head"), nn.Linear(fan_in, CLASSES)]
     model = nn.Sequential(*layers)
     g = _generator(seed, 0)
     with torch.no_grad():
@@ -167,6 +221,27 @@ def build(arch: Arch, seed: int) -> nn.Sequential:
                     m.weight.normal_(0.0, arch.init_std, generator=g)
                     m.bias.zero_()
     return model
+
+
+def hidden_blocks(model: nn.Sequential) -> list[nn.Sequential]:
+    """The hidden layers' blocks — each from one ``Linear`` up to the next — and the output
+    ``Linear`` last, as views sharing ``model``'s modules: ``model(x)`` is the blocks in turn."""
+    starts = [i for i, m in enumerate(model) if isinstance(m, nn.Linear)]
+    return [model[a:b] for a, b in itertools.pairwise([*starts, len(model)])]
+
+
+def forward(model: nn.Sequential, x: Tensor, checkpoint: str = "none") -> Tensor:
+    """``model(x)``; in training with ``checkpoint`` ``"reentrant"`` or ``"non-reentrant"``, each
+    hidden block under ``torch.utils.checkpoint`` (its activations recomputed during backward),
+    the output layer not. The input is made to require a gradient, so that the reentrant form
+    recomputes the first block too (without it, that block's output needs no backward)."""
+    if checkpoint == "none" or not model.training:
+        return model(x)
+    blocks = hidden_blocks(model)
+    h = x.detach().requires_grad_()
+    for block in blocks[:-1]:
+        h = torch.utils.checkpoint.checkpoint(block, h, use_reentrant=checkpoint == "reentrant")
+    return blocks[-1](h)
 
 
 def last_activation(model: nn.Sequential) -> int:
@@ -227,6 +302,8 @@ class Schedule:
     seed: int
     eval_every: int
     probes: int = 0  # points in training where the smoothness is probed (networks without noise)
+    order: str = "shuffled"  # "shuffled": a fresh permutation each epoch; "sorted": by class (see _minibatches)
+    micro: int = 1  # gradient accumulation: each minibatch as this many micro-batches, one SGD step
 
     def eval_steps(self) -> list[int]:
         """0, every ``eval_every`` steps, and the last step."""
@@ -241,12 +318,51 @@ class Schedule:
         return sorted({1 + round(k * (self.steps - 1) / (self.probes - 1)) for k in range(self.probes)})
 
 
-def _minibatches(n: int, batch: int, generator: torch.Generator) -> Iterator[Tensor]:
-    """Row indices: a fresh permutation each epoch, cut into full minibatches (the rest dropped)."""
+ORDERS = ("shuffled", "sorted")
+
+
+def _minibatches(n: int, batch: int, generator: torch.Generator, labels: Tensor | None = None) -> Iterator[Tensor]:
+    """Row indices: a fresh permutation each epoch, cut into full minibatches (the rest dropped).
+    With ``labels``: the rows sorted by class (ties in their order in the data), the same order
+    every epoch — a class-sorted dataset read without shuffling (``DataLoader(shuffle=False)``):
+    each minibatch holds one class, or two where the classes meet."""
     while True:
-        order = torch.randperm(n, generator=generator)
+        order = torch.randperm(n, generator=generator) if labels is None else torch.argsort(labels, stable=True)
         for start in range(0, n - batch + 1, batch):
             yield order[start : start + batch]
+
+
+class Probe(Protocol):
+    """What a page measures beyond test accuracy, during one group's training: ``attach`` once
+    per network after it is built, ``at`` after each evaluation (the network in training mode;
+    whatever the probe changes — modes, buffers — it puts back)."""
+
+    def attach(self, name: str, model: nn.Sequential) -> None: ...
+
+    def at(self, name: str, model: nn.Sequential, step: int) -> None: ...
+
+
+def _step_loss(model: nn.Sequential, x: Tensor, y: Tensor, checkpoint: str = "none", micro: int = 1) -> Tensor:
+    r"""Forward (``forward``, with ``checkpoint``) and backward of one SGD step; returns the
+    minibatch loss (detached when ``micro`` > 1). With ``micro`` = k > 1, gradient accumulation:
+    the minibatch's k equal micro-batches one after another, each loss divided by k, the
+    gradients summed —
+
+    .. math::
+        g = \sum_{j=1}^{k} \nabla \tfrac{1}{k} L(B_j),
+
+    the big batch's gradient if nothing depended on the batch; batch norm does (each micro-batch
+    is normalized with its own statistics, and counted as a batch)."""
+    if micro == 1:
+        loss = F.cross_entropy(forward(model, x, checkpoint), y)
+        loss.backward()
+        return loss
+    total = torch.zeros(())
+    for xc, yc in zip(x.chunk(micro), y.chunk(micro), strict=True):
+        part = F.cross_entropy(forward(model, xc, checkpoint), yc) / micro
+        part.backward()
+        total += part.detach()
+    return total
 
 
 @torch.no_grad()
@@ -324,16 +440,21 @@ class _Ticker:
         self.progress(1.0)
 
 
-def _train_group(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Ticker) -> dict[str, Curve]:
+def _train_group(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Ticker,
+                 probe: Probe | None = None) -> dict[str, Curve]:  # fmt: skip
     """Train each network of ``archs`` from the same initial weights on the same minibatches,
-    one SGD step of each in turn; evaluate at ``s.eval_steps()``, probe the networks without
-    noise at ``s.probe_steps()``."""
+    one SGD step of each in turn; evaluate at ``s.eval_steps()`` (and call ``probe.at`` there),
+    probe the smoothness of the networks without noise at ``s.probe_steps()``."""
     with one_thread():
-        return _lockstep(archs, s, data, ticker)
+        return _lockstep(archs, s, data, ticker, probe)
 
 
-def _lockstep(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Ticker) -> dict[str, Curve]:
+def _lockstep(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Ticker,
+              probe: Probe | None = None) -> dict[str, Curve]:  # fmt: skip
     models = {name: build(arch, s.seed) for name, arch in archs.items()}
+    if probe is not None:
+        for name, m in models.items():
+            probe.attach(name, m)
     params = {name: list(m.parameters()) for name, m in models.items()}
     cuts = {name: last_activation(m) for name, m in models.items()}
     etas = tuple(s.lr * k for k in PROBE_MULTIPLES)
@@ -347,8 +468,11 @@ def _lockstep(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Ticker
         r["steps"].append(step)
         r["acc"].append(acc)
         r["q"].append(q)
+        if probe is not None:
+            probe.at(name, models[name], step)
 
-    batches = _minibatches(len(data.train_y), s.batch, _generator(s.seed, 1))
+    labels = data.train_y if s.order == "sorted" else None
+    batches = _minibatches(len(data.train_y), s.batch, _generator(s.seed, 1), labels)
     for name, m in models.items():
         if 0 in evals:  # the initial weights and running statistics; its loss is the first minibatch's
             record(name, 0)
@@ -359,8 +483,7 @@ def _lockstep(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: _Ticker
         for name, model in models.items():
             for p in params[name]:
                 p.grad = None
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
+            loss = _step_loss(model, x, y, archs[name].checkpoint, s.micro)
             if step == 1 and 0 in evals:
                 rows[name]["loss"].append(loss.item())
             if step in probes and archs[name].noise is None:

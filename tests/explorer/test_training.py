@@ -216,6 +216,80 @@ def test_noise_moves_each_unit_in_training_only_and_is_seeded():
     assert torch.equal(noise(x), x)
 
 
+# --- the options the eval-gap page uses -------------------------------------------------------------
+
+
+def test_dropout_keeps_with_probability_1_minus_p_scales_by_its_inverse_and_is_seeded():
+    x = torch.ones(4000, 5)
+    drop = training.Dropout(0.6, torch.Generator().manual_seed(0))
+    y = drop(x)
+    assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / 0.4)]
+    assert float((y == 0).double().mean()) == pytest.approx(0.6, abs=0.02)
+    assert float(y.mean()) == pytest.approx(1.0, abs=0.05)  # the mean kept, as torch's Dropout keeps it
+    assert torch.equal(training.Dropout(0.6, torch.Generator().manual_seed(0))(x), y)
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    with pytest.raises(ValueError, match="dropout probability"):
+        training.Dropout(1.0, torch.Generator())
+
+
+@pytest.mark.parametrize("placement, at, names", [
+    ("after", "bn", ["Linear", "ReLU", "Dropout", "BatchNorm1d", "Linear"]),
+    ("before", "bn", ["Linear", "Dropout", "BatchNorm1d", "ReLU", "Linear"]),
+    ("before", "head", ["Linear", "BatchNorm1d", "ReLU", "Linear"]),
+])  # fmt: skip
+def test_dropout_sits_right_before_each_batch_norm_or_once_before_the_output_layer(placement, at, names):
+    model = build(Arch(8, "relu", placement, None, None, dropout=0.5, dropout_at=at), 0)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds[: len(names)] == names, kinds
+    assert kinds.count("Dropout") == (3 if at == "bn" else 1)
+    if at == "head":
+        assert kinds[-2:] == ["Dropout", "Linear"]
+    plain = build(Arch(8, "relu", placement, None, None), 0)
+    assert "Dropout" not in [type(m).__name__ for m in plain]
+    linears = [[m.weight for m in net if isinstance(m, nn.Linear)] for net in (model, plain)]
+    assert all(torch.equal(a, b) for a, b in zip(*linears, strict=True))  # the same weights with or without
+
+
+def test_the_batch_norms_momentum_and_kind_are_the_archs():
+    model = build(Arch(8, "relu", "before", None, None, momentum=0.3, norm="torch"), 0)
+    norms = [m for m in model if "BatchNorm" in type(m).__name__]
+    assert len(norms) == 3 and all(type(m) is nn.BatchNorm1d and m.momentum == 0.3 for m in norms)
+    with pytest.raises(ValueError, match="checkpointing"):
+        build(Arch(8, "relu", "before", None, None, dropout=0.5, checkpoint="reentrant"), 0)
+
+
+@pytest.mark.parametrize("checkpoint", ["reentrant", "non-reentrant"])
+def test_checkpointed_blocks_give_the_same_outputs_and_gradients(checkpoint):
+    data = load_digits()
+    x, y = data.train_x[:20], data.train_y[:20]
+    plain = build(Arch(8, "relu", "before", None, None), 0)
+    checked = build(Arch(8, "relu", "before", None, None, checkpoint=checkpoint), 0)
+    losses = [training._step_loss(m, x, y, c) for m, c in ((plain, "none"), (checked, checkpoint))]
+    assert torch.equal(losses[0], losses[1])
+    for a, b in zip(plain.parameters(), checked.parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad)
+    for a, b in zip(plain.buffers(), checked.buffers(), strict=True):  # bnviz counts the step once
+        assert torch.equal(a, b)
+    assert len(training.hidden_blocks(checked)) == 4
+
+
+def test_gradient_accumulation_sums_the_micro_batches_gradients_over_k():
+    data = load_digits()
+    x, y = data.train_x[:24], data.train_y[:24]
+    model, twin = build(Arch(8, "relu", "before", None, None), 0), build(Arch(8, "relu", "before", None, None), 0)
+    loss = training._step_loss(model, x, y, micro=3)
+    total = 0.0
+    for xc, yc in zip(x.chunk(3), y.chunk(3), strict=True):
+        part = nn.functional.cross_entropy(twin(xc), yc) / 3
+        part.backward()
+        total += float(part.detach())
+    assert float(loss) == pytest.approx(total, rel=1e-6)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+    assert int(model[1].num_batches_tracked) == 3
+
+
 REFUSED = [
     (DriftConfig(steps=0), "the number of steps is 0"),
     (DriftConfig(steps=5001), "from 1 to 5000"),
