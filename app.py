@@ -20,6 +20,8 @@ PAGES = {  # one page per question (../shared/PRODUCT.md), grouped as a reader m
     "Batch norm in training": [
         st.Page("app_pages/training.py", title="Why batch norm helps", icon=":material/trending_up:",
                 url_path="training"),
+        st.Page("app_pages/eval_gap.py", title="Worse in eval than in train", icon=":material/rule:",
+                url_path="eval-gap"),
     ],
     "Beyond one layer": [
         st.Page("app_pages/family.py", title="The normalization family", icon=":material/diversity_3:",

@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.common import chart, finished, heavy, report_or_reason, view, write_url
+from app_pages.common import chart, heavy, on_button, report_or_reason, view, write_url
 from bnviz.explorer import training
 from bnviz.explorer.query import TRAINING_DRIFT, TRAINING_NOISE, TRAINING_PLACEMENT, TRAINING_SWEEP, QuerySpec
 from bnviz.explorer.training import (
@@ -63,20 +63,9 @@ def sentences(words: Sentences) -> None:
 
 
 def on_demand(name: str, config: Any, doing: str) -> Any:
-    """An experiment that costs more: run on its button (or shown at once when the server has its
-    report); a link carries its settings and starts nothing by itself."""
-    reason = refusal(config)
-    if reason is not None:
-        st.error(f"Not run: {reason}.")
-        return None
-    ran = f"{PREFIX}ran.{name}"
-    if st.button(f"Run it (about {seconds_estimate(config):.0f} s)", key=f"{PREFIX}run.{name}", type="primary"):
-        st.session_state[ran] = config
-    if st.session_state.get(ran) == config or finished(("training", config)):
-        return load(config, doing)
-    st.caption("Runs when you press the button, on this server, within its budget; the result is then kept for "
-               "every visitor. A link carries these settings, and opening it starts nothing by itself.")  # fmt: skip
-    return None
+    """An experiment that costs more: on its button (``common.on_button``)."""
+    return on_button(f"{PREFIX}run.{name}", ("training", config), refusal(config), seconds_estimate(config),
+                     lambda: load(config, doing))  # fmt: skip
 
 
 def sidebar() -> None:

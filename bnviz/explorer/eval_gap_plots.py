@@ -83,7 +83,7 @@ def batches_accuracy_figure(report: BatchesReport) -> go.Figure:
     """Accuracy over training, sorted minibatches left and shuffled right: train mode (on the
     training images, in minibatches made the training's way) and eval mode (test split)."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
-                        subplot_titles=[f"minibatches {ORDER_NAMES[o]}" for o in ORDERS])  # fmt: skip
+                        subplot_titles=[ORDER_NAMES[o] for o in ORDERS])  # fmt: skip
     for col, order in enumerate(ORDERS, start=1):
         r = report.orders[order]
         steps = list(r.curve.steps)
@@ -95,9 +95,7 @@ def batches_accuracy_figure(report: BatchesReport) -> go.Figure:
                                                    "<extra></extra>"), row=1, col=col)  # fmt: skip
         fig.update_xaxes(title_text="SGD step", rangemode="tozero", row=1, col=col)
         _accuracy_axis(fig, row=1, col=col)
-    c = report.config
-    fig.update_layout(height=380, title=f"Train mode against eval mode (learning rate {c.lr:g}, batch {c.batch}, "
-                                        f"seed {c.seed})", **LAYOUT)  # fmt: skip
+    fig.update_layout(height=380, title="Accuracy, train mode and eval mode", **LAYOUT)  # fmt: skip
     return fig
 
 
@@ -114,7 +112,7 @@ def batches_statistics_figure(report: BatchesReport) -> go.Figure:
                            list(r.batch_var_ratio), ORDER_COLORS[order], marker_pattern_shape="/"))  # fmt: skip
     _one_line(fig)
     fig.update_yaxes(title_text="÷ population variance")
-    fig.update_layout(barmode="group", height=360, title="Variances against the exact population variance", **LAYOUT)
+    fig.update_layout(barmode="group", height=360, title="Variances ÷ the exact variance", **LAYOUT)
     return fig
 
 
@@ -145,9 +143,7 @@ def lag_accuracy_figure(report: LagReport) -> go.Figure:
                              hovertemplate="exact statistics, step %{x}: %{y:.1%}<extra></extra>"))  # fmt: skip
     fig.update_xaxes(title_text="SGD step", rangemode="tozero")
     _accuracy_axis(fig)
-    c = report.config
-    fig.update_layout(height=380, title=f"Eval-mode test accuracy: running averages against exact statistics "
-                                        f"(learning rate {c.lr:g}, seed {c.seed})", **LAYOUT)  # fmt: skip
+    fig.update_layout(height=380, title="Eval-mode test accuracy", **LAYOUT)  # fmt: skip
     return fig
 
 
@@ -162,7 +158,7 @@ def lag_distance_figure(report: LagReport) -> go.Figure:
     fig.update_xaxes(title_text="SGD step", rangemode="tozero")
     ticks, labels = log_ticks([v for m in report.config.momenta for v in report.var_error[m]])
     fig.update_yaxes(type="log", title_text="mean |running var ÷ exact var − 1|", tickvals=ticks, ticktext=labels)
-    fig.update_layout(height=360, title="How far the running variance is from the exact variance", **LAYOUT)
+    fig.update_layout(height=360, title="Running variance against exact", **LAYOUT)
     return fig
 
 
@@ -181,8 +177,7 @@ def lag_variance_figure(report: LagReport) -> go.Figure:
     values = [v for v in (*report.batch_var, *report.biased_batch_var, 1.0) if v == v]
     pad = max(0.01, (max(values) - min(values)) * 0.3)
     fig.update_yaxes(title_text="÷ exact population variance", range=[min(values) - pad, max(values) + pad])
-    fig.update_layout(barmode="group", height=360, title=f"At the end: the minibatches' variances (batch "
-                                                         f"{report.config.batch}) against the exact variance",
+    fig.update_layout(barmode="group", height=360, title="Batch variances ÷ exact variance",
                       **LAYOUT)  # fmt: skip
     return fig
 
@@ -201,27 +196,26 @@ def dropout_shift_figure(report: DropoutReport) -> go.Figure:
     and for the inputs centred to zero mean against 1/(1 − p). Right, in the network: the
     variance shift max(real/running, running/real) before the fix, the formula's, and after each fix."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=("dropout alone: train ÷ eval variance",
-                                        "in the network: variance shift"))  # fmt: skip
+                        subplot_titles=("dropout alone", "in the network"))  # fmt: skip
     layers = report.layers
     names = _layers(len(layers))
     left = (("measured", [s.isolated for s in layers], CAUSE_COLOR, ""),
-            ("formula 1/(1−p) + p/(1−p)·c²/v", [s.isolated_predicted for s in layers], PREDICTED_COLOR, ""),
-            ("measured, input centred", [s.centred for s in layers], CAUSE_COLOR, "/"),
+            ("formula", [s.isolated_predicted for s in layers], PREDICTED_COLOR, ""),
+            ("centred input", [s.centred for s in layers], CAUSE_COLOR, "/"),
             ("1/(1−p)", [s.simple for s in layers], PREDICTED_COLOR, "/"))  # fmt: skip
     for name, ys, color, shape in left:
         fig.add_trace(_bar(name, names, ys, color, marker_pattern_shape=shape, legendgroup=name), row=1, col=1)
-    right = (("shift, dropout before each BN", [s.shift for s in layers], CAUSE_COLOR),
-             ("formula's shift (test inputs)", [s.predicted for s in layers], PREDICTED_COLOR),
-             ("fix 1: dropout after the last BN", [s.shift_head for s in layers], FIX_COLOR),
-             ("fix 2: statistics recomputed in eval mode", [s.shift_exact for s in layers], EXACT_COLOR))  # fmt: skip
+    right = (("shift", [s.shift for s in layers], CAUSE_COLOR),
+             ("formula's shift", [s.predicted for s in layers], PREDICTED_COLOR),
+             ("fix 1", [s.shift_head for s in layers], FIX_COLOR),
+             ("fix 2", [s.shift_exact for s in layers], EXACT_COLOR))  # fmt: skip
     for name, ys, color in right:
         fig.add_trace(_bar(name, names, ys, color, legendgroup=name), row=1, col=2)
     for col in (1, 2):
         _one_line(fig, row=1, col=col)
-    fig.update_yaxes(title_text="ratio", rangemode="tozero", row=1, col=1)
-    fig.update_yaxes(title_text="max(real/running, running/real)", rangemode="tozero", row=1, col=2)
-    fig.update_layout(barmode="group", height=420, title=f"Variance shift of dropout p = {report.config.p:g}",
+    fig.update_yaxes(title_text="train ÷ eval variance", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="variance shift", rangemode="tozero", row=1, col=2)
+    fig.update_layout(barmode="group", height=420, title=f"Variance shift, dropout p = {report.config.p:g}",
                       **LAYOUT)  # fmt: skip
     return fig
 
@@ -236,7 +230,7 @@ def dropout_accuracy_figure(report: DropoutReport) -> go.Figure:
     fig.add_trace(_bar("eval mode", names, [report.eval_mode[v] for v in DROPOUT_VARIANTS] + [report.exact_eval],
                        EVAL_COLOR, fmt=".1%"))  # fmt: skip
     _accuracy_axis(fig)
-    fig.update_layout(barmode="group", height=380, title="Test accuracy, train mode and eval mode", **LAYOUT)
+    fig.update_layout(barmode="group", height=380, title="Test accuracy, train and eval mode", **LAYOUT)
     return fig
 
 
@@ -253,7 +247,7 @@ def accumulation_spread_figure(report: AccumulationReport) -> go.Figure:
     variances (in population variance), for micro-batches of n and batches of k·n."""
     c = report.config
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=("spread of the minibatch means (÷ σ)", "spread of the minibatch variances "
+                        subplot_titles=("means (÷ σ)", "variances "
                                         "(÷ σ²)"))  # fmt: skip
     for size, color, label in ((c.micro_batch, CAUSE_COLOR, f"micro-batches of n = {c.micro_batch}"),
                                (c.batch, FIX_COLOR, f"one batch of k·n = {c.batch}")):  # fmt: skip
@@ -261,9 +255,9 @@ def accumulation_spread_figure(report: AccumulationReport) -> go.Figure:
         fig.add_trace(_bar(label, names, list(report.mean_spread[size]), color, legendgroup=label), row=1, col=1)
         fig.add_trace(_bar(label, names, list(report.var_spread[size]), color, legendgroup=label, showlegend=False),
                       row=1, col=2)  # fmt: skip
-    fig.update_yaxes(title_text="standard deviation over minibatches", rangemode="tozero", row=1, col=1)
+    fig.update_yaxes(title_text="std over minibatches", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(rangemode="tozero", row=1, col=2)
-    fig.update_layout(barmode="group", height=380, title="What batch norm normalizes with: the statistics' spread",
+    fig.update_layout(barmode="group", height=380, title="The statistics' spread",
                       **LAYOUT)  # fmt: skip
     return fig
 
@@ -272,7 +266,7 @@ def accumulation_buffers_figure(report: AccumulationReport) -> go.Figure:
     """Per batch norm, how far each network's running statistics are from the exact ones of
     its weights: mean error (÷ σ) left, variance error right."""
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
-                        subplot_titles=("|running mean − exact| ÷ σ", "|running var ÷ exact var − 1|"))  # fmt: skip
+                        subplot_titles=("mean error (÷ σ)", "variance error"))  # fmt: skip
     for v in ACCUMULATION_VARIANTS:
         label = f"{ACCUMULATION_NAMES[v]} ({report.counted[v]:,} batches counted)"
         names = _layers(len(report.mean_error[v]))
@@ -282,8 +276,7 @@ def accumulation_buffers_figure(report: AccumulationReport) -> go.Figure:
                            showlegend=False), row=1, col=2)  # fmt: skip
     for col in (1, 2):
         fig.update_yaxes(rangemode="tozero", row=1, col=col)
-    fig.update_layout(barmode="group", height=400, title="The running statistics each way leaves, against the exact "
-                                                         "ones", **LAYOUT)  # fmt: skip
+    fig.update_layout(barmode="group", height=400, title="Running statistics against exact", **LAYOUT)  # fmt: skip
     return fig
 
 
@@ -296,13 +289,13 @@ def accumulation_figures(report: AccumulationReport) -> dict[str, go.Figure]:
 
 
 def passes_figure(report: PassesReport) -> go.Figure:
-    """Left: each logit of some images of A, run alone (x) against as half of the concatenated
-    batch (y); on the diagonal they would agree. Middle, per batch norm: how far the running
-    means each way leaves are from the exact means of the real training images (÷ σ). Right:
-    test accuracy in eval mode with them."""
-    fig = make_subplots(rows=1, cols=3, column_widths=[0.36, 0.34, 0.3], horizontal_spacing=0.09,
-                        subplot_titles=("A's logits, alone vs in cat([A, B])",
-                                        "running mean vs real images' (÷ σ)", "test accuracy, eval mode"))  # fmt: skip
+    """Three panels, one above the other (readable on a phone). Top: each logit of some images of
+    A, run alone (x) against as half of the concatenated batch (y); on the diagonal they would
+    agree. Middle, per batch norm: how far the running means each way leaves are from the exact
+    means of the real training images (÷ σ). Bottom: test accuracy in eval mode with them."""
+    fig = make_subplots(rows=3, cols=1, vertical_spacing=0.13,
+                        subplot_titles=("A's logits: alone, and in cat([A, B])", "running mean vs the real images' "
+                                        "(÷ σ)", "test accuracy, eval mode"))  # fmt: skip
     xs, ys = [a for a, _ in report.logits], [b for _, b in report.logits]
     if xs:
         lo, hi = min(xs + ys), max(xs + ys)
@@ -317,18 +310,17 @@ def passes_figure(report: PassesReport) -> go.Figure:
     for way in ("separate", "together"):
         label = f"{WAY_NAMES[way]} ({report.counted[way]} batches counted)"
         names = _layers(len(report.real_mean_error[way]))
-        fig.add_trace(_bar(label, names, list(report.real_mean_error[way]), WAY_COLORS[way]), row=1, col=2)
+        fig.add_trace(_bar(label, names, list(report.real_mean_error[way]), WAY_COLORS[way]), row=2, col=1)
     ways = list(report.eval_accuracy)
     accs = [report.eval_accuracy[w] for w in ways]
     for w in ways:
         fig.add_trace(go.Bar(x=[WAY_NAMES[w]], y=[report.eval_accuracy[w]], marker_color=WAY_COLORS[w],
                              name=f"{WAY_NAMES[w]}", showlegend=w == "trained",
-                             hovertemplate="%{x}: %{y:.1%}<extra></extra>"), row=1, col=3)  # fmt: skip
-    fig.update_yaxes(rangemode="tozero", row=1, col=2)
-    fig.update_xaxes(showticklabels=False, row=1, col=3)
-    fig.update_yaxes(title_text="accuracy", tickformat=".1%", range=[max(0.0, min(accs) - 0.05), 1.005], row=1, col=3)
-    fig.update_layout(barmode="group", height=420, title=f"Two forward passes against one ({report.config.pair}, "
-                                                         f"{report.config.pairs} pairs)", **LAYOUT)  # fmt: skip
+                             hovertemplate="%{x}: %{y:.1%}<extra></extra>"), row=3, col=1)  # fmt: skip
+    fig.update_yaxes(rangemode="tozero", row=2, col=1)
+    fig.update_xaxes(showticklabels=False, row=3, col=1)
+    fig.update_yaxes(title_text="accuracy", tickformat=".1%", range=[max(0.0, min(accs) - 0.05), 1.005], row=3, col=1)
+    fig.update_layout(barmode="group", height=900, title="Two passes against one", **LAYOUT)  # fmt: skip
     return fig
 
 
@@ -344,7 +336,7 @@ def checkpoint_figure(report: CheckpointReport) -> go.Figure:
     """Left: ``num_batches_tracked`` of the first batch norm per network. Right: its running
     variance, first units, side by side."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.1,
-                        subplot_titles=("num_batches_tracked", "running_var, first batch norm"))  # fmt: skip
+                        subplot_titles=("num_batches_tracked", "running_var (layer 1)"))  # fmt: skip
     names = [CHECKPOINT_NAMES[v] for v in CHECKPOINT_VARIANTS]
     fig.add_trace(go.Bar(x=names, y=[report.counted[v][0] for v in CHECKPOINT_VARIANTS],
                          marker_color=[CHECKPOINT_COLORS[v] for v in CHECKPOINT_VARIANTS], showlegend=False,
@@ -356,8 +348,7 @@ def checkpoint_figure(report: CheckpointReport) -> go.Figure:
     fig.add_hline(y=report.config.steps, line=dict(color=INPUT_COLOR, dash="dot", width=1), row=1, col=1)
     fig.update_xaxes(showticklabels=False, row=1, col=1)
     fig.update_yaxes(title_text="batches counted", row=1, col=1)
-    fig.update_layout(barmode="group", height=420, title=f"Buffers after {report.config.steps} steps, "
-                                                         f"with and without checkpointing", **LAYOUT)  # fmt: skip
+    fig.update_layout(barmode="group", height=420, title=f"Buffers after {report.config.steps} steps", **LAYOUT)
     return fig
 
 

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from bnviz.explorer import data_parallel, family, inference, network, training
+from bnviz.explorer import data_parallel, eval_gap, family, inference, network, training
 from bnviz.explorer.compare import DEVICES, DTYPES, LAYERS, LAYOUTS, MAX_RANK, MAX_STEPS, MAX_TRAIN_BATCH, MODES, Config
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.data_parallel import DataParallelConfig
@@ -389,3 +389,34 @@ TRAINING_PLACEMENT = QuerySpec[training.PlacementConfig](
         Param("relu_seeds", "seeds", SEEDS),
     ]
 )
+
+
+STEPS = int_in(1, training.MAX_STEPS)
+SEED = int_in(0, training.MAX_SEED)
+EVAL_GAP = {  # section: its URL, one QuerySpec per config of bnviz.explorer.eval_gap
+    "batches": QuerySpec[eval_gap.BatchesConfig](
+        [Param("order_lr", "lr", float_in(1e-6, training.MAX_LR)), Param("order_steps", "steps", STEPS),
+         Param("order_batch", "batch", int_in(2, eval_gap.MAX_BATCH)), Param("order_seed", "seed", SEED)]
+    ),
+    "lag": QuerySpec[eval_gap.LagConfig](
+        [Param("lag_momenta", "momenta", number_list(1e-6, 1.0, eval_gap.MAX_MOMENTA)),
+         Param("lag_lr", "lr", float_in(1e-6, training.MAX_LR)), Param("lag_steps", "steps", STEPS),
+         Param("lag_seed", "seed", SEED)]
+    ),
+    "dropout": QuerySpec[eval_gap.DropoutConfig](
+        [Param("p", "p", float_in(1e-6, eval_gap.MAX_P)), Param("dropout_input", "placement",
+         choice(eval_gap.DROPOUT_INPUTS)), Param("dropout_steps", "steps", STEPS),
+         Param("dropout_seed", "seed", SEED)]
+    ),
+    "accumulation": QuerySpec[eval_gap.AccumulationConfig](
+        [Param("micro", "micro", int_in(1, eval_gap.MAX_MICRO)), Param("micro_batch", "micro_batch", int_in(2, 128)),
+         Param("accum_momentum", "momentum", float_in(1e-6, 1.0)), Param("accum_steps", "steps", STEPS)]
+    ),
+    "passes": QuerySpec[eval_gap.PassesConfig](
+        [Param("pair", "pair", choice(eval_gap.PAIRS)), Param("pairs", "pairs", int_in(1, eval_gap.MAX_PAIRS)),
+         Param("passes_steps", "steps", STEPS)]
+    ),
+    "checkpoint": QuerySpec[eval_gap.CheckpointConfig](
+        [Param("ckpt_steps", "steps", STEPS), Param("ckpt_momentum", "momentum", float_in(1e-6, 1.0))]
+    ),
+}  # fmt: skip

@@ -111,6 +111,25 @@ QUESTIONS: tuple[Question, ...] = (
     Question(13, "Batch norm before or after the ReLU?",
              Link("training", section="before-or-after-relu"),
              "both orders trained from the same weights over several seeds, and what the difference amounts to"),
+    Question(14, "My model is much worse in eval() than in train(): why, and how do I fix it?",
+             Link("eval-gap", section="non-iid-batches"),
+             "batches sorted by class: fine in train mode, near chance in eval — then each cause, run and fixed",
+             more=(
+                 ("Running statistics that lag the weights, and exact population statistics",
+                  Link("eval-gap", section="lagging-statistics")),
+             )),
+    Question(15, "Dropout and batch norm together: the variance shift",
+             Link("eval-gap", section="dropout"),
+             "dropout before each batch norm: the shift measured against Li et al.'s formula, and two fixes"),
+    Question(16, "Gradient accumulation, several forward passes per step, activation checkpointing: what does "
+                 "batch norm see, and what does it update?",
+             Link("eval-gap", section="micro-batches"),
+             "k micro-batches of n against one batch of k·n: the statistics' spread and the buffers they leave",
+             more=(
+                 ("Two forward passes against one concatenated batch", Link("eval-gap", section="two-passes")),
+                 ("Activation checkpointing: torch counts each step twice, bnviz once",
+                  Link("eval-gap", section="checkpointing")),
+             )),
 )  # fmt: skip
 
 

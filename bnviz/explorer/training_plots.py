@@ -145,8 +145,7 @@ def noise_figure(report: SeedsReport) -> go.Figure:
     fig.update_xaxes(title_text="SGD step", rangemode="tozero")
     _accuracy_axis(fig)
     n = len(report.config.seeds)
-    fig.update_layout(height=380, title=f"Test accuracy with noise after batch norm (mean of {n} seeds, band: "
-                                        "lowest to highest)", **LAYOUT)  # fmt: skip
+    fig.update_layout(height=380, title=f"Test accuracy, mean of {n} seed{'s' if n > 1 else ''}", **LAYOUT)
     return fig
 
 
@@ -173,8 +172,7 @@ def smoothness_figure(report: SeedsReport) -> go.Figure:
         ))  # fmt: skip
     fig.update_xaxes(title_text="SGD step")
     fig.update_yaxes(type="log", title_text="max − min of the loss along the gradient", exponentformat="e")
-    lr = report.config.lr
-    fig.update_layout(height=380, title=f"Loss range along the gradient (steps η = {lr:g} × 0.5 … 4)", **LAYOUT)
+    fig.update_layout(height=380, title="Loss range along the gradient", **LAYOUT)
     return fig
 
 
@@ -191,7 +189,7 @@ def placement_figure(report: SeedsReport) -> go.Figure:
     networks of one seed (same weights, same minibatches), and the mean (a wide dash). Right: mean
     test accuracy against steps, band from the lowest to the highest seed."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.12,
-                        subplot_titles=("final accuracy, each seed", "test accuracy over training"))  # fmt: skip
+                        subplot_titles=("each seed, at the end", "over training"))  # fmt: skip
     seeds = report.config.seeds
     names = [NAMES[v] for v in report.curves]
     for k, seed in enumerate(seeds):

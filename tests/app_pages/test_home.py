@@ -11,13 +11,14 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from bnviz.explorer import compare, data_parallel, family, inference, network, training
+from bnviz.explorer import compare, data_parallel, eval_gap, family, inference, network, training
 from bnviz.explorer.compare import Config
 from bnviz.explorer.data_parallel import DataParallelConfig
+from bnviz.explorer.eval_gap import BatchesConfig
 from bnviz.explorer.family import FamilyConfig
 from bnviz.explorer.inference import InferenceConfig
 from bnviz.explorer.network import NetworkConfig
-from bnviz.explorer.query import DATA_PARALLEL, FAMILY, INFERENCE, LAYER, NETWORK, TRAINING_DRIFT
+from bnviz.explorer.query import DATA_PARALLEL, EVAL_GAP, FAMILY, INFERENCE, LAYER, NETWORK, TRAINING_DRIFT
 from bnviz.explorer.questions import QUESTIONS, WHAT_BATCH_NORM_DOES, Link, index_html
 from bnviz.explorer.training import DriftConfig
 from tests.app_pages.helpers import page_text, run_app
@@ -31,6 +32,7 @@ PAGES = {  # page: (its URL spec, its base config, its refusal, its file)
     "data-parallel": (DATA_PARALLEL, DataParallelConfig(), data_parallel.refusal, "data_parallel"),
     "inference": (INFERENCE, InferenceConfig(), inference.refusal, "inference"),
     "training": (TRAINING_DRIFT, DriftConfig(), training.refusal, "training"),
+    "eval-gap": (EVAL_GAP["batches"], BatchesConfig(), eval_gap.refusal, "eval_gap"),
 }
 LINKS = [(f"Q{q.number}" + (f" more {i}" if i else ""), link)
          for q in QUESTIONS for i, link in enumerate([q.link, *(lk for _, lk in q.more)])]  # fmt: skip

@@ -98,7 +98,7 @@ HOSTILE = [
 ]  # fmt: skip
 PAGE_PARAMS = {"": ("eps", "shape"), "network": ("lr", "batch"), "family": ("eps", "shape"),
                "data-parallel": ("sample", "batches"), "inference": ("lr", "shift"),
-               "training": ("lr", "sweep_lrs")}  # fmt: skip
+               "training": ("lr", "sweep_lrs"), "eval-gap": ("order_lr", "lag_momenta")}  # fmt: skip
 
 
 @pytest.mark.parametrize("path", list(PAGE_PARAMS), ids=lambda p: p or "layer")

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from bnviz.shots import layout_problems, open_view, wait_until_drawn
+from bnviz.shots import layout_problems, open_view, press_all, wait_until_drawn
 from tests.e2e.conftest import charts, check_screenshot, main_text
 
 pytestmark = pytest.mark.browser
-TINY = "sweep_lrs=0.1,1&sweep_seeds=0&sweep_steps=50&relu_steps=60&relu_seeds=0,1"
+TINY = "sweep_lrs=0.1,1&sweep_seeds=0&sweep_steps=50&relu_steps=60&relu_seeds=0,1&noise_steps=60&noise_seeds=0"
 
 
 def test_default_view(server, page, request):
@@ -44,7 +44,8 @@ def test_a_button_draws_its_experiment_and_the_link_keeps_its_settings(server, p
 def test_nothing_overlaps_or_clips(server, browser, width):
     page = browser.new_page(viewport={"width": width, "height": 900})
     try:
-        open_view(page, server, "training?steps=300&every=50")
+        open_view(page, server, "training?steps=300&every=50&" + TINY)
+        press_all(page, "Run it")  # every section drawn
         assert layout_problems(page) == []
     finally:
         page.close()

@@ -1,0 +1,115 @@
+"""``/eval-gap``: "my model is worse in eval() than in train()" — each cause run, measured and fixed.
+Widgets ⇄ URL → cached, budgeted calls into bnviz.explorer.eval_gap → figures and words."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import streamlit as st
+
+from app_pages.common import chart, heavy, on_button, report_or_reason, view, write_url
+from bnviz.explorer import eval_gap
+from bnviz.explorer.eval_gap_plots import checkpoint_table, figures
+from bnviz.explorer.eval_gap_words import section
+from bnviz.explorer.query import EVAL_GAP
+from bnviz.explorer.training import seconds_estimate
+
+PREFIX = "eg."
+INTS = ("order_steps", "order_batch", "order_seed", "lag_steps", "lag_seed", "dropout_steps", "dropout_seed",
+        "micro", "micro_batch", "accum_steps", "pairs", "passes_steps", "ckpt_steps")  # fmt: skip
+KINDS = {name: "int" for name in INTS}
+TITLES = {  # section: (heading, anchor)
+    "batches": ("1. Batches that are not i.i.d.: sorted by class", "non-iid-batches"),
+    "lag": ("2. Running statistics that lag the weights", "lagging-statistics"),
+    "dropout": ("3. Dropout before batch norm: the variance shift", "dropout"),
+    "accumulation": ("4. Micro-batches and gradient accumulation", "micro-batches"),
+    "passes": ("5. Two forward passes against one concatenated batch", "two-passes"),
+    "checkpoint": ("6. Activation checkpointing runs the forward twice", "checkpointing"),
+}
+LABELS = {  # URL name: the control's label
+    "order_lr": "Learning rate", "order_steps": "Steps", "order_batch": "Batch size", "order_seed": "Seed",
+    "lag_momenta": "Momenta", "lag_lr": "Learning rate", "lag_steps": "Steps", "lag_seed": "Seed",
+    "p": "Dropout p (torch's: the chance of dropping)", "dropout_input": "Dropout's input", "dropout_steps": "Steps",
+    "dropout_seed": "Seed", "micro": "Micro-batches k", "micro_batch": "Micro-batch size n",
+    "accum_momentum": "Momentum", "accum_steps": "Steps", "pair": "The two batches", "pairs": "Pairs",
+    "passes_steps": "Steps", "ckpt_steps": "Steps", "ckpt_momentum": "Momentum",
+}  # fmt: skip
+CHOICES = {"dropout_input": eval_gap.DROPOUT_INPUTS, "pair": eval_gap.PAIRS}
+
+
+def load(config: Any) -> Any:
+    """A section's report: from the server's cache, or trained within its memory budget and a
+    core of its own, with a progress bar (None when it could never fit)."""
+    return heavy(("eval-gap", config), config.estimate_bytes(),
+                 lambda stopped, progress: eval_gap.run(config, stopped, progress), "Training…", cpu=True,
+                 progress=True)  # fmt: skip
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def cached_figures(config: Any, _report: Any) -> dict:
+    """The figures of ``config``'s report (``_report``: not hashed, ``config`` keys it)."""
+    return {name: fig.to_dict() for name, fig in figures(_report).items()}
+
+
+def controls(name: str) -> None:
+    """A section's controls in one row, under their URL names."""
+    names = EVAL_GAP[name].names
+    for column, param in zip(st.columns(len(names)), names, strict=True):
+        key, label = PREFIX + param, LABELS[param]
+        if param in CHOICES:
+            column.selectbox(label, CHOICES[param], key=key)
+        elif param in KINDS:
+            column.number_input(label, step=1, key=key)
+        else:
+            column.text_input(label, key=key)
+
+
+def draw(name: str, config: Any, report: Any) -> None:
+    """A section's result: the numbers, the charts, the fix and its code."""
+    words = section(report)
+    for key, figure in cached_figures(config, report).items():
+        chart(figure, f"chart-{name}-{key}")
+    if name == "checkpoint":
+        st.dataframe(checkpoint_table(report), hide_index=True)
+    st.markdown(f"**Measured.** {words.measured}")
+    st.markdown(f"**The fix.** {words.fix}")
+    st.code(words.code, language="python")
+
+
+def show(name: str, config: Any) -> None:
+    heading, anchor = TITLES[name]
+    st.subheader(heading, anchor=anchor)
+    controls(name)
+    reason = eval_gap.refusal(config)
+    if name in eval_gap.DEFAULT_SECTIONS:
+        report = report_or_reason(reason, lambda: load(config))
+    else:
+        report = on_button(f"{PREFIX}run.{name}", ("eval-gap", config), reason, seconds_estimate(config),
+                           lambda: load(config))  # fmt: skip
+    if report is None:
+        return
+    st.markdown(f"**Symptom.** {section(report).symptom}")
+    draw(name, config, report)
+
+
+def main() -> None:
+    configs, warnings = {}, []
+    for name, spec in EVAL_GAP.items():
+        configs[name], said = view(f"eval-gap.{name}", spec, eval_gap.CONFIGS[name](), KINDS, PREFIX,
+                                   url_page="eval-gap")  # fmt: skip
+        warnings += said
+    write_url("eval-gap", {k: v for name, spec in EVAL_GAP.items() for k, v in spec.to_query(configs[name]).items()})
+    st.title("Worse in eval() than in train()?")
+    st.caption(
+        "In train mode batch norm normalizes each batch with that batch's own statistics; in eval mode, with the "
+        "running statistics it kept. When the two disagree, the model does too. Six causes, each run on this server "
+        "on scikit-learn's digits with bnviz's layers, measured, and fixed — with the fix in plain PyTorch. The "
+        "first two run when the page opens; the others on their buttons. Every control is in the URL."
+    )
+    for warning in warnings:
+        st.warning(warning)
+    for name in eval_gap.SECTIONS:
+        show(name, configs[name])
+
+
+main()
