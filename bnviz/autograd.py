@@ -581,7 +581,59 @@ def _backward_inner(
     return grad_x, grad_w, grad_b
 
 
-# --- the plain formula -------------------------------------------------------------------------
+# --- the plain formula: the reference, and what torch.compile fuses ----------------------------
+
+
+def plain_view(x: Tensor, layout: Layout) -> tuple[Tensor, tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
+    """``x`` as the plain formula sees it, with the dims one statistic reduces, the dims ∂L/∂γ and
+    ∂L/∂β reduce, and the shape γ, β (and running statistics) broadcast as:
+
+    =========  ====================  ===============  ===============  ==============
+    kind       view                  statistic over   ∂L/∂γ over       γ, β shaped
+    =========  ====================  ===============  ===============  ==============
+    channels   x itself, (N, C, *)   all but dim 1    all but dim 1    (1, C, 1, …)
+    instances  (N, G, k, L), C = G·k  (2, 3)           (0, 3)           (1, G, k, 1)
+    trailing   (M, K)                (1,)             (0,)             (1, K)
+    =========  ====================  ===============  ===============  ==============
+    """
+    if layout.kind == "channels":  # no reshape: a channels-last input stays a view
+        dims = tuple(reduce_dims(x))
+        return x, dims, dims, (1, x.size(1), *(1,) * (x.dim() - 2))
+    if layout.kind == "instances":
+        groups = x.size(1) // layout.k
+        return x.reshape(x.size(0), groups, layout.k, -1), (2, 3), (0, 3), (1, groups, layout.k, 1)
+    return x.reshape(-1, layout.inner), (1,), (0,), (1, layout.inner)
+
+
+def _sum(t: Tensor, dims: tuple[int, ...], keepdim: bool = True) -> Tensor:
+    """``t.sum(dims)``, and ``t`` itself for no dims (where torch would sum over all of them)."""
+    return t.sum(dims, keepdim=keepdim) if dims else t
+
+
+def plain_statistics(xv: Tensor, dims: tuple[int, ...], centred: bool) -> tuple[Tensor, Tensor]:
+    """Per statistic group, keeping the reduced dims: ``(mean, var)``, var biased — from
+    ``torch.var_mean`` of the data shifted by each group's first value: Welford's updates on values
+    of the spread's size, so a mean that dwarfs the spread costs nothing, in one pass that inductor
+    fuses with the shift. RMSNorm: ``(0, Σx²/n)``."""
+    if not centred:
+        mean_square = (xv * xv).mean(dims, keepdim=True)
+        return torch.zeros_like(mean_square), mean_square
+    first = xv[tuple(slice(0, 1) if d in dims else slice(None) for d in range(xv.dim()))].detach()
+    var, mean = torch.var_mean(xv - first, dims, correction=0, keepdim=True)
+    return mean + first, var
+
+
+def _stats_dtype(layout: Layout, cdtype: torch.dtype, *params: Tensor | None) -> torch.dtype:
+    """torch keeps batch statistics in the parameters' dtype (float32 ones for a float16/bfloat16
+    input, else the input's); layer and RMS norm in the compute dtype."""
+    given = [t for t in params if t is not None]
+    return given[0].dtype if given and not layout.inner_affine else cdtype
+
+
+def _affine(x_hat: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple[int, ...]) -> Tensor:
+    """``x_hat · γ + β``, γ and β broadcast as ``shape``."""
+    y = x_hat if weight is None else x_hat * weight.to(x_hat.dtype).reshape(shape)
+    return y if bias is None else y + bias.to(x_hat.dtype).reshape(shape)
 
 
 def reference_norm(
@@ -593,58 +645,71 @@ def reference_norm(
     mean: Tensor | None = None,
     inv_std: Tensor | None = None,
 ) -> tuple[Tensor, Tensor | None, Tensor | None]:
-    """The same maths with plain differentiable ops and no chunk loop: what autograd
-    differentiates for double backward and what ``torch.compile`` fuses. Statistics from
-    ``torch.var_mean`` of the data shifted by each group's first value — Welford's updates on
-    values of the spread's size, so a mean that dwarfs the spread costs nothing; one pass, which
-    inductor fuses with the shift into a single reduction — or
-    the given per-group ``mean`` and ``inv_std`` (running statistics). Returns ``(y, mean, var)``:
-    the batch's group mean and biased variance in float64 (for the running statistics), None
-    with given ones."""
+    """The module docstring's forward in plain differentiable ops, no chunk loop — the reference a
+    reader checks, and what autograd differentiates for double backward:
+
+        mean, var = statistics of x (plain_statistics);  inv_std = 1 / √(var + eps)
+        x_hat     = (x − mean) · inv_std;                 y = x_hat · γ + β
+
+    with the batch's statistics, or the given per-channel ``mean`` and ``inv_std`` (running
+    statistics). Returns ``(y, mean, var)``: the batch's mean and biased variance per statistic
+    group in float64 (for the running statistics), None with given ones."""
     cdtype = compute_dtype(input.dtype)
-    x = input.to(cdtype)
-    n_dim, shape = x.size(0), x.shape
-    if layout.kind == "channels" and x.dim() == 2:
-        xv, dims, group_shape = x, (0,), (1, -1)  # (N, C): a column reduction
-    elif layout.kind == "channels":
-        xv = x.reshape(n_dim, x.size(1), -1)  # (N, C, L)
-        dims, group_shape = (0, 2), (1, -1, 1)
-    elif layout.kind == "instances":
-        k = layout.k
-        xv = x.reshape(1, -1, k * math.prod(shape[2:]))  # (1, N·G, (C/G)·L)
-        dims, group_shape = (0, 2), (1, -1, 1)
-    else:
-        xv = x.reshape(1, -1, layout.inner)  # (1, M, K)
-        dims, group_shape = (0, 2), (1, -1, 1)
+    xv, dims, _, shape = plain_view(input.to(cdtype), layout)
     mean64 = var64 = None
     if inv_std is None:
-        if layout.centred:  # shifted by each group's first value (a constant): well scaled at any mean
-            first = (xv[0] if xv.dim() == 2 else xv[0, :, 0]).detach()  # (R,)
-            var, mean = torch.var_mean(xv - first.view(group_shape), dims, correction=0)  # (A, R, B) -> (R,)
-            mean = mean + first
-        else:
-            var, mean = (xv * xv).mean(dims), torch.zeros(xv.size(1), dtype=cdtype, device=x.device)
-        mean64, var64 = mean.double(), var.double()
-        params = [t for t in (weight, bias) if t is not None]
-        stats_dtype = params[0].dtype if params and not layout.inner_affine else cdtype
-        mean = mean.to(stats_dtype).to(cdtype)
-        inv_std = (var + eps).rsqrt().to(stats_dtype).to(cdtype)
+        mean, var = plain_statistics(xv, dims, layout.centred)
+        mean64, var64 = mean.double().flatten(), var.double().flatten()
+        sdtype = _stats_dtype(layout, cdtype, weight, bias)
+        mean, inv_std = mean.to(sdtype).to(cdtype), (var + eps).rsqrt().to(sdtype).to(cdtype)
     else:
-        mean = mean.to(cdtype)
-        inv_std = inv_std.to(cdtype)
-    if layout.kind == "instances" and layout.k > 1:  # per group of channels: back to (1, N·C, L)
-        xv = x.reshape(1, -1, math.prod(shape[2:]))
-        mean, inv_std = mean.repeat_interleave(layout.k), inv_std.repeat_interleave(layout.k)
-    mean_r, inv_r = expand_rows(mean, xv.size(1)), expand_rows(inv_std, xv.size(1))
-    x_hat = (xv - mean_r.view(group_shape)) * inv_r.view(group_shape)
-    if layout.inner_affine:
-        y = x_hat if weight is None else x_hat * weight.to(cdtype).reshape(1, 1, -1)
-        y = y if bias is None else y + bias.to(cdtype).reshape(1, 1, -1)
-    else:
-        rows = xv.size(1)
-        y = x_hat if weight is None else x_hat * expand_rows(weight.to(cdtype), rows).view(group_shape)
-        y = y if bias is None else y + expand_rows(bias.to(cdtype), rows).view(group_shape)
-    return y.reshape(shape).to(input.dtype), mean64, var64
+        mean, inv_std = mean.to(cdtype).reshape(shape), inv_std.to(cdtype).reshape(shape)  # type: ignore[union-attr]
+    x_hat = (xv - mean) * inv_std
+    return _affine(x_hat, weight, bias, shape).reshape(input.shape).to(input.dtype), mean64, var64
+
+
+def closed_form_backward(
+    x: Tensor, g: Tensor, weight: Tensor | None, mean: Tensor, inv_std: Tensor, layout: Layout, batch_stats: bool,
+    needs: tuple[bool, bool, bool],
+) -> tuple[Tensor | None, Tensor | None, Tensor | None]:  # fmt: skip
+    """The module docstring's closed form in plain ops, on ``plain_view`` of ``x`` and of its
+    gradient ``g`` (both in the compute dtype), with the statistics shaped to broadcast there —
+    what inductor fuses under compile:
+
+        ∂L/∂β = Σ g,   ∂L/∂γ = Σ g · x_hat                       over the dims γ is shared by
+        ∂L/∂x = inv_std · (gh − Σgh / n − x_hat · Σ(gh · x_hat) / n),   gh = γ · g,  Σ per statistic
+
+    The sums that both need are taken once, over the dims both reduce: for batch norm all of
+    them — Σg and Σg·x_hat are ∂L/∂β and ∂L/∂γ, one fused reduction over g and x —, for group and
+    instance norm the spatial dims (then small sums over the rest); layer and RMS norm share none
+    (γ runs along the statistic's dims), so ∂L/∂γ, ∂L/∂β are a second reduction. Then ∂L/∂x is
+    one elementwise pass."""
+    need_x, need_w, need_b = needs
+    xv, dims, param_dims, shape = plain_view(x, layout)
+    g = plain_view(g, layout)[0]
+    x_hat = (xv - mean) * inv_std
+    shared = tuple(d for d in dims if d in param_dims)
+    sum_g = _sum(g, shared)  # (N, C, *) -> (1, C, 1, …) for batch norm; g itself for layer norm
+    sum_gx = _sum(g * x_hat, shared)
+    only_params = tuple(d for d in param_dims if d not in shared)
+    grad_w = _sum(sum_gx, only_params, keepdim=False).flatten() if need_w else None  # flat, as γ's values
+    grad_b = _sum(sum_g, only_params, keepdim=False).flatten() if need_b else None
+    if not need_x:
+        return None, grad_w, grad_b
+    w = None if weight is None else weight.to(g.dtype).reshape(shape)
+    gh_scale = inv_std if w is None else inv_std * w
+    if not batch_stats:  # running statistics: constants
+        return (g * gh_scale).reshape(x.shape), grad_w, grad_b
+    only_stats = tuple(d for d in dims if d not in shared)
+    n = xv.numel() // mean.numel()  # values per statistic
+
+    def per_statistic(s: Tensor) -> Tensor:  # Σ over a statistic's values of γ · s
+        return _sum(s if w is None else s * w, only_stats)
+
+    term = x_hat * per_statistic(sum_gx)
+    if layout.centred:
+        term = term + per_statistic(sum_g)
+    return (g * gh_scale - term * (inv_std / n)).reshape(x.shape), grad_w, grad_b
 
 
 def _reference_backward(
@@ -673,6 +738,44 @@ def _reference_backward(
     return grad_x, grad_w, grad_b
 
 
+class CompiledNormFunction(torch.autograd.Function):
+    """What ``torch.compile`` traces: ``y = x_hat · γ + β`` from given statistics, and the
+    closed-form backward (``closed_form_backward``), both in plain ops that dynamo traces and
+    inductor fuses — a ``torch.library.custom_op`` would be opaque to inductor. The statistics
+    are inputs, computed outside from the detached input; the closed form accounts for their
+    dependence on it (``batch_stats``). No double backward under compile, as for torch's own
+    compiled layers; eager double backward differentiates ``reference_norm``."""
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any,
+        input: Tensor,
+        weight: Tensor | None,
+        bias: Tensor | None,
+        mean: Tensor,
+        inv_std: Tensor,
+        layout: Layout,
+        batch_stats: bool,
+    ) -> Tensor:
+        ctx.layout, ctx.batch_stats = layout, batch_stats
+        ctx.bias_dtype, ctx.bias_shape = (None, None) if bias is None else (bias.dtype, bias.shape)
+        ctx.save_for_backward(input, weight, mean, inv_std)
+        xv, _, _, shape = plain_view(input.to(mean.dtype), layout)
+        x_hat = (xv - mean) * inv_std
+        return _affine(x_hat, weight, bias, shape).reshape(input.shape).to(input.dtype)
+
+    @staticmethod
+    def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        input, weight, mean, inv_std = ctx.saved_tensors
+        x, g = input.to(mean.dtype), grad_output.to(mean.dtype)
+        needs = ctx.needs_input_grad[:3]
+        grad_x, grad_w, grad_b = closed_form_backward(x, g, weight, mean, inv_std, ctx.layout, ctx.batch_stats, needs)
+        grad_x = None if grad_x is None else grad_x.to(input.dtype)
+        grad_w = None if grad_w is None else grad_w.to(weight.dtype).reshape(weight.shape)
+        grad_b = None if grad_b is None else grad_b.to(ctx.bias_dtype).reshape(ctx.bias_shape)
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
 def compiled_norm(
     input: Tensor,
     weight: Tensor | None,
@@ -684,20 +787,24 @@ def compiled_norm(
     momentum: float | Tensor,
     eps: float,
 ) -> Tensor:
-    """What ``normalize`` runs under ``torch.compile``: ``reference_norm`` — plain ops that
-    inductor fuses into a few kernels, no Python chunk loop, autograd's own backward — and the
-    same running-statistics update as the eager path (``update_running_stats``)."""
+    """What ``normalize`` runs under ``torch.compile``: the statistics in plain ops (one fused
+    reduction over the input), the running-statistics update (``update_running_stats``, as the
+    eager path), then ``CompiledNormFunction``: the forward and the closed-form backward that
+    inductor fuses. No Python chunk loop."""
+    cdtype = compute_dtype(input.dtype)
+    xv, dims, _, shape = plain_view(input.detach().to(cdtype), layout)
     if use_batch_stats:
-        y, mean64, var64 = reference_norm(input, weight, bias, layout, eps)
-        if running_mean is not None and running_var is not None and mean64 is not None and var64 is not None:
-            n = input.numel() // max(1, mean64.numel())
-            groups = mean64.numel()
-            update_running_stats(running_mean, running_var, mean64.detach(), var64.detach() * (n / (n - 1)),
-                                 momentum, groups)  # fmt: skip
-    else:
-        cdtype = compute_dtype(input.dtype)
-        inv_std = torch.rsqrt(cast(running_var, cdtype) + eps)  # type: ignore[arg-type]
-        y, _, _ = reference_norm(input, weight, bias, layout, eps, running_mean, inv_std)
+        mean, var = plain_statistics(xv, dims, layout.centred)
+        if running_mean is not None and running_var is not None:
+            n = xv.numel() // mean.numel()
+            update_running_stats(running_mean, running_var, mean.double().flatten(),
+                                 var.double().flatten() * (n / (n - 1)), momentum, mean.numel())  # fmt: skip
+        sdtype = _stats_dtype(layout, cdtype, weight, bias, running_mean, running_var)
+        mean, inv_std = mean.to(sdtype).to(cdtype), (var + eps).rsqrt().to(sdtype).to(cdtype)
+    else:  # running statistics, one per channel (the caller has checked that both are given)
+        mean = running_mean.to(cdtype).reshape(shape)  # type: ignore[union-attr]
+        inv_std = torch.rsqrt(running_var.to(cdtype) + eps).reshape(shape)  # type: ignore[union-attr]
+    y = CompiledNormFunction.apply(input, weight, bias, mean, inv_std, layout, use_batch_stats)
     fmt = output_format(input) if layout.keep_format else torch.contiguous_format
     return y if y.is_contiguous(memory_format=fmt) else y.contiguous(memory_format=fmt)
 
