@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import math
 import os
 import statistics
 import sys
@@ -47,6 +48,7 @@ SHAPES = {
     "large": (64, 256, 28, 28),
     "2d": (4096, 1024),
     "5d": (8, 32, 16, 32, 32),
+    "mlp": (60, 100),  # the /training page's batch norm: batch 60, width 100
 }
 TINY_SHAPES = {"tiny-4d": (4, 3, 8, 8), "tiny-2d": (64, 16)}
 FAMILY_SHAPE = (32, 64, 28, 28)
@@ -58,7 +60,7 @@ _CLASSES = {2: (nn.BatchNorm1d, bnviz.BatchNorm1d), 3: (nn.BatchNorm1d, bnviz.Ba
 # The family's members on an (N, C, H, W) input: (torch layer, bnviz layer) for C channels.
 FAMILY: dict[str, Callable[[Any, tuple[int, ...]], nn.Module]] = {
     "LayerNorm": lambda m, s: m.LayerNorm(s[1:]),
-    "GroupNorm": lambda m, s: m.GroupNorm(max(1, s[1] // 4), s[1]),
+    "GroupNorm": lambda m, s: m.GroupNorm(math.gcd(8, s[1]), s[1]),  # GroupNorm(8) where C allows
     "InstanceNorm2d": lambda m, s: m.InstanceNorm2d(s[1], affine=True),
     "RMSNorm": lambda m, s: m.RMSNorm(s[1:]),
 }
