@@ -117,6 +117,8 @@ def channel_view(t: Tensor) -> Tensor | None:
     """
     c = t.size(1)
     if t.is_contiguous():
+        if t.dim() == 2:
+            return t
         view = t.view(t.size(0), c, -1)
         return view if view.size(2) != 1 else view.view(t.size(0), c)
     moved = t.movedim(1, -1)
@@ -185,31 +187,31 @@ def row_moments(xv: Tensor) -> tuple[Tensor, Tensor]:
     dims, d = _dims(xv), _split_dim(xv)
     size = _chunks(xv)
     n = _rows_count(xv)
-    buf = _buffer(xv, size, d)
-    if d == 0:  # partial sums over chunks of dim 0; the rough mean from the first chunk
-        head = xv if size >= xv.size(0) else xv[:size]
-        rough = head.sum(dims).div_(head.numel() // head.size(1))  # (A, R, B) -> (R,)
-        shift = _per_row(xv, rough)
-        if head is xv:  # one chunk: the common small case, with as few dispatched ops as it takes
-            dc = torch.sub(xv, shift, out=buf)
-            sum_d, sum_d2 = dc.sum(dims).double(), dc.square_().sum(dims).double()  # (A, R, B) -> (R,)
-        else:
-            firsts, seconds = [], []
-            for xc in _split(xv, size, 0):
-                dc = torch.sub(xc, shift, out=buf[: xc.size(0)])
-                firsts.append(dc.sum(dims))  # (A, R, B) -> (R,)
-                seconds.append(dc.square_().sum(dims))
-            sum_d, sum_d2 = torch.stack(firsts).double().sum(0), torch.stack(seconds).double().sum(0)
+    if size >= xv.size(d):  # one chunk: the common small case, with as few dispatched ops as it takes
+        rough = xv.mean(dims)  # (A, R, B) -> (R,)
+        dc = xv - _per_row(xv, rough)
+        sum_d, sum_d2 = dc.sum(dims).double(), dc.square_().sum(dims).double()  # (A, R, B) -> (R,)
+        rough64 = rough.double()
+    elif d == 0:  # partial sums over chunks of dim 0; the rough mean from the first chunk
+        buf = _buffer(xv, size, d)
+        rough = xv[:size].mean(dims)  # (a, R, B) -> (R,)
+        firsts, seconds = [], []
+        for xc in _split(xv, size, 0):
+            dc = torch.sub(xc, _per_row(xv, rough), out=buf[: xc.size(0)])
+            firsts.append(dc.sum(dims))  # (A, R, B) -> (R,)
+            seconds.append(dc.square_().sum(dims))
+        sum_d, sum_d2 = torch.stack(firsts).double().sum(0), torch.stack(seconds).double().sum(0)
         rough64 = rough.double()
     else:  # whole rows per chunk: each chunk's own rough mean, then its shifted sums
+        buf = _buffer(xv, size, d)
         parts = []
         for xc in _split(xv, size, 1):
-            rough_c = xc.sum(dims).div_(max(n, 1))  # (1, r, B) -> (r,)
+            rough_c = xc.mean(dims)  # (1, r, B) -> (r,)
             dc = torch.sub(xc, _per_row(xc, rough_c), out=buf[:, : xc.size(1)])
             parts.append((rough_c.double(), dc.sum(dims).double(), dc.square_().sum(dims).double()))
         rough64, sum_d, sum_d2 = (torch.cat(p) for p in zip(*parts, strict=True))
     correction = sum_d / n
-    return rough64 + correction, sum_d2 - sum_d * correction
+    return rough64 + correction, torch.addcmul(sum_d2, sum_d, correction, value=-1)  # Σd² − Σd·Σd/n
 
 
 def row_squares(xv: Tensor) -> Tensor:
@@ -348,9 +350,14 @@ class NormFunction(torch.autograd.Function):
             if not grad_x.is_contiguous(memory_format=fmt):
                 grad_x = grad_x.contiguous(memory_format=fmt)
             grad_x = cast(grad_x.view(input.shape) if grad_x.shape != input.shape else grad_x, input.dtype)
-        grad_w = None if grad_w is None else cast(grad_w, ctx.weight_dtype).view(weight.shape)
-        grad_b = None if grad_b is None else cast(grad_b, ctx.bias_dtype).view(ctx.bias_shape)
+        grad_w = None if grad_w is None else _shaped(cast(grad_w, ctx.weight_dtype), weight.shape)
+        grad_b = None if grad_b is None else _shaped(cast(grad_b, ctx.bias_dtype), ctx.bias_shape)
         return grad_x, grad_w, grad_b, *nones
+
+
+def _shaped(t: Tensor, shape: torch.Size) -> Tensor:
+    """``t.view(shape)``, skipping the dispatcher when it has that shape already."""
+    return t if t.shape == shape else t.view(shape)
 
 
 def _batch_statistics(xv: Tensor, layout: Layout) -> tuple[Tensor, Tensor, int]:
@@ -400,9 +407,9 @@ def _apply_rows(
     fused multiply-add per value (addcmul rounds once, as torch's kernel does)."""
     rows = xv.size(1)
     scale = inv_std if weight is None else inv_std * expand_rows(cast(weight, cdtype), rows)
-    shift = torch.mul(mean.double(), scale.double()).neg_()
-    if bias is not None:
-        shift = shift.add_(expand_rows(bias, rows))
+    mean64, scale64 = mean.double(), scale.double()  # their product is exact in float64
+    shift = torch.mul(mean64, scale64).neg_() if bias is None else torch.addcmul(expand_rows(bias, rows), mean64,
+                                                                                  scale64, value=-1)  # fmt: skip
     torch.addcmul(_per_row(xv, cast(shift, cdtype)), xv, _per_row(xv, scale), out=out)
 
 
@@ -474,17 +481,23 @@ def _backward_rows(
     n = _rows_count(xv) * k
     w_rows = None if weight is None else expand_rows(cast(weight, cdtype), rows)
     need_sums = ctx.batch_stats or need_w or need_b
-    sum_g = sum_gd = None
-    if need_sums:
-        sum_g, sum_gd = row_grad_sums(xv, mean, gv) if ctx.batch_stats or need_w else (gv.sum(_dims(gv)).double(),
-                                                                                        None)  # fmt: skip
-    grad_x = grad_w = grad_b = None
+    sum_g = sum_gd = grad_x = grad_w = grad_b = None
     if need_x:
         grad_x = torch.empty_like(x)
         out = channel_view(grad_x) if layout.kind == "channels" else grad_x.view(xv.shape)
-        if ctx.batch_stats:
+    if need_x and ctx.batch_stats and _chunks(xv) >= xv.size(_split_dim(xv)):
+        # One chunk: d = x − mean once, in ∂L/∂x's own storage, then ∂L/∂x = c_g·g + c_d·d + c_0 in place.
+        dc = torch.sub(xv, _per_row(xv, mean), out=out)
+        sum_g, sum_gd = gv.sum(_dims(xv)).double(), (dc * gv).sum(_dims(xv)).double()  # (A, R, B) -> (R,)
+        c_g, c_d, c_0 = grad_coefficients(xv, w_rows, inv_std, sum_g, sum_gd, n, k)
+        dc.mul_(c_d).add_(c_0).addcmul_(gv, c_g)
+    else:
+        if need_sums:
+            sum_g, sum_gd = row_grad_sums(xv, mean, gv) if ctx.batch_stats or need_w else (gv.sum(_dims(gv)).double(),
+                                                                                            None)  # fmt: skip
+        if need_x and ctx.batch_stats:
             batch_grad_input(xv, gv, out, w_rows, mean, inv_std, sum_g, sum_gd, n, k)  # type: ignore[arg-type]
-        else:
+        elif need_x:
             w_inv = inv_std if w_rows is None else inv_std * w_rows
             torch.mul(gv, _per_row(gv, w_inv), out=out)
     period = weight.numel() if weight is not None else (x.size(1) if x.dim() > 1 else rows)
@@ -505,13 +518,7 @@ def batch_grad_input(
 
         ∂L/∂x = inv_std·(gh − Σgh/n − x_hat·Σ(gh·x_hat)/n) = c_g·g + c_d·(x − mean) + c_0,  gh = γ·g
     """
-    cdtype = xv.dtype
-    w64 = torch.ones_like(sum_g) if w_rows is None else w_rows.double()
-    s1, s2 = _group_sum(sum_g * w64, k), _group_sum(sum_gd * w64, k)  # (R,) -> (G,) -> (R,)
-    inv64 = inv_std.double()
-    c_d = _per_row(xv, cast(s2.mul_(inv64.pow(3)).div_(-n), cdtype))
-    c_0 = _per_row(xv, cast(s1.mul_(inv64).div_(-n), cdtype))
-    c_g = _per_row(xv, inv_std if w_rows is None else inv_std * w_rows)
+    c_g, c_d, c_0 = grad_coefficients(xv, w_rows, inv_std, sum_g, sum_gd, n, k)
     d = _split_dim(xv)
     size = _chunks(xv)
     buf = _buffer(xv, size, d)
@@ -525,6 +532,26 @@ def batch_grad_input(
             sl = slice(i * size, i * size + xc.size(1))
             tmp = torch.sub(xc, mean_r[:, sl], out=buf[:, : xc.size(1)]).mul_(c_d[:, sl]).add_(c_0[:, sl])
             torch.addcmul(tmp, gc, c_g[:, sl], out=oc)
+
+
+def grad_coefficients(
+    xv: Tensor, w_rows: Tensor | None, inv_std: Tensor, sum_g: Tensor, sum_gd: Tensor, n: int, k: int
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Per row of a rows view, shaped to broadcast there: ``(c_g, c_d, c_0)`` of
+    ``∂L/∂x = c_g·g + c_d·(x − mean) + c_0`` with batch statistics — from the float64 per-row sums
+    ``Σg``, ``Σg·(x − mean)`` weighted by γ and summed over each group's k rows:
+
+        c_g = inv_std·γ,   c_d = −inv_std³·Σ(gh·(x − mean))/n,   c_0 = −inv_std·Σgh/n,   gh = γ·g
+    """
+    cdtype = xv.dtype
+    w64 = None if w_rows is None else w_rows.double()
+    s1, s2 = (sum_g, sum_gd) if w64 is None else (sum_g * w64, sum_gd * w64)
+    s1, s2 = _group_sum(s1, k), _group_sum(s2, k)  # (R,) -> (G,) -> (R,)
+    inv64 = inv_std.double()
+    c_d = _per_row(xv, cast(s2.mul(inv64.pow(3)).div_(-n), cdtype))  # (mul: s2 may be the caller's Σ)
+    c_0 = _per_row(xv, cast(s1.mul(inv64).div_(-n), cdtype))
+    c_g = _per_row(xv, inv_std if w_rows is None else inv_std * w_rows)
+    return c_g, c_d, c_0
 
 
 def _group_sum(v: Tensor, k: int) -> Tensor:
