@@ -285,13 +285,16 @@ def norm_forward(
     mean = group_mean.repeat_interleave(layout.k) if layout.k > 1 else group_mean
     inv_std = group_inv.repeat_interleave(layout.k) if layout.k > 1 else group_inv
     mean, inv_std = expand_rows(mean, rows), expand_rows(inv_std, rows)  # running stats per channel
-    out = torch.empty_like(x)
-    if layout.inner_affine:
-        _apply_inner(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
-    elif layout.kind == "channels":
-        _apply_rows(xv, channel_view(out), mean, inv_std, weight, bias, cdtype)  # type: ignore[arg-type]
+    if layout.kind == "channels" and x.is_contiguous():  # the rows view of a new tensor, x's own layout
+        out = _shaped(_apply_rows(xv, None, mean, inv_std, weight, bias, cdtype), x.shape)
     else:
-        _apply_centred(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
+        out = torch.empty_like(x)
+        if layout.inner_affine:
+            _apply_inner(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
+        elif layout.kind == "channels":
+            _apply_rows(xv, channel_view(out), mean, inv_std, weight, bias, cdtype)
+        else:
+            _apply_centred(xv, out.view(xv.shape), mean, inv_std, weight, bias, cdtype)
     fmt = output_format(input) if layout.keep_format else torch.contiguous_format
     if not out.is_contiguous(memory_format=fmt):
         out = out.contiguous(memory_format=fmt)
@@ -399,18 +402,20 @@ def update_running_stats(
 
 
 def _apply_rows(
-    xv: Tensor, out: Tensor, mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor | None,
+    xv: Tensor, out: Tensor | None, mean: Tensor, inv_std: Tensor, weight: Tensor | None, bias: Tensor | None,
     cdtype: torch.dtype,
-) -> None:  # fmt: skip
+) -> Tensor:  # fmt: skip
     """``y = x · scale + shift`` per row, torch's own form: ``scale = inv_std · weight`` rounded
     like torch's, ``shift = bias − mean · scale`` rounded once from an exact float64 product, one
-    fused multiply-add per value (addcmul rounds once, as torch's kernel does)."""
+    fused multiply-add per value (addcmul rounds once, as torch's kernel does). Into ``out`` (a
+    rows view), or a new tensor shaped like ``xv``; returned."""
     rows = xv.size(1)
     scale = inv_std if weight is None else inv_std * expand_rows(cast(weight, cdtype), rows)
     mean64, scale64 = mean.double(), scale.double()  # their product is exact in float64
     shift = torch.mul(mean64, scale64).neg_() if bias is None else torch.addcmul(expand_rows(bias, rows), mean64,
                                                                                   scale64, value=-1)  # fmt: skip
-    torch.addcmul(_per_row(xv, cast(shift, cdtype)), xv, _per_row(xv, scale), out=out)
+    shift, scale = _per_row(xv, cast(shift, cdtype)), _per_row(xv, scale)
+    return torch.addcmul(shift, xv, scale) if out is None else torch.addcmul(shift, xv, scale, out=out)
 
 
 def _apply_centred(
@@ -482,12 +487,16 @@ def _backward_rows(
     w_rows = None if weight is None else expand_rows(cast(weight, cdtype), rows)
     need_sums = ctx.batch_stats or need_w or need_b
     sum_g = sum_gd = grad_x = grad_w = grad_b = None
-    if need_x:
+    if need_x and not (x.is_contiguous() and ctx.batch_stats):  # (else ∂L/∂x takes the storage of d below)
         grad_x = torch.empty_like(x)
         out = channel_view(grad_x) if layout.kind == "channels" else grad_x.view(xv.shape)
     if need_x and ctx.batch_stats and _chunks(xv) >= xv.size(_split_dim(xv)):
         # One chunk: d = x − mean once, in ∂L/∂x's own storage, then ∂L/∂x = c_g·g + c_d·d + c_0 in place.
-        dc = torch.sub(xv, _per_row(xv, mean), out=out)
+        if grad_x is None:  # contiguous: d in a new rows view, which is ∂L/∂x's storage
+            dc = xv - _per_row(xv, mean)
+            grad_x = _shaped(dc, x.shape)
+        else:
+            dc = torch.sub(xv, _per_row(xv, mean), out=out)
         sum_g, sum_gd = gv.sum(_dims(xv)).double(), (dc * gv).sum(_dims(xv)).double()  # (A, R, B) -> (R,)
         c_g, c_d, c_0 = grad_coefficients(xv, w_rows, inv_std, sum_g, sum_gd, n, k)
         dc.mul_(c_d).add_(c_0).addcmul_(gv, c_g)
@@ -496,6 +505,9 @@ def _backward_rows(
             sum_g, sum_gd = row_grad_sums(xv, mean, gv) if ctx.batch_stats or need_w else (gv.sum(_dims(gv)).double(),
                                                                                             None)  # fmt: skip
         if need_x and ctx.batch_stats:
+            if grad_x is None:
+                grad_x = torch.empty_like(x)
+                out = channel_view(grad_x) if layout.kind == "channels" else grad_x.view(xv.shape)
             batch_grad_input(xv, gv, out, w_rows, mean, inv_std, sum_g, sum_gd, n, k)  # type: ignore[arg-type]
         elif need_x:
             w_inv = inv_std if w_rows is None else inv_std * w_rows
