@@ -146,14 +146,16 @@ def _dims(view: Tensor) -> tuple[int, ...]:
 
 
 def _per_row(view: Tensor, t: Tensor) -> Tensor:
-    """A (R,) vector shaped to broadcast along dim 1 of a rows view."""
-    return t.view(1, -1, 1) if view.dim() == 3 else t.view(1, -1)
+    """A (R,) vector shaped to broadcast along dim 1 of a rows view: (1, R, 1), or itself for an
+    (A, R) view (broadcasting puts it there already, without a view op)."""
+    return t.view(1, -1, 1) if view.dim() == 3 else t
 
 
 def _split_dim(view: Tensor) -> int:
     """Chunks run along dim 0 (sums accumulate over chunks) unless it has one entry; then along
-    the rows (each chunk holds whole rows)."""
-    return 0 if view.size(0) > 1 else 1
+    the rows (each chunk holds whole rows) — for (1, R, B) views only: an (A, R) view always
+    splits along dim 0, so its per-row vectors are never sliced."""
+    return 0 if view.size(0) > 1 or view.dim() == 2 else 1
 
 
 def _chunks(view: Tensor) -> int:
@@ -210,8 +212,7 @@ def row_moments(xv: Tensor) -> tuple[Tensor, Tensor]:
             dc = torch.sub(xc, _per_row(xc, rough_c), out=buf[:, : xc.size(1)])
             parts.append((rough_c.double(), dc.sum(dims).double(), dc.square_().sum(dims).double()))
         rough64, sum_d, sum_d2 = (torch.cat(p) for p in zip(*parts, strict=True))
-    correction = sum_d / n
-    return rough64 + correction, torch.addcmul(sum_d2, sum_d, correction, value=-1)  # Σd² − Σd·Σd/n
+    return torch.add(rough64, sum_d, alpha=1 / n), torch.addcmul(sum_d2, sum_d, sum_d, value=-1 / n)  # Σd² − (Σd)²/n
 
 
 def row_squares(xv: Tensor) -> Tensor:
@@ -270,14 +271,15 @@ def norm_forward(
     rows = xv.size(1)
     if use_batch_stats:
         mean64, var64, n = _batch_statistics(xv, layout)
-        if running_mean is not None and running_var is not None:
-            update_running_stats(running_mean, running_var, mean64, var64 * (n / max(n - 1, 1))
-                                 if n > 1 else var64 * math.nan, momentum, rows // layout.k)  # fmt: skip
         # torch keeps batch statistics in the parameters' dtype (float32 ones for a
         # float16/bfloat16 input, else the input's): round them the same way.
-        params = [t for t in (weight, bias, running_mean, running_var) if t is not None]
-        stats_dtype = params[0].dtype if params and not layout.inner_affine else cdtype
-        group_mean = cast(cast(mean64, stats_dtype), cdtype)
+        stats_dtype = _stats_dtype(layout, cdtype, weight, bias, running_mean, running_var)
+        mean_s = cast(mean64, stats_dtype)
+        if running_mean is not None and running_var is not None:
+            update_running_stats(running_mean, running_var, mean_s if mean_s.dtype == running_mean.dtype else mean64,
+                                 var64 * (n / max(n - 1, 1)) if n > 1 else var64 * math.nan, momentum,
+                                 rows // layout.k)  # fmt: skip
+        group_mean = cast(mean_s, cdtype)
         group_inv = cast(cast(var64.add_(eps).rsqrt_(), stats_dtype), cdtype)
     else:  # running statistics (the caller has checked that both are given)
         group_mean = cast(running_mean, cdtype)  # type: ignore[arg-type]
@@ -486,7 +488,7 @@ def _backward_rows(
     n = _rows_count(xv) * k
     w_rows = None if weight is None else expand_rows(cast(weight, cdtype), rows)
     need_sums = ctx.batch_stats or need_w or need_b
-    sum_g = sum_gd = grad_x = grad_w = grad_b = None
+    sum_g = sum_gd = grad_x = grad_w = grad_b = inv64 = None
     if need_x and not (x.is_contiguous() and ctx.batch_stats):  # (else ∂L/∂x takes the storage of d below)
         grad_x = torch.empty_like(x)
         out = channel_view(grad_x) if layout.kind == "channels" else grad_x.view(xv.shape)
@@ -498,7 +500,7 @@ def _backward_rows(
         else:
             dc = torch.sub(xv, _per_row(xv, mean), out=out)
         sum_g, sum_gd = gv.sum(_dims(xv)).double(), (dc * gv).sum(_dims(xv)).double()  # (A, R, B) -> (R,)
-        c_g, c_d, c_0 = grad_coefficients(xv, w_rows, inv_std, sum_g, sum_gd, n, k)
+        c_g, c_d, c_0 = grad_coefficients(xv, w_rows, inv_std, sum_g, sum_gd, n, k, inv64 := inv_std.double())
         dc.mul_(c_d).add_(c_0).addcmul_(gv, c_g)
     else:
         if need_sums:
@@ -514,7 +516,7 @@ def _backward_rows(
             torch.mul(gv, _per_row(gv, w_inv), out=out)
     period = weight.numel() if weight is not None else (x.size(1) if x.dim() > 1 else rows)
     if need_w:
-        grad_w = _fold_period(sum_gd * inv_std.double(), period)  # Σ g·x_hat per channel
+        grad_w = _fold_period(sum_gd * (inv_std.double() if inv64 is None else inv64), period)  # Σ g·x_hat per channel
     if need_b:
         grad_b = _fold_period(sum_g, period)
     return grad_x, grad_w, grad_b
@@ -547,19 +549,22 @@ def batch_grad_input(
 
 
 def grad_coefficients(
-    xv: Tensor, w_rows: Tensor | None, inv_std: Tensor, sum_g: Tensor, sum_gd: Tensor, n: int, k: int
-) -> tuple[Tensor, Tensor, Tensor]:
+    xv: Tensor, w_rows: Tensor | None, inv_std: Tensor, sum_g: Tensor, sum_gd: Tensor, n: int, k: int,
+    inv64: Tensor | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:  # fmt: skip
     """Per row of a rows view, shaped to broadcast there: ``(c_g, c_d, c_0)`` of
     ``∂L/∂x = c_g·g + c_d·(x − mean) + c_0`` with batch statistics — from the float64 per-row sums
     ``Σg``, ``Σg·(x − mean)`` weighted by γ and summed over each group's k rows:
 
         c_g = inv_std·γ,   c_d = −inv_std³·Σ(gh·(x − mean))/n,   c_0 = −inv_std·Σgh/n,   gh = γ·g
+
+    (``inv64``: ``inv_std`` in float64, when the caller has it already.)
     """
     cdtype = xv.dtype
     w64 = None if w_rows is None else w_rows.double()
     s1, s2 = (sum_g, sum_gd) if w64 is None else (sum_g * w64, sum_gd * w64)
     s1, s2 = _group_sum(s1, k), _group_sum(s2, k)  # (R,) -> (G,) -> (R,)
-    inv64 = inv_std.double()
+    inv64 = inv_std.double() if inv64 is None else inv64
     c_d = _per_row(xv, cast(s2.mul(inv64.pow(3)).div_(-n), cdtype))  # (mul: s2 may be the caller's Σ)
     c_0 = _per_row(xv, cast(s1.mul(inv64).div_(-n), cdtype))
     c_g = _per_row(xv, inv_std if w_rows is None else inv_std * w_rows)
@@ -740,7 +745,7 @@ def closed_form_backward(
     if not batch_stats:  # running statistics: constants
         return (g * gh_scale).reshape(x.shape), grad_w, grad_b
     only_stats = tuple(d for d in dims if d not in shared)
-    n = xv.numel() // mean.numel()  # values per statistic
+    n = math.prod([xv.size(d) for d in dims])  # values per statistic
 
     def per_statistic(s: Tensor) -> Tensor:  # Σ over a statistic's values of γ · s
         return _sum(s if w is None else s * w, only_stats)
