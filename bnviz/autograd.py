@@ -649,9 +649,10 @@ def plain_view(x: Tensor, layout: Layout) -> tuple[Tensor, tuple[int, ...], tupl
     return x.reshape(-1, layout.inner), (1,), (0,), (1, layout.inner)
 
 
-def _sum(t: Tensor, dims: tuple[int, ...], keepdim: bool = True) -> Tensor:
-    """``t.sum(dims)``, and ``t`` itself for no dims (where torch would sum over all of them)."""
-    return t.sum(dims, keepdim=keepdim) if dims else t
+def _sum(t: Tensor, dims: tuple[int, ...], keepdim: bool = True, dtype: torch.dtype | None = None) -> Tensor:
+    """``t.sum(dims)``, accumulated in ``dtype``, and ``t`` itself for no dims (where torch would
+    sum over all of them)."""
+    return t.sum(dims, keepdim=keepdim, dtype=dtype) if dims else t
 
 
 def plain_statistics(xv: Tensor, dims: tuple[int, ...], centred: bool) -> tuple[Tensor, Tensor]:
@@ -727,17 +728,20 @@ def closed_form_backward(
     them — Σg and Σg·x_hat are ∂L/∂β and ∂L/∂γ, one fused reduction over g and x —, for group and
     instance norm the spatial dims (then small sums over the rest); layer and RMS norm share none
     (γ runs along the statistic's dims), so ∂L/∂γ, ∂L/∂β are a second reduction. Then ∂L/∂x is
-    one elementwise pass."""
+    one elementwise pass, ``c_g·g − c_x·x_hat − c_1`` with per-statistic coefficients rounded once
+    to the compute dtype. The sums accumulate as torch's CPU kernels do: in float64 for batch and
+    instance norm (torch's batch-norm kernel), in the compute dtype for group, layer and RMS norm."""
     need_x, need_w, need_b = needs
     xv, dims, param_dims, shape = plain_view(x, layout)
     g = plain_view(g, layout)[0]
     x_hat = (xv - mean) * inv_std
+    acc = torch.float64 if layout.k == 1 and not layout.inner_affine else None
     shared = tuple(d for d in dims if d in param_dims)
-    sum_g = _sum(g, shared)  # (N, C, *) -> (1, C, 1, …) for batch norm; g itself for layer norm
-    sum_gx = _sum(g * x_hat, shared)
+    sum_g = _sum(g, shared, dtype=acc)  # (N, C, *) -> (1, C, 1, …) for batch norm; g itself for layer norm
+    sum_gx = _sum(g * x_hat, shared, dtype=acc)
     only_params = tuple(d for d in param_dims if d not in shared)
-    grad_w = _sum(sum_gx, only_params, keepdim=False).flatten() if need_w else None  # flat, as γ's values
-    grad_b = _sum(sum_g, only_params, keepdim=False).flatten() if need_b else None
+    grad_w = _sum(sum_gx, only_params, False, acc).flatten() if need_w else None  # flat, as γ's values
+    grad_b = _sum(sum_g, only_params, False, acc).flatten() if need_b else None
     if not need_x:
         return None, grad_w, grad_b
     w = None if weight is None else weight.to(g.dtype).reshape(shape)
@@ -747,13 +751,13 @@ def closed_form_backward(
     only_stats = tuple(d for d in dims if d not in shared)
     n = math.prod([xv.size(d) for d in dims])  # values per statistic
 
-    def per_statistic(s: Tensor) -> Tensor:  # Σ over a statistic's values of γ · s
-        return _sum(s if w is None else s * w, only_stats)
+    def coefficient(s: Tensor) -> Tensor:  # inv_std / n · Σ over a statistic's values of γ · s
+        return (_sum(s if w is None else s * w, only_stats, dtype=acc) * (inv_std / n)).to(x.dtype)
 
-    term = x_hat * per_statistic(sum_gx)
+    grad_x = g * gh_scale - x_hat * coefficient(sum_gx)
     if layout.centred:
-        term = term + per_statistic(sum_g)
-    return (g * gh_scale - term * (inv_std / n)).reshape(x.shape), grad_w, grad_b
+        grad_x = grad_x - coefficient(sum_g)
+    return grad_x.reshape(x.shape), grad_w, grad_b
 
 
 def _reference_backward(
