@@ -195,15 +195,24 @@ def inductor_startup(device: str) -> float:
 
 
 def peak_extra_bytes(impl: str, shape: tuple[int, ...], device: str) -> int:
-    """Peak memory allocated during one training forward + backward, beyond what existed before."""
+    """Peak memory allocated during one training forward + backward, beyond what existed before
+    (for "bnviz-c", ``torch.compile(bnviz layer)``: compiled by a first step, then measured)."""
     torch_cls, bnviz_cls = _CLASSES[len(shape)]
-    m = {"torch": torch_cls, "bnviz": bnviz_cls, "textbook": Textbook}[impl](shape[1], device=device)
+    layer = {"torch": torch_cls, "bnviz": bnviz_cls, "bnviz-c": bnviz_cls, "textbook": Textbook}[impl]
+    m = layer(shape[1], device=device)
     x = (torch.randn(shape, device=device) * 2 + 1).requires_grad_()
     upstream = torch.randn(shape, device=device)
+    call = m
+    if impl == "bnviz-c":
+        fresh_compiles()
+        call = torch.compile(m)
 
     def step() -> None:
-        grads = torch.autograd.grad(m(x), [x, m.weight, m.bias], upstream)
+        grads = torch.autograd.grad(call(x), [x, m.weight, m.bias], upstream)
         del grads
+
+    if impl == "bnviz-c":
+        step()
 
     if device == "cuda":
         torch.cuda.synchronize()
@@ -278,12 +287,12 @@ def run(
             rows.append(_row(case, *time_case(case, device, rounds, warmup)))
         if memory:
             size = torch.Size(shape).numel() * 4
-            peaks = {impl: peak_extra_bytes(impl, shape, device) for impl in ("torch", "bnviz", "textbook")}
+            impls = ("torch", "bnviz", "textbook", *(("bnviz-c",) if compiled else ()))
+            peaks = {impl: peak_extra_bytes(impl, shape, device) for impl in impls}
             rows.append(
                 {"shape": name, "dims": "x".join(map(str, shape)), "mode": "peak MiB fwd+bwd",
                  **{f"{k} ms": round(v / 2**20, 2) for k, v in peaks.items()}, "floor ms": round(size / 2**20, 2),
-                 "bnviz/torch": round(peaks["bnviz"] / max(peaks["torch"], 1), 3),
-                 "textbook/torch": round(peaks["textbook"] / max(peaks["torch"], 1), 3)}
+                 **{f"{k}/torch": round(peaks[k] / max(peaks["torch"], 1), 3) for k in peaks if k != "torch"}}
             )  # fmt: skip
     for member, make in FAMILY.items() if family_shape else ():
         layers = (make(nn, family_shape), make(bnviz, family_shape))
