@@ -250,3 +250,21 @@ def test_compiled_backward_is_the_closed_form():
     big_sums = [n for n in ops if "sum" in str(n.target) and n.args[0].meta["val"].numel() == x.numel()]
     assert len(big_sums) == 2, graph.code
     assert not [n for n in ops if "norm" in str(n.target) or "var_mean" in str(n.target)], graph.code
+
+
+def test_double_backward_stays_eager():
+    """Under compile the closed-form backward is not differentiable again — AOT autograd refuses
+    create_graph for bnviz's layer exactly as for torch's own compiled layer; eager bnviz
+    differentiates its plain formula (tests/test_autograd.py)."""
+    messages = []
+    for layer in (nn.BatchNorm2d(3), bnviz.BatchNorm2d(3)):
+        x = _input((4, 3, 5, 5)).requires_grad_()
+        (gx,) = torch.autograd.grad(torch.compile(layer)(x).square().sum(), x, create_graph=True)
+        with pytest.raises(RuntimeError) as refused:
+            gx.sum().backward()
+        messages.append(str(refused.value))
+    assert messages[0] == messages[1], messages
+    x = _input((4, 3, 5, 5)).requires_grad_()
+    (gx,) = torch.autograd.grad(bnviz.BatchNorm2d(3)(x).square().sum(), x, create_graph=True)
+    (ggx,) = torch.autograd.grad(gx.square().sum(), x)
+    assert ggx.shape == x.shape and bool(torch.isfinite(ggx).all())
