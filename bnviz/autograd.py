@@ -502,7 +502,8 @@ def _backward_rows(
         else:
             dc = torch.sub(xv, _per_row(xv, mean), out=out)
         sum_g, sum_gd = gv.sum(_dims(xv)).double(), (dc * gv).sum(_dims(xv)).double()  # (A, R, B) -> (R,)
-        c_g, c_d, c_0 = grad_coefficients(xv, w_rows, inv_std, sum_g, sum_gd, n, k, inv64 := inv_std.double())
+        inv64 = inv_std.double()
+        c_g, c_d, c_0 = grad_coefficients(xv, w_rows, inv_std, sum_g, sum_gd, n, k, inv64)
         dc.mul_(c_d).add_(c_0).addcmul_(gv, c_g)
     else:
         if need_sums:
