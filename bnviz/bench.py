@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import math
 import os
 import statistics
 import sys
@@ -47,6 +48,7 @@ SHAPES = {
     "large": (64, 256, 28, 28),
     "2d": (4096, 1024),
     "5d": (8, 32, 16, 32, 32),
+    "mlp": (60, 100),  # the /training page's batch norm: batch 60, width 100
 }
 TINY_SHAPES = {"tiny-4d": (4, 3, 8, 8), "tiny-2d": (64, 16)}
 FAMILY_SHAPE = (32, 64, 28, 28)
@@ -58,7 +60,7 @@ _CLASSES = {2: (nn.BatchNorm1d, bnviz.BatchNorm1d), 3: (nn.BatchNorm1d, bnviz.Ba
 # The family's members on an (N, C, H, W) input: (torch layer, bnviz layer) for C channels.
 FAMILY: dict[str, Callable[[Any, tuple[int, ...]], nn.Module]] = {
     "LayerNorm": lambda m, s: m.LayerNorm(s[1:]),
-    "GroupNorm": lambda m, s: m.GroupNorm(max(1, s[1] // 4), s[1]),
+    "GroupNorm": lambda m, s: m.GroupNorm(math.gcd(8, s[1]), s[1]),  # GroupNorm(8) where C allows
     "InstanceNorm2d": lambda m, s: m.InstanceNorm2d(s[1], affine=True),
     "RMSNorm": lambda m, s: m.RMSNorm(s[1:]),
 }
@@ -193,15 +195,24 @@ def inductor_startup(device: str) -> float:
 
 
 def peak_extra_bytes(impl: str, shape: tuple[int, ...], device: str) -> int:
-    """Peak memory allocated during one training forward + backward, beyond what existed before."""
+    """Peak memory allocated during one training forward + backward, beyond what existed before
+    (for "bnviz-c", ``torch.compile(bnviz layer)``: compiled by a first step, then measured)."""
     torch_cls, bnviz_cls = _CLASSES[len(shape)]
-    m = {"torch": torch_cls, "bnviz": bnviz_cls, "textbook": Textbook}[impl](shape[1], device=device)
+    layer = {"torch": torch_cls, "bnviz": bnviz_cls, "bnviz-c": bnviz_cls, "textbook": Textbook}[impl]
+    m = layer(shape[1], device=device)
     x = (torch.randn(shape, device=device) * 2 + 1).requires_grad_()
     upstream = torch.randn(shape, device=device)
+    call = m
+    if impl == "bnviz-c":
+        fresh_compiles()
+        call = torch.compile(m)
 
     def step() -> None:
-        grads = torch.autograd.grad(m(x), [x, m.weight, m.bias], upstream)
+        grads = torch.autograd.grad(call(x), [x, m.weight, m.bias], upstream)
         del grads
+
+    if impl == "bnviz-c":
+        step()
 
     if device == "cuda":
         torch.cuda.synchronize()
@@ -276,12 +287,12 @@ def run(
             rows.append(_row(case, *time_case(case, device, rounds, warmup)))
         if memory:
             size = torch.Size(shape).numel() * 4
-            peaks = {impl: peak_extra_bytes(impl, shape, device) for impl in ("torch", "bnviz", "textbook")}
+            impls = ("torch", "bnviz", "textbook", *(("bnviz-c",) if compiled else ()))
+            peaks = {impl: peak_extra_bytes(impl, shape, device) for impl in impls}
             rows.append(
                 {"shape": name, "dims": "x".join(map(str, shape)), "mode": "peak MiB fwd+bwd",
                  **{f"{k} ms": round(v / 2**20, 2) for k, v in peaks.items()}, "floor ms": round(size / 2**20, 2),
-                 "bnviz/torch": round(peaks["bnviz"] / max(peaks["torch"], 1), 3),
-                 "textbook/torch": round(peaks["textbook"] / max(peaks["torch"], 1), 3)}
+                 **{f"{k}/torch": round(peaks[k] / max(peaks["torch"], 1), 3) for k in peaks if k != "torch"}}
             )  # fmt: skip
     for member, make in FAMILY.items() if family_shape else ():
         layers = (make(nn, family_shape), make(bnviz, family_shape))

@@ -190,15 +190,23 @@ DTYPE_CASES = [
 @pytest.mark.parametrize("dtype, pdtype", DTYPE_CASES, ids=[f"{str(a)[6:]}-{str(b)[6:]}" for a, b in DTYPE_CASES])
 @pytest.mark.parametrize("member", MEMBERS)
 def test_dtypes_follow_torch(member, dtype, pdtype):
+    """Output dtypes, values and warnings. rms_norm's dtype-mismatch warning is once per process
+    (torch's TORCH_WARN_ONCE, mirrored by bnviz) unless warn_always is on: on here, so that an
+    earlier test that warned on one side only does not decide the comparison."""
     ours, ref, size = MEMBERS[member]
     x = _input((4, 6, 5, 4), dtype=dtype)
     w, b = _param(size(x), 5, dtype=pdtype), _param(size(x), 5, "bias", dtype=pdtype)
-    with warnings.catch_warnings(record=True) as seen_ours:
-        warnings.simplefilter("always")
-        y = ours(x, w, b)
-    with warnings.catch_warnings(record=True) as seen_ref:
-        warnings.simplefilter("always")
-        y_ref = ref(x, w, b)
+    warn_always = torch.is_warn_always_enabled()
+    torch.set_warn_always(True)
+    try:
+        with warnings.catch_warnings(record=True) as seen_ours:
+            warnings.simplefilter("always")
+            y = ours(x, w, b)
+        with warnings.catch_warnings(record=True) as seen_ref:
+            warnings.simplefilter("always")
+            y_ref = ref(x, w, b)
+    finally:
+        torch.set_warn_always(warn_always)
     assert y.dtype == y_ref.dtype, f"{member}: dtype bnviz={y.dtype} torch={y_ref.dtype}"
     assert [str(m.message) for m in seen_ours] == [str(m.message) for m in seen_ref]
     assert_close(y, y_ref, f"{member} output {dtype}")
