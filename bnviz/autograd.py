@@ -153,6 +153,12 @@ def _per_row(view: Tensor, t: Tensor) -> Tensor:
     return t.view(1, -1, 1) if view.dim() == 3 else t
 
 
+def _per_channel(x: Tensor, t: Tensor) -> Tensor:
+    """A (C,) vector shaped to broadcast along dim 1 of any ``(N, C, *)`` tensor: ``(C, 1, …, 1)``,
+    or itself for a 2-D one. On a rows view it is ``_per_row``'s broadcast, for any rank."""
+    return t if x.dim() == 2 else t.view(-1, *(1,) * (x.dim() - 2))
+
+
 def _split_dim(view: Tensor) -> int:
     """Chunks run along dim 0 (sums accumulate over chunks) unless it has one entry; then along
     the rows (each chunk holds whole rows) — for (1, R, B) views only: an (A, R) view always
@@ -289,8 +295,10 @@ def norm_forward(
     mean = group_mean.repeat_interleave(layout.k) if layout.k > 1 else group_mean
     inv_std = group_inv.repeat_interleave(layout.k) if layout.k > 1 else group_inv
     mean, inv_std = expand_rows(mean, rows), expand_rows(inv_std, rows)  # running stats per channel
-    if layout.kind == "channels" and x.is_contiguous():  # the rows view of a new tensor, x's own layout
-        out = _shaped(_apply_rows(xv, None, mean, inv_std, weight, bias, cdtype), x.shape)
+    if layout.kind == "channels" and x.is_contiguous() and (x.dim() == 2 or xv.dim() == 3):
+        # A new tensor of x's own shape, computed on x itself — never a view of one: autograd forbids
+        # in-place ops (ReLU(inplace=True), a residual +=) on a view made inside a Function.
+        out = _apply_rows(x, None, mean, inv_std, weight, bias, cdtype)
     else:
         out = torch.empty_like(x)
         if layout.inner_affine:
@@ -412,13 +420,14 @@ def _apply_rows(
     """``y = x · scale + shift`` per row, torch's own form: ``scale = inv_std · weight`` rounded
     like torch's, ``shift = bias − mean · scale`` rounded once from an exact float64 product, one
     fused multiply-add per value (addcmul rounds once, as torch's kernel does). Into ``out`` (a
-    rows view), or a new tensor shaped like ``xv``; returned."""
+    rows view), or a new tensor shaped like ``xv`` — a rows view, or the ``(N, C, *)`` input itself
+    (``_per_channel`` broadcasts along dim 1 of either); returned."""
     rows = xv.size(1)
     scale = inv_std if weight is None else inv_std * expand_rows(cast(weight, cdtype), rows)
     mean64, scale64 = mean.double(), scale.double()  # their product is exact in float64
     shift = torch.mul(mean64, scale64).neg_() if bias is None else torch.addcmul(expand_rows(bias, rows), mean64,
                                                                                   scale64, value=-1)  # fmt: skip
-    shift, scale = _per_row(xv, cast(shift, cdtype)), _per_row(xv, scale)
+    shift, scale = _per_channel(xv, cast(shift, cdtype)), _per_channel(xv, scale)
     return torch.addcmul(shift, xv, scale) if out is None else torch.addcmul(shift, xv, scale, out=out)
 
 
@@ -491,15 +500,18 @@ def _backward_rows(
     w_rows = None if weight is None else expand_rows(cast(weight, cdtype), rows)
     need_sums = ctx.batch_stats or need_w or need_b
     sum_g = sum_gd = grad_x = grad_w = grad_b = inv64 = None
-    if need_x and not (x.is_contiguous() and ctx.batch_stats):  # (else ∂L/∂x takes the storage of d below)
-        grad_x = torch.empty_like(x)
-        out = channel_view(grad_x) if layout.kind == "channels" else grad_x.view(xv.shape)
+
+    def new_grad_x() -> tuple[Tensor, Tensor]:  # ∂L/∂x in x's layout, and its rows view
+        t = torch.empty_like(x)
+        return t, channel_view(t) if layout.kind == "channels" else t.view(xv.shape)  # type: ignore[return-value]
+
     if need_x and ctx.batch_stats and _chunks(xv) >= xv.size(_split_dim(xv)):
         # One chunk: d = x − mean once, in ∂L/∂x's own storage, then ∂L/∂x = c_g·g + c_d·d + c_0 in place.
-        if grad_x is None:  # contiguous: d in a new rows view, which is ∂L/∂x's storage
+        if x.is_contiguous():  # d in a new rows view, which is ∂L/∂x's storage
             dc = xv - _per_row(xv, mean)
             grad_x = _shaped(dc, x.shape)
         else:
+            grad_x, out = new_grad_x()
             dc = torch.sub(xv, _per_row(xv, mean), out=out)
         sum_g, sum_gd = gv.sum(_dims(xv)).double(), (dc * gv).sum(_dims(xv)).double()  # (A, R, B) -> (R,)
         inv64 = inv_std.double()
@@ -509,14 +521,13 @@ def _backward_rows(
         if need_sums:
             sum_g, sum_gd = row_grad_sums(xv, mean, gv) if ctx.batch_stats or need_w else (gv.sum(_dims(gv)).double(),
                                                                                             None)  # fmt: skip
-        if need_x and ctx.batch_stats:
-            if grad_x is None:
-                grad_x = torch.empty_like(x)
-                out = channel_view(grad_x) if layout.kind == "channels" else grad_x.view(xv.shape)
-            batch_grad_input(xv, gv, out, w_rows, mean, inv_std, sum_g, sum_gd, n, k)  # type: ignore[arg-type]
-        elif need_x:
-            w_inv = inv_std if w_rows is None else inv_std * w_rows
-            torch.mul(gv, _per_row(gv, w_inv), out=out)
+        if need_x:
+            grad_x, out = new_grad_x()
+            if ctx.batch_stats:
+                batch_grad_input(xv, gv, out, w_rows, mean, inv_std, sum_g, sum_gd, n, k)  # type: ignore[arg-type]
+            else:
+                w_inv = inv_std if w_rows is None else inv_std * w_rows
+                torch.mul(gv, _per_row(gv, w_inv), out=out)
     period = weight.numel() if weight is not None else (x.size(1) if x.dim() > 1 else rows)
     if need_w:
         grad_w = _fold_period(sum_gd * (inv_std.double() if inv64 is None else inv64), period)  # Σ g·x_hat per channel
@@ -678,6 +689,14 @@ def _stats_dtype(layout: Layout, cdtype: torch.dtype, *params: Tensor | None) ->
     return given[0].dtype if given and not layout.inner_affine else cdtype
 
 
+def _rounded_stats(
+    mean: Tensor, var: Tensor, eps: float, sdtype: torch.dtype, cdtype: torch.dtype
+) -> tuple[Tensor, Tensor]:
+    """The batch's ``(mean, inv_std)`` as torch rounds them: ``inv_std = 1 / √(var + eps)``, both
+    through the statistics dtype (``_stats_dtype``), then in the compute dtype."""
+    return mean.to(sdtype).to(cdtype), (var + eps).rsqrt().to(sdtype).to(cdtype)
+
+
 def _affine(x_hat: Tensor, weight: Tensor | None, bias: Tensor | None, shape: tuple[int, ...]) -> Tensor:
     """``x_hat · γ + β``, γ and β broadcast as ``shape``."""
     y = x_hat if weight is None else x_hat * weight.to(x_hat.dtype).reshape(shape)
@@ -708,8 +727,7 @@ def reference_norm(
     if inv_std is None:
         mean, var = plain_statistics(xv, dims, layout.centred)
         mean64, var64 = mean.double().flatten(), var.double().flatten()
-        sdtype = _stats_dtype(layout, cdtype, weight, bias)
-        mean, inv_std = mean.to(sdtype).to(cdtype), (var + eps).rsqrt().to(sdtype).to(cdtype)
+        mean, inv_std = _rounded_stats(mean, var, eps, _stats_dtype(layout, cdtype, weight, bias), cdtype)
     else:
         mean, inv_std = mean.to(cdtype).reshape(shape), inv_std.to(cdtype).reshape(shape)  # type: ignore[union-attr]
     x_hat = (xv - mean) * inv_std
@@ -813,7 +831,11 @@ class CompiledNormFunction(torch.autograd.Function):
         ctx.save_for_backward(input, weight, mean, inv_std)
         xv, _, _, shape = plain_view(input.to(mean.dtype), layout)
         x_hat = (xv - mean) * inv_std
-        return _affine(x_hat, weight, bias, shape).reshape(input.shape).to(input.dtype)
+        y = _affine(x_hat, weight, bias, shape)
+        # A new tensor, never a view of one: autograd forbids in-place ops (ReLU(inplace=True), a
+        # residual +=) on a view made inside a Function. Batch norm's view is the input itself; the
+        # others' are reshaped back and copied (inductor fuses the copy into the pass that writes y).
+        return (y if layout.kind == "channels" else y.reshape(input.shape).clone()).to(input.dtype)
 
     @staticmethod
     def backward(ctx: Any, grad_output: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
@@ -851,7 +873,7 @@ def compiled_norm(
             update_running_stats(running_mean, running_var, mean.double().flatten(),
                                  var.double().flatten() * (n / (n - 1)), momentum, mean.numel())  # fmt: skip
         sdtype = _stats_dtype(layout, cdtype, weight, bias, running_mean, running_var)
-        mean, inv_std = mean.to(sdtype).to(cdtype), (var + eps).rsqrt().to(sdtype).to(cdtype)
+        mean, inv_std = _rounded_stats(mean, var, eps, sdtype, cdtype)
     else:  # running statistics, one per channel (the caller has checked that both are given)
         mean = running_mean.to(cdtype).reshape(shape)  # type: ignore[union-attr]
         inv_std = torch.rsqrt(running_var.to(cdtype) + eps).reshape(shape)  # type: ignore[union-attr]
