@@ -1,9 +1,8 @@
 r"""Exact population statistics for every batch norm of a model: ``recompute_batch_norm_stats``.
 
-In the spirit of ``torch.optim.swa_utils.update_bn`` and fvcore's PreciseBN, but exact: the model
-runs over all the batches with its batch norms in training mode (batch statistics), and each
-layer's running statistics become those of *all the values that reached it*, as if they were one
-batch. Per layer and channel, over its forward calls b (each holding n_b values):
+In the spirit of ``torch.optim.swa_utils.update_bn`` and fvcore's PreciseBN, but exact. Each
+layer's running statistics become those of *all the values that reach it* over the batches, as if
+they were one batch. Per layer and channel, over its forward calls b (each holding n_b values):
 
     call b:   n_b, mean_b, M2_b = Σ (x − mean_b)²          float64, from shifted data (core: row_moments)
     merge:    n = Σ n_b,  mean = Σ n_b · mean_b / n,        Chan's formula (core: merge_moments), one call
@@ -14,16 +13,32 @@ batch. Per layer and channel, over its forward calls b (each holding n_b values)
 
 So ``running_var`` is the unbiased variance of everything together — not the average of the
 per-batch variances, which misses the spread of the batch means (the Σ n_b · (mean_b − mean)²
-term), and not an average weighted by batches: uneven batches count by their size. With equal
-batch sizes ``running_mean`` is ``update_bn``'s (the mean of the batch means).
+term), and not an average weighted by batches: uneven batches count by their size.
+
+*Which* values reach a layer depends on the layers before it, and that is what the two modes
+differ in:
+
+- ``mode="exact"`` (the default): the values each layer receives in **eval mode**, when every
+  batch norm called before it already holds its recomputed statistics — what the eval network
+  will feed it. The layers are measured in call order, one pass over the batches per layer, each
+  forward stopped at the layer being measured (an exception raised in its forward pre-hook), with
+  every batch norm in eval mode: the ones upstream normalize with their new statistics, and with
+  the *unbiased* ``running_var`` that eval mode uses. For a network of K batch norms that is K
+  partial passes — about (K + 1) / 2 full forwards per batch when they are spread evenly — and
+  the batches must be iterable again (a list, a tuple, a DataLoader).
+- ``mode="one-pass"``: one forward per batch with every batch norm in **training mode**: each
+  layer sees inputs normalized by each batch's own statistics upstream (biased variance), which is
+  what ``update_bn`` and fvcore's PreciseBN compute (with bnviz's exact merge). Exact for the
+  first batch norm, and for a single batch up to the biased/unbiased difference; for later layers
+  with several batches it is an approximation whose error grows as batches shrink.
 """
 
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -47,22 +62,27 @@ class _Moments:
     mean: Tensor | None = None
     m2: Tensor | None = None
 
-    def add(self, x: Tensor) -> None:
-        """One forward call's input ``(N, C, *)``, merged in (Chan's formula, two at a time)."""
+    def add(self, x: Tensor) -> bool:
+        """One forward call's input ``(N, C, *)``, merged in (Chan's formula, two at a time).
+        False, and nothing merged, when the call holds a NaN or an infinity (its moments are then
+        not finite: the check costs one host sync per call, on two vectors of C values)."""
         self.calls += 1
         n = x.numel() // x.size(1)  # values per channel: a shape, no sync
         if n == 0:  # an empty batch counts as a call and adds nothing
-            return
+            return True
         _, xv = row_view(cast(x.detach(), compute_dtype(x.dtype)), BATCH)
         mean, m2 = row_moments(xv)  # (N, C, L) -> (C,), float64
+        if not bool((mean.isfinite().all() & m2.isfinite().all()).item()):
+            return False
         if self.mean is None or self.m2 is None:
             self.n, self.mean, self.m2 = n, mean, m2
-            return
+            return True
         counts = torch.tensor([self.n, n], dtype=torch.float64, device=mean.device).repeat(mean.numel())
         # (C, 2) channel-major -> (C·2,): the two blocks of each channel merged into one
         self.mean, self.m2 = merge_moments(torch.stack([self.mean, mean], 1).view(-1),
                                            torch.stack([self.m2, m2], 1).view(-1), counts, 2)  # fmt: skip
         self.n += n
+        return True
 
 
 @dataclass
@@ -74,6 +94,9 @@ class _Layer:
     module: nn.Module
     sync: tuple[Any, int] | None
     moments: _Moments = field(default_factory=_Moments)
+
+    def __str__(self) -> str:
+        return f"layer '{self.name}' ({type(self.module).__name__})"
 
 
 def _process_group(module: nn.Module) -> tuple[Any, int] | None:
@@ -131,8 +154,18 @@ def _check_values(layer: _Layer, x: Tensor, index: int) -> None:
     checks the whole group's batch itself)."""
     if layer.sync is None and x.dim() >= 2 and x.size(1) > 0 and x.numel() == x.size(1):
         raise ValueError(
-            f"recompute_batch_norm_stats: batch {index} gives layer '{layer.name}' ({type(layer.module).__name__}) "
-            f"one value per channel (input size {tuple(x.shape)}): batch statistics need more than one"
+            f"recompute_batch_norm_stats: batch {index} gives {layer} one value per channel (input size "
+            f"{tuple(x.shape)}): batch statistics need more than one; mode='exact' takes batches of any size"
+        )
+
+
+def _record(layer: _Layer, x: Tensor, index: int) -> None:
+    """One call's input into the layer's moments, refused when it holds a NaN or an infinity."""
+    if not layer.moments.add(x):
+        bad = int((~x.detach().isfinite()).sum())
+        raise ValueError(
+            f"recompute_batch_norm_stats: batch {index} gives {layer} {bad} non-finite values (NaN or inf) of "
+            f"{x.numel()}: its statistics would be NaN; nothing was changed"
         )
 
 
@@ -156,6 +189,25 @@ def _write(layer: _Layer, n: float, mean: Tensor, m2: Tensor) -> None:
         module.num_batches_tracked.fill_(layer.moments.calls)
 
 
+def _finish(layers: list[_Layer]) -> None:
+    """Each layer's totals (gathered over its ranks) written to its buffers — refused when its
+    calls brought fewer than two values per channel (an unbiased variance needs two); a layer no
+    batch reached is left alone. Every rank gathers every layer's totals, in the same order,
+    before anything can raise."""
+    totals = [_totals(layer) for layer in layers]
+    for layer, (n, _, _) in zip(layers, totals, strict=True):
+        calls = layer.moments.calls
+        if calls > 0 and n < 2:
+            what = "no values" if n == 0 else "one value per channel"
+            raise ValueError(
+                f"recompute_batch_norm_stats: {layer} received {what} in its {calls} calls"
+                f"{' (every batch empty)' if n == 0 else ''}: its statistics are undefined"
+            )
+    for layer, (n, mean, m2) in zip(layers, totals, strict=True):
+        if n > 0:
+            _write(layer, n, mean, m2)  # type: ignore[arg-type]
+
+
 def _restore(saved: list[tuple[nn.Module, str, Tensor, Tensor]], skip: set[int]) -> None:
     """Buffers back as they were — the same tensor objects, their values copied back — except in
     the modules whose ids are in ``skip``."""
@@ -165,24 +217,22 @@ def _restore(saved: list[tuple[nn.Module, str, Tensor, Tensor]], skip: set[int])
             buf.copy_(copy)
 
 
-def _run(
-    model: nn.Module, layers: list[_Layer], batches: Iterable[Any], device: torch.device | str | None, hooks: list[Any]
-) -> None:
-    """Every batch through ``model`` with ``layers`` in training mode, each call's input merged
-    into its layer's moments (forward hooks, appended to ``hooks`` for the caller to remove);
-    ranks agreeing before each batch (``_agree``). Raises for an empty ``batches``."""
-    position = [0]  # the batch running now, for the hooks' messages
-    for layer in layers:
-        layer.module.train()
+def _hook(hooks: list[Any], module: nn.Module, pre: Any = None, post: Any = None) -> None:
+    """A forward pre-hook and/or hook taking the call's input (the first argument), kept for removal."""
+    def first(args: tuple, kwargs: dict) -> Any:
+        return args[0] if args else next(iter(kwargs.values()))
 
-        def check(module: nn.Module, args: tuple, kwargs: dict, layer: _Layer = layer) -> None:
-            _check_values(layer, args[0] if args else next(iter(kwargs.values())), position[0])
+    if pre is not None:
+        hooks.append(module.register_forward_pre_hook(lambda m, a, k: pre(first(a, k)), with_kwargs=True))
+    if post is not None:
+        hooks.append(module.register_forward_hook(lambda m, a, k, out: post(first(a, k)), with_kwargs=True))
 
-        def record(module: nn.Module, args: tuple, kwargs: dict, output: Any, layer: _Layer = layer) -> None:
-            layer.moments.add(args[0] if args else next(iter(kwargs.values())))
 
-        hooks.append(layer.module.register_forward_pre_hook(check, with_kwargs=True))
-        hooks.append(layer.module.register_forward_hook(record, with_kwargs=True))
+def _inputs(
+    batches: Iterable[Any], device: torch.device | str | None, layers: list[_Layer], position: list[int]
+) -> Iterator[Tensor]:
+    """One pass over ``batches``: each batch's input tensor (its index in ``position[0]``, for the
+    hooks' messages), ranks agreeing before each batch (``_agree``). Raises for an empty ``batches``."""
     groups = {id(layer.sync[0]): (*layer.sync, layer.module.running_mean.device) for layer in layers if layer.sync}
     end = object()
     iterator = iter(batches)
@@ -201,15 +251,102 @@ def _run(
             if index == 0:
                 raise ValueError("recompute_batch_norm_stats: batches is empty: no statistics to compute")
             return
-        try:
-            model(x)
-        except Exception as exc:
-            exc.add_note(f"recompute_batch_norm_stats: raised while running batch {index}")
-            raise
+        yield x
+
+
+def _forward(model: nn.Module, x: Tensor, index: int, stop: type[BaseException] | None = None) -> None:
+    """``model(x)``, an error noted with the batch; ``stop`` (a forward stopped on purpose) caught."""
+    try:
+        model(x)
+    except Exception as exc:
+        if stop is not None and isinstance(exc, stop):
+            return
+        exc.add_note(f"recompute_batch_norm_stats: raised while running batch {index}")
+        raise
+
+
+def _one_pass(
+    model: nn.Module, layers: list[_Layer], batches: Iterable[Any], device: torch.device | str | None, hooks: list[Any]
+) -> None:
+    """mode="one-pass": every batch through ``model`` once with ``layers`` in training mode, each
+    call's input merged into its layer's moments; then every layer's totals written."""
+    position = [0]  # the batch running now, for the hooks' messages
+    for layer in layers:
+        layer.module.train()
+        _hook(hooks, layer.module, pre=lambda x, layer=layer: _check_values(layer, x, position[0]),
+              post=lambda x, layer=layer: _record(layer, x, position[0]))  # fmt: skip
+    for x in _inputs(batches, device, layers, position):
+        _forward(model, x, position[0])
+    _finish(layers)
+
+
+class _Measured(Exception):
+    """Raised by the forward pre-hook of the layer being measured: the rest of the forward is not needed."""
+
+
+def _call_order(model: nn.Module, layers: list[_Layer], x: Tensor) -> list[_Layer]:
+    """The batch norms in the order one forward of ``x`` (eval mode) calls them; a layer called
+    twice is refused — its statistics would depend on themselves."""
+    calls: list[_Layer] = []
+    hooks: list[Any] = []
+    try:
+        for layer in layers:
+            _hook(hooks, layer.module, pre=lambda _x, layer=layer: calls.append(layer))
+        _forward(model, x, 0)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    twice = [layer for layer in layers if calls.count(layer) > 1]
+    if twice:
+        raise ValueError(
+            f"recompute_batch_norm_stats: {twice[0]} is called {calls.count(twice[0])} times per forward; in "
+            "mode='exact' its statistics would depend on themselves (the input of its second call passes through "
+            "its first): use mode='one-pass'"
+        )
+    return [*calls, *(layer for layer in layers if layer not in calls)]
+
+
+def _exact(
+    model: nn.Module, layers: list[_Layer], batches: Iterable[Any], device: torch.device | str | None, hooks: list[Any]
+) -> None:
+    """mode="exact": every batch norm in eval mode; in call order, one pass over the batches per
+    layer, each forward stopped at the layer being measured, whose statistics are then written —
+    so each layer measures what the layers before it, holding their new statistics, give it."""
+    for layer in layers:
+        layer.module.eval()
+    position = [0]
+    first = next(_inputs(batches, device, layers, position))
+    order = _call_order(model, layers, first)
+    for k, layer in enumerate(order):
+
+        def measure(x: Tensor, layer: _Layer = layer) -> None:
+            _record(layer, x, position[0])
+            raise _Measured
+
+        def out_of_order(x: Tensor, other: _Layer, layer: _Layer = layer) -> None:
+            raise ValueError(
+                f"recompute_batch_norm_stats: batch {position[0]} calls {other} before {layer}, unlike batch 0: "
+                "mode='exact' needs the same call order in every batch; use mode='one-pass'"
+            )
+
+        pass_hooks: list[Any] = []
+        _hook(pass_hooks, layer.module, pre=measure)
+        for other in order[k + 1 :]:
+            _hook(pass_hooks, other.module, pre=lambda x, other=other: out_of_order(x, other))
+        hooks.extend(pass_hooks)
+        for x in _inputs(batches, device, layers, position):
+            _forward(model, x, position[0], stop=_Measured)
+        for hook in pass_hooks:
+            hook.remove()
+        _finish([layer])
 
 
 def recompute_batch_norm_stats(
-    model: ModelT, batches: Iterable[Any], *, device: torch.device | str | None = None
+    model: ModelT,
+    batches: Iterable[Any],
+    *,
+    mode: Literal["exact", "one-pass"] = "exact",
+    device: torch.device | str | None = None,
 ) -> ModelT:
     r"""Set every batch norm's running statistics to the exact statistics of all the values that
     reach it over ``batches``.
@@ -221,31 +358,48 @@ def recompute_batch_norm_stats(
     each call's float64 moments with Chan's formula (see ``bnviz.stats``) — not the mean of
     per-batch variances, and weighted by batch size.
 
-    The model runs under ``no_grad`` over every batch, with each batch norm that has running
-    statistics in training mode (batch statistics, so the layers downstream see what training
-    mode gives them) and every other module in the mode it is in: after ``model.eval()`` dropout
-    is off and the statistics are those the eval-mode network sees; after ``model.train()`` it
-    behaves like ``torch.optim.swa_utils.update_bn``. Afterwards each such layer — torch's
-    ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm``, bnviz's ``BatchNorm*`` and ``SyncBatchNorm`` —
-    holds ``running_mean`` (the mean), ``running_var`` (the unbiased variance, n − 1) and
-    ``num_batches_tracked`` (the forward calls that reached it: the number of batches for a layer
-    called once per forward). Every module's training flag, every momentum, every parameter and
-    every other buffer are as they were; a layer no batch reaches is left alone, and so are
-    layers without running statistics (``track_running_stats=False``).
+    Which values reach a layer is what ``mode`` decides:
 
-    All or nothing: if anything raises, every buffer of the model is as it was before the call.
+    - ``"exact"`` (default): those it receives with the model in eval mode once every batch norm
+      called before it holds its recomputed statistics — so the eval-mode network's every layer
+      normalizes with the mean and unbiased variance of exactly what it will be given. One pass
+      over ``batches`` per batch norm, each forward stopped at the layer measured (see
+      ``bnviz.stats``): ``batches`` must be iterable again (a list, a tuple, a DataLoader; a
+      one-shot generator is refused), and every batch must call the batch norms in the same order,
+      each once per forward. Batches of any size, one sample included.
+    - ``"one-pass"``: one forward per batch with the batch norms in training mode, as
+      ``torch.optim.swa_utils.update_bn`` and fvcore's PreciseBN do: each layer sees inputs
+      normalized upstream by every batch's own statistics (biased variance). Exact for the first
+      batch norm; an approximation for the later ones that grows with smaller batches. Any
+      iterable, iterated once.
+
+    Every other module keeps its mode: after ``model.eval()`` dropout is off and the statistics
+    are those the eval-mode network sees; after ``model.train()`` dropout is on (``update_bn``'s
+    setting). Afterwards each such layer — torch's ``BatchNorm1d/2d/3d`` and ``SyncBatchNorm``,
+    bnviz's ``BatchNorm*`` and ``SyncBatchNorm`` — holds ``running_mean`` (the mean),
+    ``running_var`` (the unbiased variance, n − 1) and ``num_batches_tracked`` (the forward calls
+    that reached it: the number of batches, in either mode, for a layer called once per forward).
+    Every module's training flag, every momentum, every parameter and every other buffer are as
+    they were; a layer no batch reaches is left alone, and so are layers without running statistics
+    (``track_running_stats=False``). The model runs under ``no_grad``.
+
+    All or nothing: if anything raises — a NaN or an infinity reaching a batch norm among them —
+    every buffer of the model is as it was before the call, bit for bit.
 
     Under a process group, a ``SyncBatchNorm`` that synchronizes ends with the statistics of all
     ranks' batches together (one all_gather of (n, mean, M2) per layer); an empty batch on a rank
     is allowed. Before each batch the ranks agree that each has one, so ranks passing different
     numbers of batches get a ``ValueError`` on every rank instead of a hang. (A rank that raises
-    inside the model's forward cannot warn the others: they wait in the layer's collective until
-    the process group's timeout, as in training.)
+    inside the model's forward cannot warn the others: they wait in the next collective until the
+    process group's timeout, as in training.)
+
+    Cost (measured, ``docs/library.md``): exact mode runs a forward per batch norm, cut short at it.
 
     Args:
         model: any module with batch norms; it is returned, updated in place.
         batches: an iterable of input tensors, or of ``(input, …)`` tuples or lists (the first
-            element is the input), like ``update_bn``'s loader. Iterated once.
+            element is the input), like ``update_bn``'s loader.
+        mode: ``"exact"`` or ``"one-pass"``. Default: ``"exact"``
         device: if given, each input is moved there first. Default: None
 
     Returns:
@@ -253,11 +407,22 @@ def recompute_batch_norm_stats(
 
     Raises:
         ValueError: no batch norm with running statistics in ``model``; ``batches`` empty; a batch
-            giving a layer one value per channel (the message names the batch and the layer);
-            every batch empty for a layer; ranks passing different numbers of batches.
-        TypeError: a batch that is neither a tensor nor a tuple or list starting with one.
+            giving a layer a NaN or an infinity, or (one-pass) one value per channel (the message
+            names the batch and the layer); too few values for a layer over all batches; (exact)
+            a batch norm called twice per forward, or batches calling them in different orders;
+            ranks passing different numbers of batches; an unknown ``mode``.
+        TypeError: a batch that is neither a tensor nor a tuple or list starting with one; (exact)
+            a one-shot iterator such as a generator.
         Any error of the model's forward, with a note naming the batch.
     """
+    if mode not in ("exact", "one-pass"):
+        raise ValueError(f"recompute_batch_norm_stats: mode must be 'exact' or 'one-pass', not {mode!r}")
+    if mode == "exact" and isinstance(batches, Iterator):
+        raise TypeError(
+            f"recompute_batch_norm_stats: mode='exact' runs the batches once per batch norm, so it needs batches it "
+            f"can iterate again (a list, a tuple, a DataLoader), not a one-shot {type(batches).__name__}: pass a "
+            "list, or mode='one-pass'"
+        )
     layers = _batch_norms(model)
     if not layers:
         raise ValueError(
@@ -270,18 +435,7 @@ def recompute_batch_norm_stats(
     hooks: list[Any] = []
     try:
         with torch.no_grad():
-            _run(model, layers, batches, device, hooks)
-            # Every rank gathers every synchronizing layer's totals, in the same order, before anything can raise.
-            totals = [_totals(layer) for layer in layers]
-            for layer, (n, _, _) in zip(layers, totals, strict=True):
-                if n == 0 and layer.moments.calls > 0:
-                    raise ValueError(
-                        f"recompute_batch_norm_stats: layer '{layer.name}' ({type(layer.module).__name__}) received no "
-                        f"values in its {layer.moments.calls} calls (every batch empty): its statistics are undefined"
-                    )
-            for layer, (n, mean, m2) in zip(layers, totals, strict=True):
-                if n > 0:  # (a layer no batch reached is left alone)
-                    _write(layer, n, mean, m2)  # type: ignore[arg-type]
+            (_exact if mode == "exact" else _one_pass)(model, layers, batches, device, hooks)
             # Every other module's buffers as they were (an instance norm's running statistics, say).
             _restore(saved, skip={id(layer.module) for layer in layers})
     except BaseException:

@@ -7,6 +7,7 @@ SyncBatchNorm over real gloo ranks (one spawned world of 3, bounded in time).
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -30,25 +31,67 @@ def _tracked(model: nn.Module) -> dict[str, nn.Module]:
     return {n: m for n, m in model.named_modules() if isinstance(m, BATCH_NORMS) and m.track_running_stats}
 
 
-def population(model: nn.Module, batches: list[Any]) -> dict[str, dict[str, Tensor | int]]:
-    """The reference: a float64 copy of ``model`` run over the batches with its tracked batch
-    norms in training mode (everything else as it is), every input that reached each batch norm
-    kept, then concatenated: ``torch.mean`` and ``torch.var`` (unbiased) per channel, and the calls."""
+def _first(batch: Any) -> Tensor:
+    return batch[0] if isinstance(batch, tuple | list) else batch
+
+
+def _values(inputs: list[Tensor]) -> Tensor:
+    """Everything that reached a layer, one row per value: (Σ n_b, C)."""
+    return torch.cat([x.movedim(1, -1).reshape(-1, x.size(1)) for x in inputs])
+
+
+def population(model: nn.Module, batches: list[Any], mode: str = "exact") -> dict[str, dict[str, Tensor | int]]:
+    """The float64 reference, by another route than bnviz's (whole forwards, every input kept and
+    concatenated, ``torch.mean`` and ``torch.var``), per tracked batch norm: the mean and unbiased
+    variance of everything that reached it, and its calls.
+
+    "one-pass": the model runs once over the batches with its tracked batch norms in training
+    mode (everything else as it is). "exact": layer by layer in call order, the whole eval-mode
+    model runs over every batch, the layer's inputs are kept, and its statistics written before the
+    next layer is measured — so each layer sees what the ones before it, holding their statistics
+    (unbiased variance, as eval mode uses), give it."""
     ref = copy.deepcopy(model).double()
-    seen: dict[str, list[Tensor]] = {name: [] for name in _tracked(ref)}
-    hooks = []
-    for name, m in _tracked(ref).items():
-        m.train()
-        hooks.append(m.register_forward_hook(lambda mod, args, out, name=name: seen[name].append(args[0].detach())))
+    tracked = _tracked(ref)
+    seen: dict[str, list[Tensor]] = {name: [] for name in tracked}
+
+    def keep(name: str) -> Any:
+        return tracked[name].register_forward_hook(lambda mod, args, out: seen[name].append(args[0].detach()))
+
+    def run() -> None:
+        with torch.no_grad():
+            for batch in batches:
+                ref(_first(batch).double())
+
+    stats = {}
+    if mode == "one-pass":
+        hooks = [keep(name) for name in tracked]
+        for m in tracked.values():
+            m.train()
+        run()
+        for h in hooks:
+            h.remove()
+        for name, inputs in seen.items():
+            values = _values(inputs)
+            stats[name] = {"mean": values.mean(0), "var": values.var(0), "calls": len(inputs)}
+        return stats
+    for m in tracked.values():
+        m.eval()
+    order: list[str] = []
+    hooks = [m.register_forward_pre_hook(lambda mod, args, name=name: order.append(name))
+             for name, m in tracked.items()]  # fmt: skip
     with torch.no_grad():
-        for batch in batches:
-            ref((batch[0] if isinstance(batch, tuple | list) else batch).double())
+        ref(_first(batches[0]).double())
     for h in hooks:
         h.remove()
-    stats = {}
-    for name, inputs in seen.items():
-        values = torch.cat([x.movedim(1, -1).reshape(-1, x.size(1)) for x in inputs])  # (Σ n_b, C)
-        stats[name] = {"mean": values.mean(0), "var": values.var(0), "calls": len(inputs)}
+    for name in order:
+        hook = keep(name)
+        run()
+        hook.remove()
+        values = _values(seen[name])
+        stats[name] = {"mean": values.mean(0), "var": values.var(0), "calls": len(seen[name])}
+        with torch.no_grad():
+            tracked[name].running_mean.copy_(stats[name]["mean"])
+            tracked[name].running_var.copy_(stats[name]["var"])
     return stats
 
 
@@ -136,10 +179,18 @@ def with_untracked() -> nn.Module:
     )
 
 
+def deep_mlp(width: int = 6) -> nn.Module:
+    """Four batch norms deep, torch's and bnviz's alternating: where one pass and exact differ."""
+    layers: list[nn.Module] = [nn.Linear(3, width)]
+    for i in range(4):
+        layers += [(nn.BatchNorm1d if i % 2 else bnviz.BatchNorm1d)(width), nn.ReLU(), nn.Linear(width, width)]
+    return nn.Sequential(*layers)
+
+
 @dataclass(frozen=True)
 class Case:
     """``build()`` in ``mode``, run over batches of ``sizes`` samples of shape ``sample``, each
-    wrapped as ``wrap`` ("tensor", "tuple" or "list")."""
+    wrapped as ``wrap`` ("tensor", "tuple" or "list"), recomputed in each of ``stats_modes``."""
 
     id: str
     build: Callable[[], nn.Module]
@@ -150,6 +201,7 @@ class Case:
     dtype: torch.dtype = torch.float64
     offset: float = 1.0
     spread: float = 2.0
+    stats_modes: tuple[str, ...] = ("exact", "one-pass")
 
 
 CASES = [
@@ -159,12 +211,16 @@ CASES = [
     Case("2d-mixed-lists", conv2d_mixed, (3, 5, 4), (2, 6, 3), wrap="list"),
     Case("2d-mixed-one-batch", conv2d_mixed, (3, 5, 4), (5,)),
     Case("3d-mixed-any-rank-sync-without-group", conv3d_mixed, (2, 3, 2, 4), (1, 4, 2), wrap="tuple"),
-    Case("layer-called-twice-per-forward", Twice, (3,), (5, 3, 8)),
+    Case("deep-mlp-batches-of-8", deep_mlp, (3,), (8,) * 6),
+    Case("deep-mlp-batches-of-one", deep_mlp, (3,), (1,) * 7, stats_modes=("exact",)),
+    # (twice per forward: exact refuses it; train-mode dropout: exact's passes draw other masks)
+    Case("layer-called-twice-per-forward", Twice, (3,), (5, 3, 8), stats_modes=("one-pass",)),
     Case("eval-dropout-before-bn-is-off", dropout_before_bn, (3,), (6, 9, 4)),
-    Case("train-dropout-before-bn-is-on", dropout_before_bn, (3,), (6, 9, 4), mode="train"),
+    Case("train-dropout-before-bn-is-on", dropout_before_bn, (3,), (6, 9, 4), mode="train", stats_modes=("one-pass",)),
     Case("untracked-and-instance-norm-left-alone", with_untracked, (3, 4, 4), (3, 2), mode="train"),
     Case("float32-large-mean", conv1d_bnviz, (3, 8), (16, 5, 11), dtype=torch.float32, offset=1e3, spread=1e-1),
 ]
+STATS_CASES = [pytest.param(c, m, id=f"{c.id}-{m}") for c in CASES for m in c.stats_modes]
 
 
 def _batches(case: Case, seed: int = 0) -> list[Any]:
@@ -182,17 +238,19 @@ def _model(case: Case) -> nn.Module:
     return case.build().to(case.dtype).train(case.mode == "train")
 
 
-@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
-def test_population_statistics(case):
+@pytest.mark.parametrize("case, stats_mode", STATS_CASES)
+def test_population_statistics(case, stats_mode):
     """Each tracked batch norm's running_mean and running_var are the mean and unbiased variance
-    of everything that reached it; num_batches_tracked its calls; parameters, training flags,
-    momentum and every other buffer as before; the model itself returned."""
+    of everything that reached it — in eval mode with the layers before it recomputed (exact), or
+    with every batch norm in training mode (one pass) — against the float64 reference of the same
+    mode; num_batches_tracked its calls; parameters, training flags, momentum and every other
+    buffer as before; the model itself returned."""
     model, batches = _model(case), _batches(case)
     before, buffers = _state(model), _buffers(model)
     torch.manual_seed(1)  # the same dropout masks (train mode) for the reference
-    want = population(model, batches)
+    want = population(model, batches, stats_mode)
     torch.manual_seed(1)
-    assert recompute_batch_norm_stats(model, batches) is model
+    assert recompute_batch_norm_stats(model, batches, mode=stats_mode) is model
     assert_same(_state(model), before, case.id)
     tracked = _tracked(model)
     assert set(tracked) == set(want) and tracked, f"layers {set(tracked)} vs {set(want)}"
@@ -208,10 +266,24 @@ def test_population_statistics(case):
     assert_same(untouched, {n: buffers[n] for n in untouched}, f"{case.id} other buffers")
 
 
+def test_exact_and_one_pass_differ_after_the_first_layer():
+    """Batches of 8 through four batch norms: one pass gives the first layer the exact statistics
+    and the later ones statistics measurably off the exact reference (inputs normalized by each
+    batch's own statistics); exact mode matches the reference (test_population_statistics)."""
+    case = next(c for c in CASES if c.id == "deep-mlp-batches-of-8")
+    want = population(_model(case), _batches(case), "exact")
+    model = recompute_batch_norm_stats(_model(case), _batches(case), mode="one-pass")
+    off = {name: ((layer.running_var - want[name]["var"]).abs() / want[name]["var"]).max().item()
+           for name, layer in _tracked(model).items()}  # fmt: skip
+    first, *later = off.values()
+    assert first < 1e-12, f"one pass, first layer: relative error of running_var {first:.2e}"
+    assert max(later) > 1e-2, f"one pass, later layers: relative errors {later} (expected a visible error)"
+
+
 def test_eval_mode_statistics_are_those_without_dropout():
     """The eval-mode model's statistics differ from the train-mode model's (dropout on) — so the
     table's eval case shows dropout off."""
-    case = CASES[7]
+    case = next(c for c in CASES if c.id == "eval-dropout-before-bn-is-off")
     got = {}
     for mode in ("eval", "train"):
         model = _model(case).train(mode == "train")
@@ -222,12 +294,29 @@ def test_eval_mode_statistics_are_those_without_dropout():
 
 
 def test_device_argument_and_a_one_shot_iterator():
-    """``device`` moves each input there; a generator is iterated once."""
+    """``device`` moves each input there; in one pass a generator is iterated once; exact mode
+    refuses it (it runs the batches once per batch norm) with a TypeError naming one-pass."""
     model, batches = _model(CASES[0]), _batches(CASES[0])
-    want = population(model, batches)
-    recompute_batch_norm_stats(model, (x for x in batches), device="cpu")
-    assert_close(model[1].running_var, want["1"]["var"], "running_var")
-    assert int(model[1].num_batches_tracked) == len(batches), int(model[1].num_batches_tracked)
+    want = population(model, batches, "one-pass")
+    recompute_batch_norm_stats(model, (x for x in batches), mode="one-pass", device="cpu")
+    assert_close(model[4].running_var, want["4"]["var"], "running_var")
+    assert int(model[4].num_batches_tracked) == len(batches), int(model[4].num_batches_tracked)
+    with pytest.raises(TypeError, match="not a one-shot generator: pass a list, or mode='one-pass'"):
+        recompute_batch_norm_stats(model, (x for x in batches))
+    with pytest.raises(ValueError, match="mode must be 'exact' or 'one-pass', not 'precise'"):
+        recompute_batch_norm_stats(model, batches, mode="precise")  # type: ignore[arg-type]
+
+
+def test_exact_mode_over_a_data_loader_of_tuples():
+    """A DataLoader (iterable again) of (input, target) pairs, as the pages' snippets pass it."""
+    case = CASES[0]
+    x = torch.cat([_first(b) for b in _batches(case)])
+    loader = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.zeros(len(x))), batch_size=5)
+    model = _model(case)
+    want = population(model, [batch[0] for batch in loader], "exact")
+    recompute_batch_norm_stats(model, loader)
+    for name, layer in _tracked(model).items():
+        assert_close(layer.running_var, want[name]["var"], f"{name} running_var")
 
 
 def test_no_normalization_kernel_for_a_bnviz_model():
@@ -275,13 +364,13 @@ UPDATE_BN = [
 
 @pytest.mark.parametrize("build, sample, sizes", UPDATE_BN)
 def test_agrees_with_update_bn_on_equal_batches(build, sample, sizes):
-    """Equal batch sizes, train mode (update_bn's): the same running_mean — update_bn's
+    """One pass, equal batch sizes, train mode (update_bn's): the same running_mean — update_bn's
     cumulative average of the batch means — and the same num_batches_tracked. (update_bn knows
     torch's layers only: these models have no others.)"""
     case = Case("update_bn", build, sample, sizes, mode="train")
     ours, theirs = _model(case), _model(case)
     batches = _batches(case)
-    recompute_batch_norm_stats(ours, batches)
+    recompute_batch_norm_stats(ours, batches, mode="one-pass")
     update_bn(batches, theirs)
     for (name, a), b in zip(_tracked(ours).items(), _tracked(theirs).values(), strict=True):
         assert_close(a.running_mean, b.running_mean, f"{name} running_mean")
@@ -312,13 +401,33 @@ def _wrong_channels() -> list[Tensor]:
     return [torch.randn(4, 3, 5, 4), torch.randn(4, 3, 5, 4), torch.randn(4, 2, 5, 4)]
 
 
+class Swapping(nn.Module):
+    """Two batch norms called in an order that depends on the batch size."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.BatchNorm1d(3), bnviz.BatchNorm1d(3)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.b(self.a(x)) if x.size(0) % 2 else self.a(self.b(x))
+
+
+def _with_value(value: float) -> list[Tensor]:
+    """Three batches, one pixel of the third ``value`` (NaN or ±inf)."""
+    batches = [torch.randn(2, 3, 5, 4) for _ in range(3)]
+    batches[2][1, 0, 2, 3] = value
+    return batches
+
+
+BOTH, ONE_PASS, EXACT = ("exact", "one-pass"), ("one-pass",), ("exact",)
 ERRORS = [
-    pytest.param(conv2d_mixed, lambda: [], ValueError, "batches is empty", id="empty-iterable"),
+    pytest.param(conv2d_mixed, lambda: [], ValueError, "batches is empty", BOTH, id="empty-iterable"),
     pytest.param(
         lambda: nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3, track_running_stats=False)),
         lambda: [torch.randn(4, 3)],
         ValueError,
         "no batch norm with running statistics",
+        BOTH,
         id="no-tracked-batch-norm",
     ),
     pytest.param(
@@ -326,6 +435,7 @@ ERRORS = [
         lambda: [torch.randn(4, 3), torch.randn(1, 3)],
         ValueError,
         "batch 1 gives layer '1' (BatchNorm1d) one value per channel",
+        ONE_PASS,
         id="one-value-1d",
     ),
     pytest.param(
@@ -333,14 +443,42 @@ ERRORS = [
         lambda: [torch.randn(2, 3, 5, 4), torch.randn(3, 3, 5, 4), torch.randn(1, 3, 1, 1)],
         ValueError,
         "batch 2 gives layer '1' (BatchNorm2d) one value per channel",
+        ONE_PASS,
         id="one-value-2d",
     ),
-    pytest.param(conv2d_mixed, _wrong_channels, RuntimeError, "while running batch 2", id="wrong-channels-midway"),
+    pytest.param(
+        mlp_torch,
+        lambda: [torch.randn(1, 3)],
+        ValueError,
+        "layer '1' (BatchNorm1d) received one value per channel in its 1 calls: its statistics are undefined",
+        EXACT,
+        id="one-value-in-all",
+    ),
+    pytest.param(
+        conv2d_mixed,
+        lambda: _with_value(math.nan),
+        ValueError,
+        "batch 2 gives layer '1' (BatchNorm2d) 24 non-finite values (NaN or inf) of 160",
+        BOTH,
+        id="a-nan-pixel",
+    ),
+    pytest.param(
+        mlp_torch,
+        lambda: [torch.randn(4, 3), torch.tensor([[1.0, 2.0, 3.0], [0.0, math.inf, 1.0]])],
+        ValueError,
+        "batch 1 gives layer '1' (BatchNorm1d)",
+        BOTH,
+        id="an-infinite-value",
+    ),
+    pytest.param(
+        conv2d_mixed, _wrong_channels, RuntimeError, "while running batch 2", BOTH, id="wrong-channels-midway"
+    ),
     pytest.param(
         lambda: nn.Sequential(bnviz.BatchNorm2d(3), nn.BatchNorm2d(3)),
         _wrong_channels,
         RuntimeError,
         "while running batch 2",
+        BOTH,
         id="wrong-channels-at-a-batch-norm-midway",
     ),
     pytest.param(
@@ -348,28 +486,51 @@ ERRORS = [
         lambda: [torch.randn(4, 3), {"x": torch.randn(4, 3)}],
         TypeError,
         "batch 1 is a dict",
+        BOTH,
         id="not-a-tensor",
     ),
-    pytest.param(mlp_torch, lambda: [torch.randn(4, 3), ("x",)], TypeError, "batch 1 is a tuple", id="tuple-of-str"),
+    pytest.param(
+        mlp_torch, lambda: [torch.randn(4, 3), ("x",)], TypeError, "batch 1 is a tuple", BOTH, id="tuple-of-str"
+    ),
     pytest.param(
         mlp_torch,
         lambda: [torch.randn(0, 3), torch.randn(0, 3)],
         ValueError,
         "received no values in its 2 calls",
+        BOTH,
         id="every-batch-empty",
     ),
+    pytest.param(
+        Twice,
+        lambda: [torch.randn(4, 3)],
+        ValueError,
+        "layer 'bn' (BatchNorm1d) is called 2 times per forward; in mode='exact'",
+        EXACT,
+        id="called-twice",
+    ),
+    pytest.param(
+        Swapping,
+        lambda: [torch.randn(3, 3), torch.randn(4, 3)],
+        ValueError,
+        "batch 1 calls layer 'b' (BatchNorm1d) before layer 'a' (BatchNorm1d), unlike batch 0",
+        EXACT,
+        id="call-order-differs",
+    ),
+    pytest.param(mlp_torch, lambda: iter([torch.randn(4, 3)]), TypeError, "list_iterator", EXACT, id="an-iterator"),
 ]
+ERROR_CASES = [pytest.param(*p.values[:4], m, id=f"{p.id}-{m}") for p in ERRORS for m in p.values[4]]
 
 
 def _message(exc: BaseException) -> str:
     return "\n".join([str(exc), *getattr(exc, "__notes__", [])])
 
 
-@pytest.mark.parametrize("build, batches, error, message", ERRORS)
+@pytest.mark.parametrize("build, batches, error, message, stats_mode", ERROR_CASES)
 @pytest.mark.parametrize("mode", ["eval", "train"])
-def test_errors_change_nothing(build, batches, error, message, mode):
+def test_errors_change_nothing(build, batches, error, message, stats_mode, mode):
     """The error's type and message (with its note naming the batch); afterwards every buffer,
-    parameter, training flag and momentum as before — even where earlier batches ran."""
+    parameter, training flag and momentum as before, bit for bit — even where earlier batches
+    ran, and (exact) earlier layers' statistics were written."""
     torch.manual_seed(0)
     model = build().train(mode == "train")
     with torch.no_grad():  # non-trivial running statistics to keep
@@ -379,7 +540,7 @@ def test_errors_change_nothing(build, batches, error, message, mode):
             layer.num_batches_tracked.fill_(7)
     before, buffers = _state(model), _buffers(model)
     with pytest.raises(error) as info:
-        recompute_batch_norm_stats(model, batches())
+        recompute_batch_norm_stats(model, batches(), mode=stats_mode)
     assert message in _message(info.value), f"message {_message(info.value)!r} lacks {message!r}"
     assert_same(_state(model), before, "after the error")
     assert_same(_buffers(model), buffers, "buffers after the error")
@@ -439,16 +600,17 @@ def _sync_worker(rank: int, world: int) -> dict[str, Any]:
     whether the buffers stayed as they were)."""
     results: dict[str, Any] = {}
     for case in SYNC_CASES:
-        model = sync_model(case.kind)
-        before = _buffers(model)
-        try:
-            recompute_batch_norm_stats(model, _sync_batches(case, rank))
-            results[case.id] = {"buffers": _buffers(model), "training": model.training}
-        except Exception as exc:
-            results[case.id] = {
-                "error": f"{type(exc).__name__}: {_message(exc)}",
-                "unchanged": all(torch.equal(b, before[n]) for n, b in model.named_buffers()),
-            }
+        for stats_mode in ("exact", "one-pass"):
+            model = sync_model(case.kind)
+            before = _buffers(model)
+            try:
+                recompute_batch_norm_stats(model, _sync_batches(case, rank), mode=stats_mode)
+                results[case.id, stats_mode] = {"buffers": _buffers(model), "training": model.training}
+            except Exception as exc:
+                results[case.id, stats_mode] = {
+                    "error": f"{type(exc).__name__}: {_message(exc)}",
+                    "unchanged": all(torch.equal(b, before[n]) for n, b in model.named_buffers()),
+                }
     return results
 
 
@@ -458,25 +620,31 @@ def sync_world() -> list[dict[str, Any]]:
     return run_world(_sync_worker, 3, timeout=90).check()
 
 
+@pytest.mark.parametrize("stats_mode", ["exact", "one-pass"])
 @pytest.mark.parametrize("case", SYNC_CASES, ids=lambda c: c.id)
-def test_sync_batch_norm_over_gloo(sync_world, case):
-    """Every rank ends with the statistics of all ranks' batches together — the population of the
-    per-step concatenated batches run through the same model unsynchronized — or, for batch
-    counts that differ, every rank raises a clear ValueError and keeps its buffers."""
+def test_sync_batch_norm_over_gloo(sync_world, case, stats_mode):
+    """Every rank ends with the statistics of all ranks' batches together — one pass: the
+    population of the per-step concatenated batches run through the same model unsynchronized;
+    exact: the exact reference over every rank's batches (eval mode treats each sample alone, so
+    how they are grouped does not matter) — or, for batch counts that differ, every rank raises a
+    clear ValueError and keeps its buffers."""
     if case.error is not None:
         for rank, result in enumerate(sync_world):
-            got = result[case.id]
+            got = result[case.id, stats_mode]
             assert "error" in got and case.error in got["error"], f"rank {rank}: {got}"
             assert got["error"].startswith("ValueError"), f"rank {rank}: {got['error']}"
             assert got["unchanged"], f"rank {rank}: buffers changed after the error"
         return
     steps = len(case.sizes[0])
     per_rank = [_sync_batches(case, r) for r in range(3)]
-    concatenated = [torch.cat([per_rank[r][b] for r in range(3)]) for b in range(steps)]
     plain = bnviz.SyncBatchNorm.convert_sync_batchnorm(sync_model(case.kind))  # no group here: plain batch norm
-    want = population(plain, concatenated)
+    if stats_mode == "one-pass":
+        concatenated = [torch.cat([per_rank[r][b] for r in range(3)]) for b in range(steps)]
+        want = population(plain, concatenated, "one-pass")
+    else:
+        want = population(plain, [b for batches in per_rank for b in batches if len(b)], "exact")
     for rank, result in enumerate(sync_world):
-        got = result[case.id]
+        got = result[case.id, stats_mode]
         assert "buffers" in got, f"rank {rank}: {got}"
         for name, stats in want.items():
             assert_close(got["buffers"][f"{name}.running_mean"], stats["mean"], f"rank {rank} {name} running_mean")

@@ -22,9 +22,9 @@ allocated; ``run(config, stopped, progress)`` returns a plain, picklable report 
 
 Definitions used throughout. *Exact population statistics* of a layer: the mean and unbiased
 variance of everything that reaches it when the whole training split (1,438 images) runs through
-the network in training mode as one batch — ``recompute_batch_norm_stats(model, [train_x])``. With
-one batch, each layer upstream is normalized with its own exact statistics, so these are the
-statistics the layer sees in eval mode once every layer holds them. *Live units*: units whose
+the network in eval mode with every batch norm before it holding its own exact statistics —
+``recompute_batch_norm_stats(model, [train_x], mode="exact")``: the statistics the layer sees in
+eval mode once every layer holds them. *Live units*: units whose
 population variance is above ``LIVE`` (a ReLU unit that never fires has none, and no ratio);
 averages over units are over live units. *Train-mode accuracy*: the network in training mode —
 batch statistics, dropout on — over minibatches of a given make-up, its buffers restored after.
@@ -160,10 +160,11 @@ def buffers(model: nn.Module) -> Stats:
 
 
 def exact_stats(model: nn.Module, x: Tensor) -> Stats:
-    """Exact population statistics over ``x``, as one batch: ``recompute_batch_norm_stats`` with
-    every other module in its current mode; the model's buffers are put back afterwards."""
+    """Exact population statistics over ``x``: ``recompute_batch_norm_stats`` in exact mode (each
+    layer what it receives in eval mode once the ones before it hold theirs), every other module
+    in its current mode; the model's buffers are put back afterwards."""
     with kept(model):
-        bnviz.recompute_batch_norm_stats(model, [x])
+        bnviz.recompute_batch_norm_stats(model, [x], mode="exact")
         return buffers(model)
 
 
@@ -1135,7 +1136,7 @@ def run_checkpoint(config: CheckpointConfig, stopped: Callable[[], bool] = _neve
 # --- memory ----------------------------------------------------------------------------------------
 
 MB = 2**20
-PER_ROW_VALUE = 16  # per hidden value of a pass over whole splits (every batch norm's input kept, float64 copies)
+PER_ROW_VALUE = 12  # per hidden value of a pass over whole splits (each batch norm's input: float32, a float64 copy)
 PAIR_ROW = 8 * PIXELS + 4 * CLASSES + 16  # section 5, per image of A: A's and B's pixels, its logit differences
 DYNAMO_IMPORT_BYTES = 80 * MB  # torch.utils.checkpoint's first call imports torch._dynamo (measured 71 MB)
 

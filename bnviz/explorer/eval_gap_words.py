@@ -186,8 +186,9 @@ def lag_section(report: LagReport) -> Section:
         "Recompute the running statistics for the final weights before evaluating (PreciseBN): one pass over "
         "training data in train mode, without gradients. In plain torch, torch.optim.swa_utils.update_bn does it "
         "with a cumulative average (momentum None): the mean of the minibatch means and of the minibatches' "
-        "unbiased variances. bnviz.recompute_batch_norm_stats gives the exact mean and variance of everything each "
-        "layer saw. Or keep torch's momentum 0.1 rather than a Keras-style 0.01 or 0.001 carried over by mistake."
+        "unbiased variances. bnviz.recompute_batch_norm_stats (mode=\"exact\") gives each layer the exact mean and "
+        "variance of what it sees in eval mode, once the layers before it hold theirs. Or keep torch's momentum "
+        "0.1 rather than a Keras-style 0.01 or 0.001 carried over by mistake."
     )
     code = """import torch
 
@@ -195,11 +196,11 @@ def lag_section(report: LagReport) -> Section:
 torch.optim.swa_utils.update_bn(train_loader, model)
 model.eval()
 
-# bnviz: the exact population statistics of everything each layer sees
+# bnviz: the exact population statistics of what each layer sees in eval mode, layer by
+# layer (one pass over the loader per batch norm; mode="one-pass" is update_bn's single pass)
 import bnviz
 
-bnviz.recompute_batch_norm_stats(model, (x for x, _ in train_loader))
-model.eval()
+bnviz.recompute_batch_norm_stats(model.eval(), train_loader, mode="exact")
 """
     return Section(symptom, m, fix, code)
 
@@ -297,8 +298,9 @@ def dropout_section(report: DropoutReport) -> Section:
     if reference - broken > SAME and exact < reference - SAME:
         fix += ": the statistics are right now, but the weights were learned under the shifted ones"
     fix += (
-        ". Plain torch below; bnviz.recompute_batch_norm_stats(model.eval(), batches) gives the exact statistics in "
-        "one call."
+        ". Plain torch below (one pass, the layers upstream in train mode); "
+        "bnviz.recompute_batch_norm_stats(model.eval(), train_loader, mode=\"exact\") gives the exact eval-mode "
+        "statistics of every layer in one call."
     )
     if c.placement == "after":
         blocks = "\n".join([f"    nn.Linear({fan}, {c.width}), nn.ReLU(), nn.BatchNorm1d({c.width}),"
@@ -434,7 +436,7 @@ def passes_section(report: PassesReport) -> Section:
         "real and fake through shared statistics is often trained on all-real and all-fake batches — keep two "
         "passes, and know that the running statistics then alternate between the two kinds of batch, the last one "
         "weighing most. Either way, recompute the running statistics before evaluating on the data eval mode will "
-        "see (update_bn, or bnviz.recompute_batch_norm_stats)."
+        "see (update_bn in one pass, or bnviz.recompute_batch_norm_stats with mode=\"exact\")."
     )
     code = """import torch
 

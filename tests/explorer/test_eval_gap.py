@@ -266,6 +266,22 @@ def test_every_section_runs_at_a_tiny_size_with_the_right_shapes(name, tiny):
     assert words.symptom.count(". ") == 0, words.symptom  # one sentence
     compile(words.code, f"{name}.py", "exec")  # the fix's code is Python
     assert "import torch" in words.code or "from torch" in words.code
+    exec(words.code, snippet_names())  # and runs as written, on the names a reader's script has
+
+
+def snippet_names() -> dict[str, object]:
+    """What a reader's training script has when the pages' fix code is pasted in: a digits-sized
+    batch-norm network, its data set, loader and optimizer, a batch, two halves, a block."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 16), nn.BatchNorm1d(16), nn.ReLU(), nn.Linear(16, 10))
+    data = torch.utils.data.TensorDataset(torch.randn(40, 64), torch.randint(0, 10, (40,)))
+    loader = torch.utils.data.DataLoader(data, batch_size=8)
+    x, y = data.tensors[0][:8], data.tensors[1][:8]
+    return {
+        "model": model, "train_set": data, "train_loader": loader, "real_loader": loader, "x": x, "y": y,
+        "x_a": x[:4], "x_b": x[4:], "optimizer": torch.optim.SGD(model.parameters(), lr=0.1),
+        "block": nn.Sequential(nn.Linear(64, 64), bnviz.BatchNorm1d(64), nn.ReLU()),
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("name", list(TINY))
