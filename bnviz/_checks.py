@@ -628,17 +628,13 @@ def rms_norm_dtypes(input: Tensor, weight: Tensor | None) -> tuple[torch.dtype, 
 
     The mean of squares, rsqrt and normalization run in the input's "opmath" dtype (float32 for float16 and
     bfloat16, the input's own dtype otherwise, complex included); the output always has the input's dtype, whatever
-    the weight's. The product with the weight is taken in ``rms_norm_weight_dtype`` and then cast to the output.
+    the weight's. (torch multiplies by the weight in the compute dtype promoted with the weight's — a float32 input
+    with a float64 weight in float64, rounded once to float32; bnviz multiplies in the compute dtype: a difference
+    within an ulp.)
     """
     del weight  # the weight never changes either dtype
     compute = torch.float32 if input.dtype in REDUCED else input.dtype
     return compute, input.dtype
-
-
-def rms_norm_weight_dtype(input: Tensor, weight: Tensor) -> torch.dtype:
-    """The dtype of rms_norm's ``normalized * weight`` (before the cast to the output): the compute dtype promoted
-    with the weight's — a float32 input with a float64 weight multiplies in float64 and rounds once to float32."""
-    return torch.promote_types(rms_norm_dtypes(input, weight)[0], weight.dtype)
 
 
 def rms_norm_eps(input: Tensor, eps) -> float:
@@ -705,7 +701,7 @@ def verify_rms_norm(input: Any, normalized_shape: Any, weight: Any, eps: Any) ->
     return shape
 
 
-# --- output dtypes of layer_norm, group_norm, instance_norm ---
+# --- instance_norm of an empty input ---
 
 
 _TO_COMPLEX = {
@@ -731,83 +727,55 @@ def _promote_with_zero_dim(tensor_dtype: torch.dtype, zero_dim_dtype: torch.dtyp
     return higher
 
 
-def family_dtypes(input: Tensor, params, op: str = "layer_norm") -> tuple[torch.dtype, torch.dtype]:
-    """(compute dtype, output dtype) of layer_norm, group_norm and instance_norm for arguments that pass the checks.
-
-    Measured on torch 2.13, CPU: statistics and the affine step run in float32 for float16/bfloat16 inputs (with
-    float32 or same-dtype parameters alike) and in the input's dtype for float32/float64; the output has the
-    input's dtype. One exception: instance_norm of an EMPTY input never reaches the kernel; torch returns
-    ``input.clone() * weight[0] + bias[0]``, whose dtype follows type promotion with 0-dim tensors (a zero-size int64
-    input with a float32 weight gives float32, float16 with a complex64 weight complex32 — with torch's "ComplexHalf
-    support is experimental" warning, which comes from that computation). ``params`` are (weight, bias), either may
-    be None.
-    """
-    compute = torch.float32 if input.dtype in REDUCED else input.dtype
+def empty_instance_norm_dtype(input: Tensor, weight: Tensor | None, bias: Tensor | None) -> torch.dtype:
+    """The output dtype of ``F.instance_norm`` for an EMPTY input, which never reaches the kernel (torch 2.13, CPU):
+    torch returns ``input.clone() * weight[0] + bias[0]``, whose dtype follows type promotion with 0-dim tensors — a
+    zero-size int64 input with a float32 weight gives float32, float16 with a complex64 weight complex32. (Non-empty
+    inputs: the input's dtype, as for every member.)"""
     output = input.dtype
-    if op == "instance_norm" and input.numel() == 0:
-        for p in params:
-            if p is not None:
-                output = _promote_with_zero_dim(output, p.dtype)
-    return compute, output
+    for p in (weight, bias):
+        if p is not None:
+            output = _promote_with_zero_dim(output, p.dtype)
+    return output
 
 
 # --- module constructors and InstanceNorm's forward ---
 
 
-def verify_group_norm_module(num_groups, num_channels, affine: bool = True) -> None:
-    """``nn.GroupNorm.__init__``'s checks (torch 2.13): ``num_channels % num_groups`` in Python — num_groups=0 is
+def verify_group_norm_module(num_groups, num_channels) -> None:
+    """``nn.GroupNorm.__init__``'s own check (torch 2.13): ``num_channels % num_groups`` in Python — num_groups=0 is
     Python's ZeroDivisionError "integer modulo by zero", a remainder is ValueError "num_channels (6) must be
-    divisible by num_groups (4)"; NEGATIVE num_groups dividing C are accepted here (forward refuses them). With
-    affine, ``torch.empty(num_channels)`` then refuses floats and negative counts with torch's own messages."""
+    divisible by num_groups (4)"; NEGATIVE num_groups dividing C are accepted here (forward refuses them). The
+    parameters' ``torch.empty(num_channels, device=…, dtype=…)`` then refuses floats and negative counts, in
+    bnviz's module exactly as in torch's."""
     if num_channels % num_groups != 0:
         raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
-    if affine:
-        torch.empty(num_channels, device="meta")
 
 
-def _module_normalized_shape(normalized_shape, elementwise_affine: bool) -> tuple:
-    if isinstance(normalized_shape, numbers.Integral):  # bool is Integral too: (True,) then fails in torch.empty
+def normalized_shape_tuple(normalized_shape) -> tuple:
+    """``nn.LayerNorm`` and ``nn.RMSNorm``'s ``normalized_shape`` (torch 2.13): an Integral becomes ``(n,)`` (a bool
+    too: ``(True,)``), anything else goes through ``tuple(...)`` — a range works; "'float' object is not iterable",
+    "iteration over a 0-d tensor"; an empty shape is accepted here and refused by forward. With an elementwise
+    affine, the weight's ``torch.empty(shape, device=…, dtype=…)`` then refuses floats and negative sizes."""
+    if isinstance(normalized_shape, numbers.Integral):
         normalized_shape = (normalized_shape,)
-    shape = tuple(normalized_shape)  # "'float' object is not iterable", "iteration over a 0-d tensor"
-    if elementwise_affine:
-        torch.empty(shape, device="meta")  # the weight: torch's own TypeErrors and negative-dimension RuntimeError
-    return shape
+    return tuple(normalized_shape)
 
 
-def verify_layer_norm_module(normalized_shape, elementwise_affine: bool = True, bias: bool = True) -> tuple:
-    """``nn.LayerNorm.__init__`` (torch 2.13): an Integral normalized_shape becomes ``(n,)``, anything else goes
-    through ``tuple(...)`` (a range works; an empty shape is accepted here and refused by forward); with
-    elementwise_affine the weight ``torch.empty(shape)`` validates it. It stores weight = ones(shape) and bias =
-    zeros(shape), bias=None when ``bias=False``, and both None without elementwise_affine. Returns the tuple."""
-    del bias  # the bias has the weight's shape: it can fail only where the weight already did
-    return _module_normalized_shape(normalized_shape, elementwise_affine)
-
-
-def verify_rms_norm_module(normalized_shape, elementwise_affine: bool = True) -> tuple:
-    """``nn.RMSNorm.__init__`` (torch 2.13): normalized_shape as LayerNorm's; weight = ones(shape), None without
-    elementwise_affine; eps is stored as given (None by default, resolved per dtype by ``rms_norm_eps``); there is
-    no bias argument. Returns the tuple."""
-    return _module_normalized_shape(normalized_shape, elementwise_affine)
-
-
-_NO_BATCH_DIM = {"InstanceNorm1d": 2, "InstanceNorm2d": 3, "InstanceNorm3d": 4}
-
-
-def verify_instance_norm_input(
-    module_name: str, input: Tensor, num_features: int, affine: bool, expected_dims: tuple[int, int] | None = None
-) -> None:
-    """InstanceNorm1d/2d/3d.forward's checks before ``F.instance_norm`` (torch 2.13).
+def verify_instance_norm_input(input: Tensor, num_features: int, affine: bool, no_batch_dim: int) -> None:
+    """InstanceNorm1d/2d/3d.forward's checks before ``F.instance_norm`` (torch 2.13); ``no_batch_dim`` is the rank of
+    an unbatched input: 2 for 1d, 3 for 2d, 4 for 3d.
 
     The rank must be the unbatched or the batched one — (C, L) or (N, C, L) for 1d, one more per dimension for 2d
     and 3d: ValueError "expected 2D or 3D input (got 4D input)". The channel dim is ``dim() - no_batch_dim`` (0 for
     unbatched, 1 for batched). A channel count other than num_features is, with affine, ValueError "expected input's
     size at dim=1 to match num_features (3), but got: 4."; without affine a UserWarning "input's size at dim=1 does
     not match num_features. You can silence this warning by not passing in num_features, which is not used because
-    affine=False" and the forward goes on (running stats then fail on size in batch_norm). An unbatched input is
-    normalized as ``unsqueeze(0)`` (so its errors show N = 1) and squeezed back.
+    affine=False" and the forward goes on (running stats then fail on size in batch_norm). The warning points at the
+    caller of the module's forward, as torch's ``stacklevel=2`` from forward does: this check runs two frames deeper
+    (forward → ``_check_input_dim`` → here). An unbatched
+    input is normalized as ``unsqueeze(0)`` (so its errors show N = 1) and squeezed back.
     """
-    name = module_name.removeprefix("Lazy")
-    no_batch_dim = expected_dims[0] if expected_dims is not None else _NO_BATCH_DIM[name]
     if input.dim() not in (no_batch_dim, no_batch_dim + 1):
         raise ValueError(f"expected {no_batch_dim}D or {no_batch_dim + 1}D input (got {input.dim()}D input)")
     feature_dim = input.dim() - no_batch_dim
@@ -821,5 +789,5 @@ def verify_instance_norm_input(
             f"input's size at dim={feature_dim} does not match num_features. "
             "You can silence this warning by not passing in num_features, "
             "which is not used because affine=False",
-            stacklevel=3,
+            stacklevel=4,
         )

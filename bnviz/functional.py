@@ -33,6 +33,7 @@ from collections.abc import Sequence
 from torch import Tensor
 
 from bnviz._checks import (
+    empty_instance_norm_dtype,
     rms_norm_dtypes,
     rms_norm_eps,
     verify_arguments,
@@ -106,7 +107,8 @@ def instance_norm(
     """
     verify_instance_norm(input, running_mean, running_var, weight, bias, use_input_stats, momentum, eps)
     layout = Layout("instances", keep_format=False)
-    return normalize(input, weight, bias, running_mean, running_var, layout, use_input_stats, momentum, eps)
+    y = normalize(input, weight, bias, running_mean, running_var, layout, use_input_stats, momentum, eps)
+    return y if input.numel() else y.to(empty_instance_norm_dtype(input, weight, bias))  # torch's input · γ[0] + β[0]
 
 
 def group_norm(

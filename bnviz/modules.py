@@ -12,14 +12,13 @@ classes, so state dicts load both ways.
 
 from __future__ import annotations
 
-import numbers
-import warnings
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
 
+from bnviz._checks import normalized_shape_tuple, verify_group_norm_module, verify_instance_norm_input
 from bnviz.functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 
 
@@ -246,8 +245,7 @@ class _InstanceNorm(_NormBase):
     1d/2d/3d differ in the ranks they accept.
     """
 
-    _no_batch_dim = 2
-    _ranks = "2D or 3D"
+    _no_batch_dim = 2  # the rank of an unbatched input
 
     def __init__(
         self,
@@ -264,8 +262,8 @@ class _InstanceNorm(_NormBase):
         super().__init__(num_features, eps, momentum, affine, track_running_stats, device, dtype, bias=bias)
 
     def _check_input_dim(self, input: Tensor) -> None:
-        if input.dim() not in (self._no_batch_dim, self._no_batch_dim + 1):
-            raise ValueError(f"expected {self._ranks} input (got {input.dim()}D input)")
+        """torch's checks: the rank, then the channel count (an error with affine, else a warning)."""
+        verify_instance_norm_input(input, self.num_features, self.affine, self._no_batch_dim)
 
     def _load_from_state_dict(
         self, state_dict: dict[str, Any], prefix: str, local_metadata: dict[str, Any], *args: Any
@@ -291,18 +289,6 @@ class _InstanceNorm(_NormBase):
 
     def forward(self, input: Tensor) -> Tensor:
         self._check_input_dim(input)
-        feature_dim = input.dim() - self._no_batch_dim
-        if input.size(feature_dim) != self.num_features:
-            if self.affine:
-                raise ValueError(
-                    f"expected input's size at dim={feature_dim} to match num_features ({self.num_features}), "
-                    f"but got: {input.size(feature_dim)}."
-                )
-            warnings.warn(
-                f"input's size at dim={feature_dim} does not match num_features. You can silence this warning by "
-                "not passing in num_features, which is not used because affine=False",
-                stacklevel=2,
-            )
         batched = input if input.dim() > self._no_batch_dim else input.unsqueeze(0)
         y = instance_norm(
             batched,
@@ -320,24 +306,19 @@ class _InstanceNorm(_NormBase):
 class InstanceNorm1d(_InstanceNorm):
     """Instance normalization of ``(N, C, L)`` or unbatched ``(C, L)`` inputs."""
 
-    _no_batch_dim, _ranks = 2, "2D or 3D"
+    _no_batch_dim = 2
 
 
 class InstanceNorm2d(_InstanceNorm):
     """Instance normalization of ``(N, C, H, W)`` or unbatched ``(C, H, W)`` inputs."""
 
-    _no_batch_dim, _ranks = 3, "3D or 4D"
+    _no_batch_dim = 3
 
 
 class InstanceNorm3d(_InstanceNorm):
     """Instance normalization of ``(N, C, D, H, W)`` or unbatched ``(C, D, H, W)`` inputs."""
 
-    _no_batch_dim, _ranks = 4, "4D or 5D"
-
-
-def _shape_tuple(normalized_shape: int | Sequence[int]) -> tuple[int, ...]:
-    """torch's rule: an int is a one-dim shape; anything else becomes a tuple."""
-    return (normalized_shape,) if isinstance(normalized_shape, numbers.Integral) else tuple(normalized_shape)
+    _no_batch_dim = 4
 
 
 class LayerNorm(nn.Module):
@@ -369,7 +350,7 @@ class LayerNorm(nn.Module):
     ) -> None:
         super().__init__()
         factory = {"device": device, "dtype": dtype}
-        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.normalized_shape = normalized_shape_tuple(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self.weight: nn.Parameter | None
@@ -416,8 +397,7 @@ class GroupNorm(nn.Module):
         bias: bool = True,
     ) -> None:
         super().__init__()
-        if num_channels % num_groups != 0:  # (a ZeroDivisionError for 0 groups, as in torch)
-            raise ValueError(f"num_channels ({num_channels}) must be divisible by num_groups ({num_groups})")
+        verify_group_norm_module(num_groups, num_channels)  # (a ZeroDivisionError for 0 groups, as in torch)
         factory = {"device": device, "dtype": dtype}
         self.num_groups = num_groups
         self.num_channels = num_channels
@@ -460,7 +440,7 @@ class RMSNorm(nn.Module):
         dtype: Any = None,
     ) -> None:
         super().__init__()
-        self.normalized_shape = _shape_tuple(normalized_shape)
+        self.normalized_shape = normalized_shape_tuple(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         self.weight: nn.Parameter | None

@@ -16,8 +16,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import bnviz
 from bnviz import _checks as C
-from tests.conftest import assert_same_error
+from tests.conftest import assert_close, assert_same_error
 
 f16, bf16, f32, f64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
 i64, c64 = torch.int64, torch.complex64
@@ -476,11 +477,13 @@ GROUP_NORM_MODULE_CASES = [
 
 @pytest.mark.parametrize("make", GROUP_NORM_MODULE_CASES)
 def test_group_norm_module_checks(make):
-    def build():
-        g, c, affine = make()
-        return nn.GroupNorm(g, c, affine=affine)
+    """bnviz.GroupNorm's constructor against nn.GroupNorm's: the same errors, or both built."""
 
-    assert_same_outcome(lambda: C.verify_group_norm_module(*make()), build, "nn.GroupNorm")
+    def build(lib):
+        g, c, affine = make()
+        return lib.GroupNorm(g, c, affine=affine)
+
+    assert_same_outcome(lambda: build(bnviz), lambda: build(nn), "GroupNorm")
 
 
 SHAPE_MODULE_CASES = [
@@ -503,40 +506,40 @@ SHAPE_MODULE_CASES = [
 
 
 @pytest.mark.parametrize("make", SHAPE_MODULE_CASES)
-@pytest.mark.parametrize(
-    "verify, cls",
-    [(C.verify_layer_norm_module, nn.LayerNorm), (C.verify_rms_norm_module, nn.RMSNorm)],
-    ids=["LayerNorm", "RMSNorm"],
-)
-def test_normalized_shape_module_checks(verify, cls, make):
-    def build():
+@pytest.mark.parametrize("name", ["LayerNorm", "RMSNorm"])
+def test_normalized_shape_module_checks(name, make):
+    """bnviz's LayerNorm and RMSNorm constructors against torch's: the same errors, or the same
+    stored normalized_shape and parameter shapes."""
+
+    def build(lib):
         shape, affine = make()
-        return cls(shape, elementwise_affine=affine)
+        return getattr(lib, name)(shape, elementwise_affine=affine)
 
-    shape = assert_same_outcome(lambda: verify(*make()), build, cls.__name__)
-    if shape is not None:
-        assert shape == build().normalized_shape
+    ours = assert_same_outcome(lambda: build(bnviz), lambda: build(nn), name)
+    if ours is not None:
+        ref = build(nn)
+        assert ours.normalized_shape == ref.normalized_shape, f"{ours.normalized_shape} vs {ref.normalized_shape}"
+        assert [tuple(p.shape) for p in ours.parameters()] == [tuple(p.shape) for p in ref.parameters()]
 
 
-def test_what_the_modules_store():
-    """What bnviz's modules must store, as torch 2.13 does (see the verify_*_module docstrings)."""
-    ln = nn.LayerNorm(4, bias=False)
+@pytest.mark.parametrize("lib", [nn, bnviz], ids=["torch", "bnviz"])
+def test_what_the_modules_store(lib):
+    """What the modules store, bnviz's as torch 2.13's."""
+    ln = lib.LayerNorm(4, bias=False)
     assert ln.normalized_shape == (4,) and ln.weight.shape == (4,) and ln.bias is None
-    ln = nn.LayerNorm([3, 4], elementwise_affine=False, bias=True)
+    ln = lib.LayerNorm([3, 4], elementwise_affine=False, bias=True)
     assert ln.weight is None and ln.bias is None
-    rms = nn.RMSNorm(4, elementwise_affine=False)
+    rms = lib.RMSNorm(4, elementwise_affine=False)
     assert rms.weight is None and rms.eps is None and rms.normalized_shape == (4,)
-    assert nn.RMSNorm([3, 4]).weight.shape == (3, 4)
-    gn = nn.GroupNorm(3, 6, bias=False)
+    assert lib.RMSNorm([3, 4]).weight.shape == (3, 4)
+    gn = lib.GroupNorm(3, 6, bias=False)
     assert gn.weight.shape == (6,) and gn.bias is None
-    gn = nn.GroupNorm(-3, 6, affine=False)  # accepted by the constructor, refused by forward
+    gn = lib.GroupNorm(-3, 6, affine=False)  # accepted by the constructor, refused by forward
     assert gn.weight is None and gn.bias is None
-    inst = nn.InstanceNorm2d(3)
+    inst = lib.InstanceNorm2d(3)
     assert not inst.affine and not inst.track_running_stats and inst.weight is None and inst.running_mean is None
 
 
-INSTANCE_MODULES = {"InstanceNorm1d": nn.InstanceNorm1d, "InstanceNorm2d": nn.InstanceNorm2d}
-INSTANCE_MODULES["InstanceNorm3d"] = nn.InstanceNorm3d
 INSTANCE_MODULE_CASES = [
     ("InstanceNorm1d", (3, 5)),
     ("InstanceNorm1d", (2, 3, 5)),
@@ -564,20 +567,24 @@ INSTANCE_MODULE_CASES = [
     "name, shape", INSTANCE_MODULE_CASES, ids=[f"{n[-2:]}-{'x'.join(map(str, s))}" for n, s in INSTANCE_MODULE_CASES]
 )
 def test_instance_norm_module_forward_checks(name, shape, affine, track, training):
-    """bnviz's module path (verify_instance_norm_input, then verify_instance_norm on the batched input) against
-    torch's forward: errors, and the num_features warning when affine=False."""
+    """bnviz's InstanceNorm1d/2d/3d forward against torch's: errors, and the num_features warning when
+    affine=False — the same text, pointing at the same line of the caller."""
 
-    def module():
-        return INSTANCE_MODULES[name](3, affine=affine, track_running_stats=track).train(training)
+    def forward(lib):
+        m = getattr(lib, name)(3, affine=affine, track_running_stats=track).train(training)
+        return m(t(*shape))
 
-    def bnviz_forward():
-        m, x = module(), t(*shape)
-        C.verify_instance_norm_input(name, x, m.num_features, m.affine)
-        batched = x.unsqueeze(0) if x.dim() == C._NO_BATCH_DIM[name] else x
-        use_input_stats = m.training or not m.track_running_stats
-        C.verify_instance_norm(batched, m.running_mean, m.running_var, m.weight, m.bias, use_input_stats, 0.1, m.eps)
-
-    assert_same_outcome(bnviz_forward, lambda: module()(t(*shape)), name)
+    assert_same_outcome(lambda: forward(bnviz), lambda: forward(nn), name)
+    places = []
+    for lib in (bnviz, nn):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                forward(lib)
+            except (ValueError, RuntimeError, IndexError):
+                pass
+        places.append([(w.filename, w.lineno) for w in caught if "num_features" in str(w.message)])
+    assert places[0] == places[1], f"{name}: warning issued at bnviz {places[0]}, torch {places[1]}"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -593,21 +600,22 @@ FAMILY_DTYPE_CASES = [
 ]
 
 
-def _family_call(op, x, w, b):
+def _family_call(lib, op, x, w, b):
+    """``lib`` (torch.nn.functional or bnviz)'s ``op`` on x with γ = w, β = b."""
     if op == "layer_norm":
-        return F.layer_norm(x, (x.shape[-1],), w, b)
+        return lib.layer_norm(x, (x.shape[-1],), w, b)
     if op == "group_norm":
-        return F.group_norm(x, 1, w, b)
-    return F.instance_norm(x, weight=w, bias=b)
+        return lib.group_norm(x, 1, w, b)
+    return lib.instance_norm(x, weight=w, bias=b)
 
 
 @pytest.mark.parametrize("op, x_dtype, p_dtype", FAMILY_DTYPE_CASES)
 def test_family_output_dtype(op, x_dtype, p_dtype):
+    """bnviz's layer_norm, group_norm and instance_norm return torch's dtype: the input's."""
     x = torch.randn(2, 3, 3).to(x_dtype)
     w = b = None if p_dtype is None else torch.ones(3, dtype=p_dtype)
-    compute, output = C.family_dtypes(x, (w, b), op=op)
-    assert _family_call(op, x, w, b).dtype == output == x_dtype
-    assert compute == (f32 if x_dtype in (f16, bf16) else x_dtype)
+    ours, ref = _family_call(bnviz, op, x, w, b), _family_call(F, op, x, w, b)
+    assert ours.dtype == ref.dtype == x_dtype, f"bnviz {ours.dtype}, torch {ref.dtype}"
 
 
 @pytest.mark.parametrize(
@@ -624,11 +632,14 @@ def test_family_output_dtype(op, x_dtype, p_dtype):
 )
 def test_instance_norm_empty_input_output_dtype(x_dtype, w_dtype, b_dtype):
     """An empty input never reaches the kernel: torch returns input * weight[0] + bias[0], promoted as with 0-dim
-    tensors — even for integer inputs."""
+    tensors — even for integer inputs; bnviz's instance_norm returns the same dtype and shape."""
     x = torch.zeros(2, 0, 4, dtype=x_dtype)
     w = torch.ones(3, dtype=w_dtype)
     b = None if b_dtype is None else torch.ones(3, dtype=b_dtype)
-    assert F.instance_norm(x, weight=w, bias=b).dtype == C.family_dtypes(x, (w, b), op="instance_norm")[1]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # torch's "ComplexHalf support is experimental"
+        ours, ref = bnviz.instance_norm(x, weight=w, bias=b), F.instance_norm(x, weight=w, bias=b)
+    assert (ours.dtype, ours.shape) == (ref.dtype, ref.shape), f"bnviz {ours.dtype}, torch {ref.dtype}"
 
 
 RMS_DTYPE_CASES = [
@@ -640,25 +651,30 @@ RMS_DTYPE_CASES = [
 
 @pytest.mark.parametrize("x_dtype, w_dtype", RMS_DTYPE_CASES)
 def test_rms_norm_dtypes_and_warning(x_dtype, w_dtype):
+    """bnviz's rms_norm against torch's for every input and weight dtype: the output dtype (always the
+    input's: ``rms_norm_dtypes``), the mismatch warning, and the values (bnviz's mean of squares is
+    accumulated in float64: within the dtype's tolerance of torch's)."""
     torch.manual_seed(0)
     x = (torch.randn(16, 33) * 3).to(x_dtype)
     w = None if w_dtype is None else (torch.randn(33, dtype=f64) * 2 + 1 / 3).to(w_dtype)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        y = F.rms_norm(x, (33,), w)
+    outcome = []
+    for fn in (bnviz.rms_norm, F.rms_norm):
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            y = fn(x, (33,), w)
+        issued = [(c.category, str(c.message)) for c in caught if not str(c.message).startswith(COMPUTATION_WARNINGS)]
+        outcome.append((y, issued))
+    (y, issued), (y_ref, issued_ref) = outcome
     compute, output = C.rms_norm_dtypes(x, w)
-    assert y.dtype == output == x_dtype
+    assert y.dtype == y_ref.dtype == output == x_dtype, f"bnviz {y.dtype}, torch {y_ref.dtype}"
     assert compute == (f32 if x_dtype in (f16, bf16) else x_dtype)
     mismatch = w is not None and w_dtype != x_dtype and not x_dtype.is_complex
     expected = [(UserWarning, C.rms_norm_dtype_mismatch_message(x_dtype, w_dtype))] if mismatch else []
-    assert [(c.category, str(c.message)) for c in caught] == expected
-    # the whole rule, bit for bit: statistics in the compute dtype with rms_norm_eps, the weight product in
-    # rms_norm_weight_dtype, one rounding to the output dtype
-    xc = x.to(compute)
-    n = xc * torch.rsqrt(xc.pow(2).mean(-1, keepdim=True) + C.rms_norm_eps(x, None))
-    if w is not None:
-        n = n.to(C.rms_norm_weight_dtype(x, w)) * w
-    assert torch.equal(n.to(output), y)
+    assert issued == issued_ref == expected, f"warnings bnviz {issued}, torch {issued_ref}"
+    if x_dtype.is_complex:
+        torch.testing.assert_close(y, y_ref)
+    else:
+        assert_close(y, y_ref, f"rms_norm {x_dtype} weight {w_dtype}")
 
 
 @pytest.mark.parametrize("x_dtype", [f16, bf16, f32, f64], ids=str)

@@ -52,7 +52,6 @@ from bnviz.hosting.serve import Cancelled
 
 DEPTH = 3  # hidden layers, as in Ioffe & Szegedy's Figure 1
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
-PLACEMENTS = ("none", "before", "after")  # batch norm: nowhere, Linear → BN → act, Linear → act → BN
 UNIT = 0  # the last hidden layer's unit whose activation input experiment 1 follows
 PERCENTILES = (15, 50, 85)
 PROBE_MULTIPLES = (0.5, 1.0, 2.0, 3.0, 4.0)  # the smoothness probe's step sizes, × the learning rate
@@ -96,7 +95,7 @@ class Arch:
 
     width: int
     activation: str = "sigmoid"
-    placement: str = "before"
+    placement: str = "before"  # batch norm: "none", "before" (Linear → BN → act) or "after" (Linear → act → BN)
     noise: tuple[float, float] | None = None
     init_std: float | None = 0.01  # None: torch's default initialisation
     dropout: float = 0.0
@@ -171,8 +170,6 @@ def _generator(seed: int, stream: int) -> torch.Generator:
 
 
 NORMS: dict[str, type[nn.Module]] = {"bnviz": bnviz.BatchNorm1d, "torch": nn.BatchNorm1d}
-CHECKPOINTS = ("none", "reentrant", "non-reentrant")
-DROPOUT_AT = ("bn", "head")  # right before every batch norm, or once before the output layer
 
 
 def build(arch: Arch, seed: int) -> nn.Sequential:
