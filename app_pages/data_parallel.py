@@ -16,7 +16,7 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.explorer.data import DISTRIBUTIONS
-from bnviz.explorer.data_parallel import (
+from bnviz.explorer.data_parallel.engine import (
     DataParallelConfig,
     DataParallelReport,
     all_figures,
@@ -24,7 +24,7 @@ from bnviz.explorer.data_parallel import (
     refusal,
     run_data_parallel,
 )
-from bnviz.explorer.explain import markdown_table
+from bnviz.explorer.layer.words import markdown_table
 from bnviz.explorer.query import DATA_PARALLEL, FOCUS, Focus
 from bnviz.hosting import forks
 

@@ -1,5 +1,5 @@
 """``/eval-gap``: "my model is worse in eval() than in train()" — each cause run, measured and fixed.
-Widgets ⇄ URL → cached, budgeted calls into bnviz.explorer.eval_gap → figures and words."""
+Widgets ⇄ URL → cached, budgeted calls into bnviz.explorer.eval_gap.engine → figures and words."""
 
 from __future__ import annotations
 
@@ -8,11 +8,11 @@ from typing import Any
 import streamlit as st
 
 from app_pages.common import chart, heavy, on_button, report_or_reason, view, write_url
-from bnviz.explorer import eval_gap
-from bnviz.explorer.eval_gap_plots import checkpoint_table, figures
-from bnviz.explorer.eval_gap_words import section
+from bnviz.explorer.eval_gap import engine as eval_gap
+from bnviz.explorer.eval_gap.figures import checkpoint_table, figures
+from bnviz.explorer.eval_gap.words import section
 from bnviz.explorer.query import EVAL_GAP
-from bnviz.explorer.training import seconds_estimate
+from bnviz.explorer.training.engine import seconds_estimate
 
 PREFIX = "eg."
 INTS = ("order_steps", "order_batch", "order_seed", "lag_steps", "lag_seed", "dropout_steps", "dropout_seed",

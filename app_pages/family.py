@@ -1,6 +1,6 @@
 """``/family``: BatchNorm, LayerNorm, InstanceNorm, GroupNorm and RMSNorm on one tensor — the same
 operation over different sets of values — each from scratch against torch, and batch dependence
-shown live. Widgets ⇄ URL → cached call into bnviz.explorer.family → pictures and figures."""
+shown live. Widgets ⇄ URL → cached call into bnviz.explorer.family.engine → pictures and figures."""
 
 from __future__ import annotations
 
@@ -17,8 +17,7 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.explorer.data import DISTRIBUTIONS
-from bnviz.explorer.explain import markdown_table, sci
-from bnviz.explorer.family import (
+from bnviz.explorer.family.engine import (
     LN_OVER,
     MEMBERS,
     FamilyConfig,
@@ -31,6 +30,7 @@ from bnviz.explorer.family import (
     run_family,
     universal_rows,
 )
+from bnviz.explorer.layer.words import markdown_table, sci
 from bnviz.explorer.query import FAMILY, FAMILY_FOCUS, FamilyFocus
 
 PREFIX = "fam."

@@ -14,8 +14,7 @@ from app_pages.common import (
     view,
     write_url,
 )
-from bnviz.explorer.explain import E_NOTATION, markdown_table
-from bnviz.explorer.inference import (
+from bnviz.explorer.inference.engine import (
     DTYPES,
     MAX_BATCH,
     MAX_CHANNELS,
@@ -42,6 +41,7 @@ from bnviz.explorer.inference import (
     verdict_detail,
     weight_rows,
 )
+from bnviz.explorer.layer.words import E_NOTATION, markdown_table
 from bnviz.explorer.query import INFERENCE
 
 PREFIX = "inf."

@@ -19,7 +19,8 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.bench import measure_config, measure_config_compiled
-from bnviz.explorer.compare import (
+from bnviz.explorer.data import DISTRIBUTIONS
+from bnviz.explorer.layer.engine import (
     DTYPES,
     LAYERS,
     LAYOUTS,
@@ -30,8 +31,8 @@ from bnviz.explorer.compare import (
     refusal,
     run_comparison,
 )
-from bnviz.explorer.data import DISTRIBUTIONS
-from bnviz.explorer.explain import (
+from bnviz.explorer.layer.figures import all_figures, cube
+from bnviz.explorer.layer.words import (
     E_NOTATION,
     bit_exact_note,
     channel_rows,
@@ -53,7 +54,6 @@ from bnviz.explorer.explain import (
     truth_cells,
 )
 from bnviz.explorer.picture import cells_note
-from bnviz.explorer.plots import all_figures, cube
 from bnviz.explorer.query import FOCUS, LAYER, Focus
 from bnviz.explorer.questions import INDEX_HEADING, WHAT_BATCH_NORM_DOES, index_html
 from bnviz.hosting import forks

@@ -15,8 +15,8 @@ from app_pages.common import (
     view,
     write_url,
 )
-from bnviz.explorer.explain import markdown_table, sci_unbroken
-from bnviz.explorer.network import (
+from bnviz.explorer.layer.words import markdown_table, sci_unbroken
+from bnviz.explorer.network.engine import (
     MODES,
     NetworkConfig,
     NetworkReport,

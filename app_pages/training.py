@@ -1,5 +1,5 @@
 """``/training``: why batch norm helps training — the papers' experiments, run live on the digits.
-Widgets ⇄ URL → cached, budgeted calls into bnviz.explorer.training → figures and words."""
+Widgets ⇄ URL → cached, budgeted calls into bnviz.explorer.training.engine → figures and words."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from typing import Any
 import streamlit as st
 
 from app_pages.common import chart, heavy, on_button, report_or_reason, view, write_url
-from bnviz.explorer import training
 from bnviz.explorer.query import TRAINING_DRIFT, TRAINING_NOISE, TRAINING_PLACEMENT, TRAINING_SWEEP, QuerySpec
-from bnviz.explorer.training import (
+from bnviz.explorer.training import engine as training
+from bnviz.explorer.training.engine import (
     DriftConfig,
     NoiseConfig,
     PlacementConfig,
@@ -20,8 +20,8 @@ from bnviz.explorer.training import (
     seconds_estimate,
     to_csv,
 )
-from bnviz.explorer.training_plots import drift_figures, noise_figures, placement_figures, sweep_figure
-from bnviz.explorer.training_words import (
+from bnviz.explorer.training.figures import drift_figures, noise_figures, placement_figures, sweep_figure
+from bnviz.explorer.training.words import (
     Sentences,
     drift_sentences,
     noise_sentences,

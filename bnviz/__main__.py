@@ -11,8 +11,8 @@ import sys
 
 import torch
 
-from bnviz.explorer.compare import Config, Quantity, run_comparison
-from bnviz.explorer.family import FamilyConfig, run_family
+from bnviz.explorer.family.engine import FamilyConfig, run_family
+from bnviz.explorer.layer.engine import Config, Quantity, run_comparison
 
 CONFIGS = [
     Config(layer="BatchNorm1d", shape=(32, 16), steps=3),

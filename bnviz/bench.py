@@ -321,8 +321,8 @@ def measure_config(config: Any, repeats: int = 7, compiled: bool = False) -> dic
     """bnviz vs torch on one app config: median ms of the displayed batch's step (forward +
     backward in train mode, forward in eval), interleaved, after one warm-up round; with
     ``compiled``, both layers under ``torch.compile`` and each one's compile time (s)."""
-    from bnviz.explorer.compare import make_module
     from bnviz.explorer.data import sample_batch
+    from bnviz.explorer.layer.engine import make_module
 
     dtype = getattr(torch, config.dtype)
     x = sample_batch(config.dist, config.shape, config.seed, 0, dtype, config.device)

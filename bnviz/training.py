@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from bnviz.explorer.training import DriftConfig, refusal, run_drift, to_csv
+from bnviz.explorer.training.engine import DriftConfig, refusal, run_drift, to_csv
 
 DEFAULTS = DriftConfig()
 

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import bnviz
-from bnviz.explorer.compare import TorchBatchNorm
+from bnviz.explorer.layer.engine import TorchBatchNorm
 from tests.conftest import DEVICES, assert_close, assert_same_error
 
 TORCH_CLASS = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
@@ -22,7 +22,7 @@ def make_pair(rank: int, universal: bool, device="cpu", dtype=None, **kwargs):
     """(bnviz module, torch module) with the same initial state.
 
     The universal bnviz.BatchNorm is compared with torch's own _BatchNorm policy driving
-    F.batch_norm for any rank (bnviz.explorer.compare.TorchBatchNorm adds only the rank-≥-2 check).
+    F.batch_norm for any rank (bnviz.explorer.layer.engine.TorchBatchNorm adds only the rank-≥-2 check).
     """
     c = SHAPES[rank][1]
     k = {2: 1, 3: 1, 4: 2, 5: 3}.get(rank)

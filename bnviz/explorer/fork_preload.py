@@ -18,7 +18,7 @@ import gc
 import torch
 
 import bnviz
-from bnviz.explorer import dp_worker
+from bnviz.explorer.data_parallel import worker as dp_worker
 
 
 def warm_up() -> None:

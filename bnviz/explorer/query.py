@@ -14,13 +14,28 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
-from bnviz.explorer import data_parallel, eval_gap, family, inference, network, training
-from bnviz.explorer.compare import DEVICES, DTYPES, LAYERS, LAYOUTS, MAX_RANK, MAX_STEPS, MAX_TRAIN_BATCH, MODES, Config
 from bnviz.explorer.data import DISTRIBUTIONS
-from bnviz.explorer.data_parallel import DataParallelConfig
-from bnviz.explorer.family import FamilyConfig
-from bnviz.explorer.inference import InferenceConfig
-from bnviz.explorer.network import NetworkConfig
+from bnviz.explorer.data_parallel import engine as data_parallel
+from bnviz.explorer.data_parallel.engine import DataParallelConfig
+from bnviz.explorer.eval_gap import engine as eval_gap
+from bnviz.explorer.family import engine as family
+from bnviz.explorer.family.engine import FamilyConfig
+from bnviz.explorer.inference import engine as inference
+from bnviz.explorer.inference.engine import InferenceConfig
+from bnviz.explorer.layer.engine import (
+    DEVICES,
+    DTYPES,
+    LAYERS,
+    LAYOUTS,
+    MAX_RANK,
+    MAX_STEPS,
+    MAX_TRAIN_BATCH,
+    MODES,
+    Config,
+)
+from bnviz.explorer.network import engine as network
+from bnviz.explorer.network.engine import NetworkConfig
+from bnviz.explorer.training import engine as training
 
 MAX_VALUE_LENGTH = 100
 MAX_DIM = 100_000_000
@@ -393,7 +408,7 @@ TRAINING_PLACEMENT = QuerySpec[training.PlacementConfig](
 
 STEPS = int_in(1, training.MAX_STEPS)
 SEED = int_in(0, training.MAX_SEED)
-EVAL_GAP = {  # section: its URL, one QuerySpec per config of bnviz.explorer.eval_gap
+EVAL_GAP = {  # section: its URL, one QuerySpec per config of bnviz.explorer.eval_gap.engine
     "batches": QuerySpec[eval_gap.BatchesConfig](
         [Param("order_lr", "lr", float_in(1e-6, training.MAX_LR)), Param("order_steps", "steps", STEPS),
          Param("order_batch", "batch", int_in(2, eval_gap.MAX_BATCH)), Param("order_seed", "seed", SEED)]

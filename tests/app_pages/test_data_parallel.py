@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from bnviz.explorer import dp_worker
+from bnviz.explorer.data_parallel import worker as dp_worker
 from tests.app_pages.helpers import outside_code, page_text, run_app, verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from app_pages.common import server
-from bnviz.explorer import eval_gap
+from bnviz.explorer.eval_gap import engine as eval_gap
 from bnviz.explorer.query import EVAL_GAP
 from tests.app_pages.helpers import outside_code, page_text, run_app
 

@@ -11,16 +11,22 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from bnviz.explorer import compare, data_parallel, eval_gap, family, inference, network, training
-from bnviz.explorer.compare import Config
-from bnviz.explorer.data_parallel import DataParallelConfig
-from bnviz.explorer.eval_gap import BatchesConfig
-from bnviz.explorer.family import FamilyConfig
-from bnviz.explorer.inference import InferenceConfig
-from bnviz.explorer.network import NetworkConfig
+from bnviz.explorer.data_parallel import engine as data_parallel
+from bnviz.explorer.data_parallel.engine import DataParallelConfig
+from bnviz.explorer.eval_gap import engine as eval_gap
+from bnviz.explorer.eval_gap.engine import BatchesConfig
+from bnviz.explorer.family import engine as family
+from bnviz.explorer.family.engine import FamilyConfig
+from bnviz.explorer.inference import engine as inference
+from bnviz.explorer.inference.engine import InferenceConfig
+from bnviz.explorer.layer import engine as compare
+from bnviz.explorer.layer.engine import Config
+from bnviz.explorer.network import engine as network
+from bnviz.explorer.network.engine import NetworkConfig
 from bnviz.explorer.query import DATA_PARALLEL, EVAL_GAP, FAMILY, INFERENCE, LAYER, NETWORK, TRAINING_DRIFT
 from bnviz.explorer.questions import QUESTIONS, WHAT_BATCH_NORM_DOES, Link, index_html
-from bnviz.explorer.training import DriftConfig
+from bnviz.explorer.training import engine as training
+from bnviz.explorer.training.engine import DriftConfig
 from tests.app_pages.helpers import page_text, run_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from bnviz.explorer import inference as engine
-from bnviz.explorer.inference import VARIANTS, InferenceConfig
+from bnviz.explorer.inference import engine
+from bnviz.explorer.inference.engine import VARIANTS, InferenceConfig
 from bnviz.explorer.query import INFERENCE
 from tests.app_pages.helpers import outside_code, page_text, run_app, verdict
 

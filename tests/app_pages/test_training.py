@@ -7,7 +7,7 @@ import pytest
 
 from app_pages.common import server
 from bnviz.explorer.query import TRAINING_DRIFT, TRAINING_NOISE, TRAINING_PLACEMENT, TRAINING_SWEEP
-from bnviz.explorer.training import DriftConfig, NoiseConfig, PlacementConfig, SweepConfig, seconds_estimate
+from bnviz.explorer.training.engine import DriftConfig, NoiseConfig, PlacementConfig, SweepConfig, seconds_estimate
 from tests.app_pages.helpers import outside_code, page_text, run_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bnviz.explorer import dp_worker
+from bnviz.explorer.data_parallel import worker as dp_worker
 from bnviz.shots import layout_problems, open_view, serve_app, wait_until_drawn
 from tests.e2e.conftest import charts, check_screenshot, main_text, verdict
 

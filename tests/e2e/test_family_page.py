@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from bnviz.explorer.family import FONT
+from bnviz.explorer.family.engine import FONT
 from bnviz.shots import layout_problems, open_view
 from tests.e2e.conftest import charts, check_screenshot, main_text, verdict
 

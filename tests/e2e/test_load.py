@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 import time
 
-from bnviz.explorer.compare import Config
-from bnviz.explorer.family import FamilyConfig
-from bnviz.explorer.network import NetworkConfig
+from bnviz.explorer.family.engine import FamilyConfig
+from bnviz.explorer.layer.engine import Config
+from bnviz.explorer.network.engine import NetworkConfig
 from bnviz.hosting import serve
 from bnviz.shots import DRAWN, NOT_RUNNING, VIEWPORT, open_view, serve_app, tree_rss_mb, verdict_text
 

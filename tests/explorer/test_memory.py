@@ -13,12 +13,17 @@ from pathlib import Path
 
 import pytest
 
-from bnviz.explorer import compare, data_parallel, family, inference, network, workers
-from bnviz.explorer.compare import Config
-from bnviz.explorer.data_parallel import DataParallelConfig
-from bnviz.explorer.family import FamilyConfig
-from bnviz.explorer.inference import InferenceConfig
-from bnviz.explorer.network import NetworkConfig
+from bnviz.explorer import workers
+from bnviz.explorer.data_parallel import engine as data_parallel
+from bnviz.explorer.data_parallel.engine import DataParallelConfig
+from bnviz.explorer.family import engine as family
+from bnviz.explorer.family.engine import FamilyConfig
+from bnviz.explorer.inference import engine as inference
+from bnviz.explorer.inference.engine import InferenceConfig
+from bnviz.explorer.layer import engine as compare
+from bnviz.explorer.layer.engine import Config
+from bnviz.explorer.network import engine as network
+from bnviz.explorer.network.engine import NetworkConfig
 from bnviz.hosting import memory, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -70,11 +75,11 @@ FORK_SERVER = "the data-parallel fork server (once per server)"
 
 def _run(what: str, config):
     from bnviz.bench import measure_config, measure_config_compiled
-    from bnviz.explorer.compare import run_comparison
-    from bnviz.explorer.data_parallel import run_data_parallel
-    from bnviz.explorer.family import run_family
-    from bnviz.explorer.inference import run_inference
-    from bnviz.explorer.network import run_network
+    from bnviz.explorer.data_parallel.engine import run_data_parallel
+    from bnviz.explorer.family.engine import run_family
+    from bnviz.explorer.inference.engine import run_inference
+    from bnviz.explorer.layer.engine import run_comparison
+    from bnviz.explorer.network.engine import run_network
 
     if what == "speed":
         return measure_config(config)

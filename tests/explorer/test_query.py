@@ -6,9 +6,9 @@ from dataclasses import fields
 
 import pytest
 
-from bnviz.explorer.compare import Config
-from bnviz.explorer.inference import InferenceConfig, refusal
-from bnviz.explorer.network import NetworkConfig
+from bnviz.explorer.inference.engine import InferenceConfig, refusal
+from bnviz.explorer.layer.engine import Config
+from bnviz.explorer.network.engine import NetworkConfig
 from bnviz.explorer.query import (
     FIELD_OF,
     FOCUS,

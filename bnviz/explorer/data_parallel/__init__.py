@@ -1,0 +1,1 @@
+"""``/data-parallel``: batch norm across devices, DDP against SyncBatchNorm on gloo."""

@@ -1,0 +1,1 @@
+"""``/family``: batch, layer, instance, group and RMS norm on one tensor."""

@@ -1,0 +1,307 @@
+"""The /family page's engine: one input tensor through the five members of the family.
+
+BatchNorm, LayerNorm, InstanceNorm, GroupNorm and RMSNorm are the same operation — statistics
+over a set of values, then an affine transform — over different sets. For one seeded tensor of
+shape ``(N, C, *)`` this runs each member in bnviz and in torch (training mode: batch norm uses
+the batch's statistics), and reports which values share a statistic (the picture), how many
+statistics and values per statistic, the output distribution, the verdict against torch, and
+the universal form in a table. It also shows batch dependence live: the other samples of the
+batch are replaced, and sample 0's output moves under batch norm only.
+
+The report is plain data (no tensors, no modules), so it can be cached and shared.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import plotly.graph_objects as go
+import torch
+import torch.nn.functional as F
+from plotly.subplots import make_subplots
+from torch import Tensor
+
+import bnviz
+from bnviz.explorer.data import DISTRIBUTIONS, sample_batch
+from bnviz.explorer.layer.figures import BNVIZ_COLOR, LAYOUT, TORCH_COLOR, VALUE_TICKS, bars, outline
+from bnviz.explorer.parity import as_accurate, diff, tolerance
+from bnviz.explorer.picture import Cells, Grouping, cells, cells_figure, cube_svg, spatial_names
+from bnviz.hosting.memory import BASE
+from bnviz.hosting.serve import Cancelled
+
+MEMBERS = ("BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "RMSNorm")
+LN_OVER = ("sample", "last")  # LayerNorm/RMSNorm over every per-sample dim, or over the last dim only
+MAX_ELEMENTS = 1_000_000
+MAX_RANK = 6
+FONT, PICTURE_SCALE = 16, 36  # five pictures side by side, three to a row: small boxes, large words
+BINS = 40
+
+
+@dataclass(frozen=True)
+class FamilyConfig:
+    """One view of the family page; hashable, so it keys the app's cache."""
+
+    shape: tuple[int, ...] = (8, 6, 8, 8)
+    groups: int = 2
+    dist: str = "normal"
+    seed: int = 0
+    ln_over: str = "sample"
+    eps: float = 1e-5
+
+    @property
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    @property
+    def normalized_shape(self) -> tuple[int, ...]:
+        """LayerNorm's and RMSNorm's trailing dims: every per-sample dim, or the last one."""
+        return self.shape[1:] if self.ln_over == "sample" else self.shape[-1:]
+
+    def estimate_bytes(self) -> int:
+        """The peak memory ``run_family`` adds: five members, each bnviz, torch and float64 with
+        gradients, one member at a time (measured 110–113 bytes per value at a million)."""
+        return BASE + 136 * self.numel
+
+
+def refusal(config: FamilyConfig) -> str | None:
+    """Why this config is not run (too big, inconsistent), or None — before allocating anything."""
+    shape = config.shape
+    checks = [
+        (not 3 <= len(shape) <= MAX_RANK, f"the family needs a shape of rank 3 to {MAX_RANK}: (N, C, spatial…)"),
+        (any(d < 1 for d in shape), "every dimension needs at least 1"),
+        (shape[0] < 2 if shape else True, "the batch needs at least 2 samples to show batch dependence"),
+        (config.numel > MAX_ELEMENTS, f"{config.numel:,} elements is over the limit of {MAX_ELEMENTS:,}"),
+        (config.groups < 1, "groups must be at least 1"),
+        (len(shape) > 1 and shape[1] % config.groups != 0,
+         f"GroupNorm needs the channels (C = {shape[1] if len(shape) > 1 else 0}) divisible by the groups "
+         f"({config.groups})"),
+        (math.prod(shape[2:]) < 2 if len(shape) > 2 else True, "InstanceNorm needs at least 2 spatial values"),
+        (config.dist not in DISTRIBUTIONS, f"unknown distribution; choose one of {', '.join(DISTRIBUTIONS)}"),
+        (config.ln_over not in LN_OVER, f"LayerNorm over must be {' or '.join(LN_OVER)}"),
+        (not 0 < config.eps <= 1, "eps must be above 0 and at most 1"),
+    ]  # fmt: skip
+    return next((message for failed, message in checks if failed), None)
+
+
+def grouping(config: FamilyConfig, member: str) -> Grouping:
+    """Which values share one statistic under ``member`` for this shape."""
+    rank = len(config.shape)
+    spatial = tuple(range(2, rank))
+    if member == "BatchNorm":
+        return Grouping(config.shape, (0, *spatial))
+    if member == "InstanceNorm":
+        return Grouping(config.shape, spatial)
+    if member == "GroupNorm":
+        return Grouping(config.shape, spatial, config.groups)
+    trailing = tuple(range(rank - len(config.normalized_shape), rank))  # LayerNorm, RMSNorm
+    return Grouping(config.shape, trailing)
+
+
+def _params(config: FamilyConfig, member: str) -> tuple[Tensor | None, Tensor | None]:
+    """Non-trivial γ and β of the shape each member uses (RMSNorm has no β)."""
+    shape = config.normalized_shape if member in ("LayerNorm", "RMSNorm") else (config.shape[1],)
+    n = math.prod(shape)
+    weight = torch.linspace(0.5, 1.5, n).view(shape)
+    bias = None if member == "RMSNorm" else torch.linspace(-0.5, 0.5, n).view(shape)
+    return weight, bias
+
+
+def functions(config: FamilyConfig, member: str) -> tuple[Callable[..., Tensor], Callable[..., Tensor]]:
+    """``(bnviz's, torch's)`` function of ``member`` as ``f(x, weight, bias)``."""
+    ns, g, eps = config.normalized_shape, config.groups, config.eps
+    table: dict[str, tuple[Callable[..., Tensor], Callable[..., Tensor]]] = {
+        "BatchNorm": (lambda x, w, b: bnviz.batch_norm(x, None, None, w, b, True, 0.1, eps),
+                      lambda x, w, b: F.batch_norm(x, None, None, w, b, True, 0.1, eps)),
+        "LayerNorm": (lambda x, w, b: bnviz.layer_norm(x, ns, w, b, eps),
+                      lambda x, w, b: F.layer_norm(x, ns, w, b, eps)),
+        "InstanceNorm": (lambda x, w, b: bnviz.instance_norm(x, weight=w, bias=b, eps=eps),
+                         lambda x, w, b: F.instance_norm(x, weight=w, bias=b, eps=eps)),
+        "GroupNorm": (lambda x, w, b: bnviz.group_norm(x, g, w, b, eps),
+                      lambda x, w, b: F.group_norm(x, g, w, b, eps)),
+        "RMSNorm": (lambda x, w, b: bnviz.rms_norm(x, ns, w, eps), lambda x, w, b: F.rms_norm(x, ns, w, eps)),
+    }  # fmt: skip
+    return table[member]
+
+
+def batches(config: FamilyConfig) -> tuple[Tensor, Tensor]:
+    """The tensor, and the same tensor with every sample but sample 0 replaced (other values,
+    three times the spread, shifted): batch dependence shows in sample 0's output."""
+    x = sample_batch(config.dist, config.shape, config.seed, 0)
+    other = x.clone()
+    other[1:] = sample_batch(config.dist, config.shape, config.seed + 1, 0)[1:] * 3 + 2
+    return x, other
+
+
+@dataclass(frozen=True)
+class MemberReport:
+    """One member on the tensor: its statistics groups, verdict, and output distribution."""
+
+    member: str
+    grouping: Grouping
+    statistics: int
+    per_statistic: int
+    centred: bool
+    running: str
+    affine_shape: tuple[int, ...]
+    max_abs: dict[str, float]  # output, grad input, grad weight, grad bias: max |bnviz − torch|
+    ok: bool
+    sample0_change: float  # max |Δ| of sample 0's output when the other samples change
+    histogram: dict[str, Any] = field(default_factory=dict)
+    cells: Cells | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "match" if self.ok else "mismatch"
+
+
+@dataclass(frozen=True)
+class FamilyReport:
+    """Everything the family page shows; plain data only."""
+
+    config: FamilyConfig
+    members: tuple[MemberReport, ...]
+
+    @property
+    def verdict(self) -> str:
+        return "match" if all(m.ok for m in self.members) else "mismatch"
+
+
+def reduced_text(config: FamilyConfig, g: Grouping) -> str:
+    """``"N, H, W"`` — the dims a member reduces, by name (``C/G`` for a group of channels)."""
+    names = ["N", "C", *spatial_names(len(config.shape))]
+    parts = [names[d] for d in g.reduced]
+    if g.channel_groups and 1 not in g.reduced:
+        parts.insert(0, f"C/{g.channel_groups}")
+    return ", ".join(parts)
+
+
+def _run_member(config: FamilyConfig, member: str, x: Tensor, other: Tensor) -> MemberReport:
+    ours, ref = functions(config, member)
+    w, b = _params(config, member)
+    rtol, atol = tolerance(torch.float32)
+    upstream = sample_batch("normal", config.shape, config.seed + 7919, 0)
+    results = []
+    for fn, dtype in ((ours, torch.float32), (ref, torch.float32), (ref, torch.float64)):  # the last: the truth
+        xr = x.to(dtype).requires_grad_()
+        ws = [t.to(dtype).requires_grad_() for t in (w, b) if t is not None]
+        y = fn(xr, *ws, *([None] * (2 - len(ws))))
+        grads = torch.autograd.grad(y, [xr, *ws], upstream.to(dtype))
+        results.append((y.detach(), *grads))
+    names = ["output", "grad input", "grad weight", "grad bias"]
+    max_abs, ok = {}, True
+    for name, a, r, t in zip(names, *results, strict=False):
+        n = max(1, x.numel() // max(1, a.numel()))
+        scale = 1.0 if name == "output" else (4.0 if name == "grad input" else n**0.5)
+        d = diff(a, r, rtol, atol * scale)
+        # within float32's tolerance of torch, or about as close as torch to the float64 run
+        closer = as_accurate(float((a.double() - t).abs().max()), float((r.double() - t).abs().max()))
+        max_abs[name], ok = d.max_abs, ok and (d.ok or closer)
+    with torch.no_grad():
+        change = float((ours(other, w, b)[0] - results[0][0][0]).abs().max())
+    g = grouping(config, member)
+    y = results[0][0].double().numpy().ravel()
+    y_ref = results[1][0].double().numpy().ravel()
+    lo, hi = float(min(y.min(), y_ref.min())), float(max(y.max(), y_ref.max()))
+    edges = np.linspace(lo, hi if hi > lo else lo + 1, BINS + 1)
+    histogram = {"edges": edges.tolist(), "bnviz": np.histogram(y, edges)[0].tolist(),
+                 "torch": np.histogram(y_ref, edges)[0].tolist()}  # fmt: skip
+    running = {"BatchNorm": "yes", "InstanceNorm": "optional"}
+    return MemberReport(
+        member=member,
+        grouping=g,
+        statistics=g.group_count(),
+        per_statistic=g.group_size(),
+        centred=member != "RMSNorm",
+        running=running.get(member, "no"),
+        affine_shape=tuple(w.shape) if w is not None else (),
+        max_abs=max_abs,
+        ok=ok,
+        sample0_change=change,
+        histogram=histogram,
+        cells=cells(x, g),
+    )
+
+
+def run_family(config: FamilyConfig, should_stop: Callable[[], bool] | None = None) -> FamilyReport:
+    """Every member on the config's tensor, against torch; raises ValueError for a refused config.
+    ``should_stop`` is asked before each member; when it says yes the run raises ``serve.Cancelled``."""
+    reason = refusal(config)
+    if reason is not None:
+        raise ValueError(reason)
+    x, other = batches(config)
+    members = []
+    for m in MEMBERS:
+        if should_stop is not None and should_stop():
+            raise Cancelled("stopped: the view is no longer wanted")
+        members.append(_run_member(config, m, x, other))
+    return FamilyReport(config, tuple(members))
+
+
+def universal_rows(report: FamilyReport) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
+    """The universal form, one row per member, in two narrow tables: what it reduces for this
+    shape, how many statistics (groups) and values each; then centred or not, running
+    statistics, and γ/β's shape."""
+    sizes = [
+        {
+            "member": m.member,
+            "reduced dims": reduced_text(report.config, m.grouping),
+            "groups": f"{m.statistics:,}",
+            "values each": f"{m.per_statistic:,}",
+        }
+        for m in report.members
+    ]
+    kinds = [
+        {
+            "member": m.member,
+            "centred": "yes" if m.centred else "no (RMS)",
+            "running stats": m.running,
+            "γ, β shape": "×".join(map(str, m.affine_shape)) + (" (γ)" if m.member == "RMSNorm" else ""),
+        }
+        for m in report.members
+    ]
+    return sizes, kinds
+
+
+def dependence_rows(report: FamilyReport) -> list[dict[str, str]]:
+    """Batch dependence: how far sample 0's output moves when the other samples change."""
+    return [
+        {
+            "member": m.member,
+            "sample 0 output moves by": "0 (exactly)" if m.sample0_change == 0 else f"{m.sample0_change:.3g}",
+            "depends on the other samples": "yes" if m.sample0_change > 0 else "no",
+        }
+        for m in report.members
+    ]
+
+
+def output_figure(report: FamilyReport) -> go.Figure:
+    """Each member's output distribution (all values), one row each: bnviz filled red, torch
+    outlined blue — where they agree the outline sits on the bar."""
+    rows = len(report.members)
+    fig = make_subplots(rows=rows, cols=1, subplot_titles=[m.member for m in report.members], vertical_spacing=0.1)
+    for i, m in enumerate(report.members, start=1):
+        h = m.histogram
+        fig.add_trace(bars(h["edges"], h["bnviz"], "bnviz", BNVIZ_COLOR, i == 1, 0.45), row=i, col=1)
+        fig.add_trace(outline(h["edges"], h["torch"], "torch", TORCH_COLOR, i == 1), row=i, col=1)
+    fig.update_xaxes(tickformat=VALUE_TICKS)
+    fig.update_yaxes(showticklabels=False)
+    fig.update_layout(barmode="overlay", height=130 * rows + 120, title="Outputs of every member", **LAYOUT)
+    return fig
+
+
+def member_pictures(report: FamilyReport, sample: int = 0, channel: int = 0) -> dict[str, str]:
+    """Each member's statistics picture (an SVG document), the group of ``(sample, channel)``."""
+    return {
+        m.member: cube_svg(m.grouping, sample, channel, title=f"{m.per_statistic:,} values each", font=FONT,
+                           scale=PICTURE_SCALE)
+        for m in report.members
+    }
+
+
+def member_cells(report: FamilyReport, channel: int = 0) -> dict[str, go.Figure]:
+    """Each member's cells figure, ``channel`` highlighted."""
+    return {m.member: cells_figure(m.cells, channel) for m in report.members if m.cells is not None}

@@ -1,0 +1,1 @@
+"""``/inference``: batch norm folded into the conv, and frozen for fine-tuning."""

@@ -1,0 +1,244 @@
+"""Report → plotly figures. Pure plotly, no streamlit; every histogram arrives pre-binned, so a
+figure's JSON stays small whatever the tensor size."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from bnviz.explorer import picture
+from bnviz.explorer.layer.engine import Report
+
+BNVIZ_COLOR = "#d62728"  # bnviz is red on every chart
+TORCH_COLOR = "#1f77b4"  # torch is blue on every chart
+INPUT_COLOR = "#7f7f7f"
+TRAIN_COLOR = "#2ca02c"  # train mode vs eval mode (the same layer, so neither red nor blue)
+EVAL_COLOR = "#ff7f0e"
+DIFF_COLORS = ("#6a3d9a", "#33a02c", "#b15928", "#e7298a", "#666666", "#1b9e77")  # |bnviz − torch| per quantity
+VALUE_TICKS = ",.6~g"  # 9,997.5 rather than 9.9975k
+# The legend sits at the figure's bottom edge, under the axis titles, whatever the figure's height.
+LAYOUT = dict(template="plotly_white", margin=dict(l=50, r=20, t=60, b=85),
+               legend=dict(orientation="h", yref="container", y=0.0, yanchor="bottom", x=0))  # fmt: skip
+
+
+def _plain_ticks(fig: go.Figure) -> go.Figure:
+    """Value axes with plain numbers (no SI suffixes like 9.997k)."""
+    fig.update_xaxes(tickformat=VALUE_TICKS, exponentformat="e")
+    fig.update_yaxes(tickformat=VALUE_TICKS, exponentformat="e")
+    return fig
+
+
+def log_ticks(values: list[float]) -> tuple[list[float], list[str]]:
+    """Readable ticks for a log axis over ``values``: every power of ten in their range, and 2
+    and 5 times each when the range spans fewer than three decades; labels as plain numbers
+    (``0.02``, ``1``, ``500``). plotly's own minor labels read "7 6 5 4 3 2 0.01 9 8"."""
+    positive = [v for v in values if v > 0 and math.isfinite(v)]
+    if not positive:
+        return [], []
+    lo, hi = math.floor(math.log10(min(positive))), math.ceil(math.log10(max(positive)))
+    steps = (1,) if hi - lo >= 3 else (1, 2, 5)
+    near = (min(positive) / 1.5, max(positive) * 1.5)
+    ticks = [m * 10.0**e for e in range(lo, hi + 1) for m in steps if near[0] <= m * 10.0**e <= near[1]]
+    return ticks, [f"{t:,.6g}" for t in ticks]
+
+
+def _integer_axis(fig: go.Figure, **where: Any) -> None:
+    """An axis of steps or channels: whole numbers only."""
+    fig.update_xaxes(tickformat="d", dtick=1, **where)
+
+
+def bars(edges: list[float], counts: list[int], name: str, color: str, show: bool, opacity: float = 0.6) -> go.Bar:
+    centers = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges)]
+    width = (edges[1] - edges[0]) if len(edges) > 1 else 1.0
+    return go.Bar(
+        x=[round(c, 6) for c in centers],
+        y=counts,
+        width=width,
+        name=name,
+        marker_color=color,
+        opacity=opacity,
+        showlegend=show,
+        legendgroup=name,
+    )
+
+
+def outline(edges: list[float], counts: list[int], name: str, color: str, show: bool = True) -> go.Bar:
+    """Bars drawn as outlines only: torch's histogram over bnviz's filled one, so both show."""
+    trace = bars(edges, counts, name, color, show, 1.0)
+    trace.marker = dict(color="rgba(0,0,0,0)", line=dict(color=color, width=1.5))
+    return trace
+
+
+def distributions_figure(report: Report, channel: int = 0) -> go.Figure:
+    """One channel: the input's histogram (left) and both outputs (right; bnviz filled red,
+    torch outlined blue — where they agree the outline sits exactly on the bar)."""
+    h = next((h for h in report.histograms.get("channels", []) if h["channel"] == channel), None)
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=(f"channel {channel}: input", f"channel {channel}: output"))  # fmt: skip
+    if h is not None:
+        fig.add_trace(bars(h["input_edges"], h["input"], "input", INPUT_COLOR, True), row=1, col=1)
+        fig.add_trace(bars(h["output_edges"], h["bnviz"], "bnviz output", BNVIZ_COLOR, True, 0.45), row=1, col=2)
+        fig.add_trace(outline(h["output_edges"], h["torch"], "torch output", TORCH_COLOR), row=1, col=2)
+    fig.update_layout(barmode="overlay", height=340, title=f"Channel {channel}, before and after",
+                      **LAYOUT)  # fmt: skip
+    return _plain_ticks(fig)
+
+
+def modes_figure(report: Report, channel: int = 0) -> go.Figure:
+    """One channel of the displayed batch through the same layer in train mode (the batch's own
+    statistics) and in eval mode (the running statistics), overlaid."""
+    fig = go.Figure()
+    entry = next((h for h in report.modes.get("channels", []) if h["channel"] == channel), None)
+    if entry is not None:
+        for mode, color in (("train", TRAIN_COLOR), ("eval", EVAL_COLOR)):
+            if mode in entry:
+                label = f"{mode} mode: mean {entry[f'{mode}_mean']:.3g}, std {entry[f'{mode}_std']:.3g}"
+                fig.add_trace(bars(entry["edges"], entry[mode], label, color, True, 0.55))
+    fig.update_xaxes(title_text=f"output of channel {channel}")
+    fig.update_yaxes(title_text="count")
+    fig.update_layout(barmode="overlay", height=330, title=f"Channel {channel}: train vs eval",
+                      **LAYOUT)  # fmt: skip
+    return _plain_ticks(fig)
+
+
+def running_stats_figure(report: Report, channel: int = 0) -> go.Figure:
+    """running_mean and running_var from step 0 (the initial values) to the displayed batch:
+    ``channel`` on both sides (bnviz a red line, torch blue markers) against its population value
+    (dashed), the other drawn channels as faint grey lines."""
+    hist = report.history
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("running_mean", "running_var"), horizontal_spacing=0.12)
+    steps = list(range(len(hist.get("bnviz", []))))
+    for col, key, pop_key in ((1, "running_mean", "population_mean"), (2, "running_var", "population_var")):
+        snaps = {side: [s[key] for s in hist.get(side, [])] for side in ("bnviz", "torch")}
+        if not steps or snaps["bnviz"][0] is None:
+            continue
+        count = len(snaps["bnviz"][0])
+        for c in (c for c in range(count) if c != channel):
+            fig.add_trace(go.Scatter(x=steps, y=[s[c] for s in snaps["bnviz"]], mode="lines", showlegend=False,
+                                     line=dict(color="#cccccc", width=1), name=f"channel {c}",
+                                     hovertemplate=f"channel {c}: %{{y:.6g}}<extra></extra>"),
+                          row=1, col=col)  # fmt: skip
+        if channel >= count:
+            continue
+        for side, color, mode in (("bnviz", BNVIZ_COLOR, "lines"), ("torch", TORCH_COLOR, "markers")):
+            fig.add_trace(
+                go.Scatter(
+                    x=steps,
+                    y=[s[channel] for s in snaps[side]],
+                    mode=mode,
+                    name=f"{side}, channel {channel}",
+                    legendgroup=side,
+                    showlegend=col == 1,
+                    line=dict(color=color, width=2.5),
+                    marker=dict(color=color, size=7, symbol="circle-open", line=dict(width=2)),
+                    hovertemplate=f"{side}, step %{{x}}: %{{y:.6g}}<extra></extra>",
+                ),
+                row=1,
+                col=col,
+            )
+        fig.add_hline(y=hist[pop_key][channel], line=dict(color=INPUT_COLOR, dash="dash", width=1), row=1, col=col)
+    fig.update_xaxes(title_text="step")
+    _integer_axis(fig)
+    fig.update_layout(height=400, title=f"Running statistics, channel {channel}", **LAYOUT)
+    fig.update_yaxes(tickformat=VALUE_TICKS, exponentformat="e")
+    return fig
+
+
+def diff_figure(report: Report) -> go.Figure:
+    """Distribution of |bnviz − torch| per quantity on a log scale; exact agreements counted apart."""
+    fig = go.Figure()
+    lo_tick, hi_tick = 2, -18
+    for i, (name, h) in enumerate(report.histograms.get("diffs", {}).items()):
+        edges = h["edges"]
+        centers = [(lo + hi) / 2 for lo, hi in itertools.pairwise(edges)]
+        fig.add_trace(go.Bar(x=centers, y=h["counts"], name=name, opacity=0.75, width=edges[1] - edges[0],
+                             marker_color=DIFF_COLORS[i % len(DIFF_COLORS)]))  # fmt: skip
+        used = [c for c, n in zip(centers, h["counts"], strict=True) if n]
+        if used:
+            lo_tick, hi_tick = min(lo_tick, math.floor(min(used))), max(hi_tick, math.ceil(max(used)))
+    if lo_tick > hi_tick:  # every element agrees bit for bit
+        lo_tick, hi_tick = -8, 0
+    ticks = list(range(lo_tick, hi_tick + 1))
+    fig.update_xaxes(
+        title_text="|bnviz − torch| (log scale)",
+        tickvals=ticks, ticktext=[f"1e{t}" for t in ticks], range=[lo_tick - 0.5, hi_tick + 0.5],
+    )  # fmt: skip
+    fig.update_yaxes(title_text="count")
+    fig.update_layout(
+        barmode="overlay",
+        height=420,
+        title="Differences from torch",
+        **LAYOUT,
+    )
+    return fig
+
+
+def gradients_figure(report: Report) -> go.Figure:
+    """∂L/∂x's distribution, both sides overlaid (top), and ∂L/∂γ, ∂L/∂β per channel (below)."""
+    grads = report.histograms
+    fig = make_subplots(
+        rows=2, cols=2, specs=[[{"colspan": 2}, None], [{}, {}]], vertical_spacing=0.2, horizontal_spacing=0.12,
+        subplot_titles=("grad input", "grad weight", "grad bias"),
+    )  # fmt: skip
+    gi = grads.get("grad_input")
+    if gi and gi["edges"]:
+        fig.add_trace(bars(gi["edges"], gi["bnviz"], "bnviz", BNVIZ_COLOR, True, 0.45), row=1, col=1)
+        fig.add_trace(outline(gi["edges"], gi["torch"], "torch", TORCH_COLOR), row=1, col=1)
+    for col, key in ((1, "grad_weight"), (2, "grad_bias")):
+        values: dict[str, Any] | None = grads.get("grad_params", {}).get(key)
+        if not values:
+            continue
+        for side, color in (("bnviz", BNVIZ_COLOR), ("torch", TORCH_COLOR)):
+            fig.add_trace(
+                go.Scatter(
+                    x=list(range(len(values[side]))),
+                    y=values[side],
+                    mode="markers",
+                    showlegend=False,
+                    name=f"{side} {key}",
+                    marker=dict(color=color, symbol="circle-open" if side == "torch" else "x", size=13 if side ==
+                                "torch" else 8, line=dict(width=2) if side == "torch" else None),
+                ),
+                row=2,
+                col=col,
+            )
+    _plain_ticks(fig)
+    for col in (1, 2):
+        fig.update_xaxes(title_text="channel", row=2, col=col)
+        _integer_axis(fig, row=2, col=col)
+    fig.update_layout(barmode="overlay", height=560, title="Gradients", **LAYOUT)
+    return fig
+
+
+def figure_bytes(fig: go.Figure) -> int:
+    """Size of the figure's JSON, what the browser receives."""
+    return len(fig.to_json().encode())
+
+
+def cube(report: Report, channel: int = 0) -> str | None:
+    """The statistics picture of a report's displayed batch (an SVG document), ``channel`` shaded."""
+    if report.cells is None:
+        return None
+    grouping = picture.Grouping(report.cells.shape, tuple(report.channels.get("reduced_dims", ())),
+                                features_last=report.config.features_last)
+    return picture.cube_svg(grouping, 0, channel)
+
+
+def all_figures(report: Report, channel: int = 0) -> dict[str, go.Figure]:
+    """Every chart of a report, by section name, with ``channel`` the one in focus. Empty for a
+    report that carries an error."""
+    if report.error is not None:
+        return {}
+    figures = {"cells": picture.cells_figure(report.cells, channel)} if report.cells is not None else {}
+    return {
+        **figures,
+        "modes": modes_figure(report, channel),
+        "distributions": distributions_figure(report, channel),
+        "running": running_stats_figure(report, channel),
+        "differences": diff_figure(report),
+        "gradients": gradients_figure(report),
+    }

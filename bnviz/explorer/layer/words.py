@@ -1,0 +1,520 @@
+"""Words and code for a report: the reduced axes, the update rule with the actual numbers, notes
+for the cases that surprise people, hints for torch's errors, and a standalone script. Plain
+strings built from numbers and fixed text — never from user-typed text — so the app can render
+them as Markdown safely."""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from bnviz.explorer.data import LARGE_MEAN, population_stats
+from bnviz.explorer.layer.engine import DTYPES, Config, Quantity, Report, affine_of
+from bnviz.explorer.picture import dim_names
+
+E_NOTATION = (
+    "Numbers like `1.2e-07` are scientific notation: 1.2 × 10⁻⁷ = 0.00000012. float32 keeps about 7 "
+    "significant digits, so a difference near 1e-7 of a value of size 1 is its last digit."
+)
+
+
+def sci(v: float | None) -> str:
+    """A difference as the tables print it: ``4.77e-07``, ``0`` when bit-identical, ``—`` when none."""
+    if v is None:
+        return "—"
+    return "0" if v == 0 else f"{v:.2e}"
+
+
+def sci_unbroken(v: float | None) -> str:
+    """``sci`` for a narrow table cell: the exponent's minus is a non-breaking hyphen (U+2011), so
+    that a browser never wraps ``4.77e-07`` after its hyphen on a phone."""
+    return sci(v).replace("-", "\u2011")
+
+
+def _fmt(v: float | None) -> str:
+    if v is None:
+        return "—"
+    if isinstance(v, float) and math.isnan(v):
+        return "nan"
+    return f"{v:.7g}"  # float32 carries about 7 significant digits
+
+
+def reduced_axes(config: Config) -> str:
+    """One sentence: which dims are reduced, how many values share each channel's statistics. For a
+    features-last tensor the dims are named for what they hold, and dim 1 is said to be the one
+    batch norm takes for the channels."""
+    shape = config.shape
+    if len(shape) < 2:
+        return f"A rank-{len(shape)} input has no channel dim 1: batch norm needs (N, C, *)."
+    dims = [0, *range(2, len(shape))]
+    names = dim_names(len(shape), config.features_last)
+    n = math.prod(shape) // shape[1] if shape[1] else 0
+    reduced = " × ".join(f"{names[d]}={shape[d]}" for d in dims)
+    listed = ", ".join(f"{a}={b}" for a, b in zip(names, shape, strict=True))
+    if config.features_last:
+        return (
+            f"Input ({listed}): this tensor lists its {shape[-1]} features last, but batch norm takes dim 1 for the "
+            f"channels — here its {names[1]} = {shape[1]}. So it computes one mean and one variance per position "
+            f"along {names[1]}, over dims {dims} — {reduced} = **n = {n:,}** values each, mixing the features."
+        )
+    return (
+        f"Input ({listed}): one mean and one variance per channel (C = {shape[1]}), over dims {dims} — {reduced} = "
+        f"**n = {n:,}** values per channel."
+    )
+
+
+def explorer_note(config: Config) -> str:
+    """What the layer explorer runs, in one sentence, and that every control is in the URL."""
+    shape = "×".join(map(str, config.shape))
+    mode = "training" if config.mode == "train" else "evaluation (eval)"
+    return (
+        f"bnviz's from-scratch {config.layer} and torch's, each given {config.steps} training batches and then the "
+        f"same {shape} batch in {mode} mode. Change the layer, the shape and the flags in the sidebar; every control "
+        "is in the URL, so a link reproduces this view."
+    )
+
+
+def mode_note(config: Config) -> str:
+    """What normalizes the displayed batch, in one sentence."""
+    if config.mode == "train" and not config.track_running_stats:
+        return (
+            "Train mode: the batch's own mean and biased variance normalize. With track_running_stats=False there "
+            "are no running statistics to update."
+        )
+    if config.mode == "train":
+        return (
+            "Train mode: the batch's own mean and biased variance normalize; the running statistics "
+            "move towards the batch's mean and unbiased variance."
+        )
+    if not config.track_running_stats:
+        return (
+            "Eval mode with track_running_stats=False: there are no running statistics, so the batch's own normalize "
+            "— each sample's output then depends on the other samples in its batch, in eval as in training."
+        )
+    return (
+        "Eval mode: the stored running_mean and running_var normalize, and nothing is updated. The batch's own "
+        "statistics are shown for comparison only."
+    )
+
+
+def momentum_note(config: Config) -> str:
+    """The running update in words, with this view's momentum, and how torch's momentum relates
+    to Keras' and Flax's (theirs weights the old value, torch's the new batch). Markdown."""
+    if not config.track_running_stats:
+        return "With track_running_stats=False there are no running statistics: nothing to update."
+    if config.momentum is None:
+        return (
+            "momentum=None: each batch moves the running statistics by m = 1/num_batches_tracked, so after k batches "
+            "they are the plain average of all k batches' statistics (a cumulative average, not an exponential one)."
+        )
+    m, k = config.momentum, config.steps + (config.mode == "train")
+    return (
+        f"Each training batch moves them by `running = (1 − m)·running + m·batch`, with m = {m:g}: torch's momentum "
+        f"weights the *new* batch. Keras and Flax write the same update with their momentum weighting the *old* "
+        f"value, so torch's {m:g} is their {1 - m:g} — and Keras' default 0.99 is torch's 0.01. After k batches the "
+        f"initial value keeps a weight of (1 − m)^k: {(1 - m) ** k:.3g} here, after {k}. momentum=none gives a "
+        "cumulative average instead."
+    )
+
+
+def channel_table(report: Report, channel: int) -> list[dict[str, str]]:
+    """Rows (quantity, formula, value) for one channel of the displayed batch, each labelled with
+    the part it plays in the chosen mode."""
+    ch: dict[str, Any] = report.channels
+    if not ch or ch.get("mean") is None or channel >= len(ch["mean"]):
+        return []
+    c, n, cfg = channel, ch["n"], report.config
+    batch_normalizes = cfg.mode == "train" or not cfg.track_running_stats
+    role = "normalizes" if batch_normalizes else "not used in eval"
+    empty = " (an empty batch has no values)" if n == 0 else ""
+    rows = [
+        (f"batch mean ({role})", f"μ_B = Σx / n{empty}", ch["mean"][c]),
+        (f"batch variance, biased ({role})", f"σ²_B = Σ(x − μ_B)² / n{empty}", ch["var_biased"][c]),
+        ("naive one-pass float32 variance", "E[x²] − E[x]² (cancels when μ ≫ σ)", ch["var_naive_f32"][c]),
+    ]
+    before_m, after_m = ch.get("running_mean_before"), ch.get("running_mean_after")
+    updates = cfg.mode == "train" and before_m is not None
+    if updates:
+        rows.append(("batch variance, unbiased (goes into running_var)", _bessel(n), ch["var_unbiased"][c]))
+    if updates and n > 0:
+        nbt = ch["num_batches_tracked"]
+        m = cfg.momentum if cfg.momentum is not None else 1 / nbt
+        m_text = (
+            f"{cfg.momentum:g} (Keras/Flax momentum {1 - cfg.momentum:g})"
+            if cfg.momentum is not None
+            else f"1/{nbt} (cumulative average)"
+        )
+        rows += [
+            ("running_mean before", "", before_m[c]),
+            ("running_mean after", f"(1 − m)·old + m·μ_B, m = {m_text}", after_m[c]),
+            ("running_mean by the formula", "", (1 - m) * before_m[c] + m * ch["mean"][c]),
+            ("running_var before", "", ch["running_var_before"][c]),
+            ("running_var after", "(1 − m)·old + m·σ²_B·n/(n−1)", ch["running_var_after"][c]),
+            ("running_var by the formula", "", (1 - m) * ch["running_var_before"][c] + m * ch["var_unbiased"][c]),
+        ]
+    elif updates:  # an empty batch: counted, but the statistics stay
+        rows += [
+            ("running_mean (unchanged)", "an empty batch moves nothing", after_m[c]),
+            ("running_var (unchanged)", "an empty batch moves nothing", ch["running_var_after"][c]),
+        ]
+    elif before_m is not None:
+        rows = [
+            ("running_mean (normalizes in eval)", "stored by training; not updated in eval", before_m[c]),
+            ("running_var (normalizes in eval)", "stored unbiased; not updated in eval", ch["running_var_before"][c]),
+            *rows,
+        ]
+    else:
+        rows.append(("running_mean, running_var", "track_running_stats is off", None))
+    return [{"quantity": q, "formula": f, "value": "not tracked" if v is None else _fmt(v)} for q, f, v in rows]
+
+
+def _bessel(n: int) -> str:
+    if n > 1:
+        return f"σ²_B · n/(n−1) = σ²_B · {n}/{n - 1}"
+    return "needs n > 1 (nan: one value has no spread to estimate)" if n == 1 else "needs n > 1 (an empty batch)"
+
+
+def quantity_cells(q: Quantity) -> dict[str, str]:
+    """One row of the parity table as text: a quantity that does not exist says "not tracked"."""
+
+    if q.absent:
+        return {"quantity": q.name, "max abs diff": q.absent, "agrees": "yes"}
+    return {"quantity": q.name, "max abs diff": sci(q.max_abs), "agrees": "yes" if q.ok else "NO"}
+
+
+def truth_cells(q: Quantity) -> dict[str, str]:
+    """Each side's largest error against a float64 run of the same values (— where torch is exact)."""
+    return {"quantity": q.name, "bnviz vs float64": sci(q.err_bnviz), "torch vs float64": sci(q.err_torch)}
+
+
+def markdown_table(rows: list[dict[str, str]]) -> str:
+    """Rows of plain text as a Markdown table (selectable, found by Ctrl+F). Cells come from
+    numbers and fixed words only; ``|`` is escaped all the same."""
+    if not rows:
+        return ""
+    head = list(rows[0])
+
+    def cell(v: str) -> str:
+        return str(v).replace("|", "\\|")
+
+    lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cell(r[k]) for k in head) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def spacing(dtype: torch.dtype, magnitude: float) -> float:
+    """The gap between neighbouring values of ``dtype`` near ``magnitude`` (one ulp)."""
+    t = torch.tensor(abs(magnitude), dtype=dtype)
+    return float(torch.nextafter(t, torch.tensor(math.inf, dtype=dtype)) - t)
+
+
+def precision_warning(report: Report) -> str | None:
+    """A warning when the input dtype cannot hold the input's spread at its magnitude (float16 or
+    bfloat16 around 10⁴): the values collapse onto a few representable numbers, silently."""
+    cfg = report.config
+    if cfg.dtype not in ("float16", "bfloat16") or cfg.dist != "large-mean" or cfg.num_features == 0:
+        return None
+    gap = spacing(DTYPES[cfg.dtype], LARGE_MEAN)
+    _, var = population_stats(cfg.num_features, cfg.dist)
+    sd = var.sqrt()
+    distinct = report.channels.get("distinct") or []
+    counts = ", ".join(f"channel {c}: {k}" for c, k in enumerate(distinct[:4]))
+    return (
+        f"{cfg.dtype} cannot hold these inputs: near {LARGE_MEAN:,.0f} its spacing is {gap:g}, while each channel "
+        f"spreads only {float(sd.min()):g} to {float(sd.max()):g} (standard deviation). Every input rounds to one of "
+        f"a few representable values ({counts} distinct values), so the batch's spread is mostly rounding. "
+        "Use float32, or subtract the mean before casting."
+    )
+
+
+def empty_note(report: Report) -> str | None:
+    """What an empty batch does (nothing to normalize; running statistics stay; the count moves)."""
+    cfg = report.config
+    if not cfg.shape or cfg.numel != 0 or report.error is not None:
+        return None
+    text = "An empty batch has no values: its mean and variance are undefined (nan) and the output is empty."
+    if cfg.track_running_stats and cfg.mode == "train":
+        text += " In training, torch and bnviz leave running_mean and running_var unchanged but still count the batch "
+        text += "in num_batches_tracked."
+    return text
+
+
+_HINTS = [
+    (
+        r"expected (\d+D|2D or 3D|at least 2D) input",
+        "Each BatchNormXd accepts only its rank; BatchNorm1d takes (N, C) "
+        "or (N, C, L), BatchNorm2d (N, C, H, W), BatchNorm3d (N, C, D, H, W). "
+        "The universal bnviz.BatchNorm takes any rank ≥ 2.",
+    ),
+    (r"eps must be", "eps guards the square root: it must be positive in training and non-negative in eval."),
+]
+
+
+BATCH_OF_ONE_OPTIONS = (
+    "In plain PyTorch: drop the last, short batch of an epoch (`DataLoader(..., drop_last=True)`); normalize "
+    "without batch statistics (GroupNorm or LayerNorm instead); or keep the model training but put only its batch "
+    "norms in eval (`for m in model.modules(): if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()`), so "
+    "they use their running statistics."
+)
+
+
+def error_hint(report: Report) -> str | None:
+    """A short, true explanation of the error a report carries, when bnviz knows one."""
+    err = report.error
+    if err is None:
+        return None
+    message, cfg = err.torch or err.bnviz or "", report.config
+    if "Expected more than 1 value per channel" in message:
+        one = "With one value per channel the batch variance is 0, so training needs N × (spatial size) > 1."
+        if "training step" in err.stage:
+            return (f"{one} The error comes from the training steps before the displayed batch: give them more "
+                    f"samples. {BATCH_OF_ONE_OPTIONS}")  # fmt: skip
+        if cfg.mode == "train":
+            return f"{one} In eval mode the running statistics normalize, and a batch of one works. " + (
+                BATCH_OF_ONE_OPTIONS)
+        return one
+    if "running_mean should contain" in message:
+        if cfg.features_last:
+            names = dim_names(len(cfg.shape), True)
+            return (
+                f"{cfg.layer}({cfg.num_features}) was built for the {cfg.num_features} features, but batch norm reads "
+                f"the channels from dim 1, which holds {names[1]} = {cfg.shape[1]}. Move the features to dim 1 first "
+                "— as below — or use LayerNorm over the features, as a transformer does."
+            )
+        return "The layer's num_features must equal dim 1 of the input."
+    return next((hint for pattern, hint in _HINTS if re.search(pattern, message)), None)
+
+
+def other_mode_view(report: Report) -> tuple[str, Config] | None:
+    """For a displayed batch that training refuses (one value per channel): a link's label and the
+    same view in eval mode, where it works. None otherwise."""
+    err, cfg = report.error, report.config
+    if err is None or cfg.mode != "train" or "training step" in err.stage:
+        return None
+    if "Expected more than 1 value per channel" not in (err.torch or err.bnviz or ""):
+        return None
+    return "The same batch in eval mode, where it works", replace(cfg, mode="eval")
+
+
+def focus_label(config: Config) -> tuple[str, str]:
+    """The channel picker's label and its short name: the channel, or — for a features-last
+    tensor — the position along dim 1 that batch norm takes for a channel."""
+    if config.features_last:
+        name = dim_names(len(config.shape), True)[1]
+        return f"{name} position in focus (dim 1, which batch norm takes for the channels)", name.lower()
+    return "Channel in focus", "c"
+
+
+FIX_LAYERS = {3: "BatchNorm1d", 4: "BatchNorm2d", 5: "BatchNorm3d"}
+
+
+def channels_first_fix(config: Config) -> str:
+    """The fix for a features-last tensor, from its rank: the permutation that moves the features
+    to dim 1, the layer that takes that shape, and the permutation back. Markdown."""
+    rank, c = len(config.shape), config.num_features
+    layer = f"nn.{FIX_LAYERS[rank]}" if rank in FIX_LAYERS and config.layer != "BatchNorm" else "bnviz.BatchNorm"
+    there = ", ".join(map(str, (0, rank - 1, *range(1, rank - 1))))
+    back = ", ".join(map(str, (0, *range(2, rank), 1)))
+    last, first = dim_names(rank, True), dim_names(rank)
+    return (
+        f"Move the features to dim 1 — `x.permute({there})` (or `x.movedim(-1, 1)`) turns ({', '.join(last)}) into "
+        f"({', '.join(first)}) — apply `{layer}({c})`, then move them back with `y.permute({back})` (or "
+        "`y.movedim(1, -1)`)."
+    )
+
+
+def features_last_warning(config: Config) -> str | None:
+    """For a features-last tensor that batch norm accepts (its dim 1 happens to be as long as its
+    features): no error, but the wrong axis. None otherwise. Markdown."""
+    if not config.features_last:
+        return None
+    names, c = dim_names(len(config.shape), True), config.num_features
+    return (
+        f"**No error — but the wrong axis.** This tensor lists its {c} features last, and its dim 1 "
+        f"({names[1]} = {config.shape[1]}) happens to be {c} long too, so {config.layer}({c}) accepts it: it "
+        f"normalizes each position along {names[1]} over the features, instead of each feature over the batch. torch "
+        "does exactly the same, which is why the two agree below. " + channels_first_fix(config)
+    )
+
+
+def _batch_code(config: Config) -> str:
+    """Python for ``sample_batch`` of this config's distribution (and the normal one, for the
+    upstream gradient): the same generator, the same draws, the same arithmetic."""
+    first = config.channels_first()
+    rank = len(first.shape)
+    base = {
+        "uniform": "(torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * math.sqrt(3.0)",
+        "heavy-tailed": (
+            "torch.randn(shape, generator=g, dtype=torch.float64)\n"
+            "        chi2 = torch.randn((3, *shape), generator=g, dtype=torch.float64).square().sum(0)\n"
+            "        z = z / torch.sqrt(chi2 / 3) / math.sqrt(3.0)"
+        ),
+        "bimodal": (
+            "torch.randint(0, 2, shape, generator=g, dtype=torch.int64).double() * 2 - 1\n"
+            "        z = z * 0.9 + torch.randn(shape, generator=g, dtype=torch.float64) * math.sqrt(0.19)"
+        ),
+    }
+    normal = "torch.randn(shape, generator=g, dtype=torch.float64)"
+    lines = ["def batch(n, step, seed, dist):", '    """Batch `step` of the page\'s seeded stream, with n samples."""']
+    dims = ", ".join(map(str, first.shape[1:]))
+    lines.append(f"    shape = (n, {dims})" if rank >= 2 else f"    shape = {first.shape!r}")
+    lines.append("    g = torch.Generator().manual_seed(seed * 1_000_003 + step)")
+    if config.dist in base:
+        lines += [f'    if dist == "{config.dist}":', f"        z = {base[config.dist]}", "    else:"]
+        lines.append(f"        z = {normal}")
+    else:
+        lines.append(f"    z = {normal}")
+    if rank >= 2:
+        c = first.shape[1]
+        view = f"(1, -1{', 1' * (rank - 2)})"
+        if c <= 1:
+            lines.append("    mean = var = torch.ones(shape[1], dtype=torch.float64)")
+        else:
+            lines += [
+                f"    mean = torch.linspace(-2.0, 2.0, {c}, dtype=torch.float64)",
+                f"    var = torch.linspace(0.5, 2.0, {c}, dtype=torch.float64) ** 2",
+            ]
+        if config.dist == "large-mean":
+            lines.append(f'    mean = mean + {LARGE_MEAN!r} if dist == "large-mean" else mean')
+        lines.append(f"    z = mean.view{view} + var.sqrt().view{view} * z")
+    move = ".movedim(1, -1)" if config.features_last else ""
+    lines.append(f"    return z.to(device={config.device!r}, dtype=torch.{config.dtype}){move}")
+    return "\n".join(lines)
+
+
+def code_snippet(config: Config) -> str:
+    """A standalone script (torch and bnviz only) that reruns this comparison and prints the
+    numbers the page shows: each quantity's max |bnviz − torch|, or both sides' errors."""
+    momentum = "None" if config.momentum is None else repr(config.momentum)
+    param_dtype = "torch.float64" if config.dtype == "float64" else "torch.float32"
+    if config.layer == "BatchNorm":
+        torch_layer = "TorchBatchNorm"
+        reference = '''
+
+class TorchBatchNorm(torch.nn.modules.batchnorm._BatchNorm):
+    """torch's own batch-norm policy for any rank ≥ 2 (torch has no such public class)."""
+
+    def _check_input_dim(self, input):
+        if input.dim() < 2:
+            raise ValueError(f"expected at least 2D input (got {input.dim()}D input)")
+'''
+    else:
+        torch_layer, reference = f"torch.nn.{config.layer}", ""
+    init = (
+        f"""
+    with torch.no_grad():  # the page's γ and β, the same on both sides
+        m.weight.copy_(torch.linspace(0.5, 1.5, {config.num_features}))
+        m.bias.copy_(torch.linspace(-0.5, 0.5, {config.num_features}))"""
+        if config.affine
+        else ""
+    )
+    imports = "import math\n\n" if config.dist in ("uniform", "heavy-tailed", "bimodal") else ""
+    n = config.shape[0] if config.shape else 0
+    return f'''{imports}import torch
+
+import bnviz
+
+{_batch_code(config)}{reference}
+
+
+def run(layer):
+    """{config.steps} training steps (batches of {config.train_batch}), then the shown batch in {config.mode} mode."""
+    m = layer({config.num_features}, eps={config.eps!r}, momentum={momentum}, affine={config.affine},
+              track_running_stats={config.track_running_stats}, device={config.device!r}, dtype={param_dtype}){init}
+    for step in range({config.steps}):
+        with torch.no_grad():
+            m(batch({config.train_batch}, step, {config.seed}, {config.dist!r}))
+    m.train({config.mode == "train"})
+    x = batch({n}, {config.steps}, {config.seed}, {config.dist!r}).requires_grad_()
+    y = m(x)
+    upstream = batch({n}, 0, {config.seed + 7919}, "normal").to(y.dtype)
+    params = [p for p in (m.weight, m.bias) if p is not None]
+    grads = torch.autograd.grad(y, [x, *params], upstream) if y.numel() or params else [None]
+    names = ["grad input", "grad weight", "grad bias"][: len(grads)] if params else ["grad input"]
+    return {{"output": y, "running_mean": m.running_mean, "running_var": m.running_var,
+            "num_batches_tracked": m.num_batches_tracked, **dict(zip(names, grads))}}
+
+
+results = {{}}
+for side, layer in (("bnviz", bnviz.{config.layer}), ("torch", {torch_layer})):
+    try:
+        results[side] = run(layer)
+    except Exception as exc:
+        print(f"{{side}} raised {{type(exc).__name__}}: {{exc}}")
+if len(results) == 2:
+    for name, a in results["bnviz"].items():
+        b = results["torch"][name]
+        if a is None:
+            print(f"{{name:20s}} none")
+        else:
+            d = (a.double() - b.double()).abs().max().item() if a.numel() else 0.0
+            print(f"{{name:20s}} max |bnviz - torch| = {{d:.2e}}" if d else f"{{name:20s}} max |bnviz - torch| = 0")
+'''
+
+
+def modes_text(report: Report, channel: int) -> str:
+    """The train-vs-eval chart in words, with its numbers: train mode gives the batch's own
+    statistics (so the output's mean and spread are β and γ), eval mode the running ones."""
+    cfg, modes, ch = report.config, report.modes, report.channels
+    entry = next((h for h in modes.get("channels", []) if h["channel"] == channel), None)
+    if entry is None:
+        return "There is nothing to compare: the batch has no values in this channel."
+    parts = []
+    affine = affine_of(cfg, channel)
+    if "train_mean" in entry:
+        scaled = (
+            f"; then γ = {affine[0]:.3g} scales it and β = {affine[1]:.3g} shifts it, so it comes out with mean "
+            if affine
+            else ", so it comes out with mean "
+        )
+        parts.append(
+            f"**Train mode** normalizes channel {channel} with this batch's own mean ({_fmt3(ch['mean'][channel])}) "
+            f"and variance ({_fmt3(ch['var_biased'][channel])}) — that alone gives mean 0 and standard deviation 1"
+            f"{scaled}{_fmt3(entry['train_mean'])}{' (β)' if affine else ''} and standard deviation "
+            f"{_fmt3(entry['train_std'])}{' (γ)' if affine else ''}."
+        )
+        if affine:
+            parts.append(
+                "(A fresh torch layer starts at γ = 1 and β = 0; this page sets γ from 0.5 to 1.5 and β from −0.5 to "
+                "0.5 across the channels, as training would move them, so that you can see them act.)"
+            )
+    else:
+        parts.append(f"**Train mode** refuses this batch: `{modes['errors']['train']}`.")
+    before_m, before_v = ch.get("running_mean_before"), ch.get("running_var_before")
+    if "eval_mean" in entry and before_m is not None:
+        parts.append(
+            f"**Eval mode** normalizes with the stored running statistics instead (mean {_fmt3(before_m[channel])}, "
+            f"variance {_fmt3(before_v[channel])}), not this batch's: the same values come out with mean "
+            f"{_fmt3(entry['eval_mean'])} and standard deviation {_fmt3(entry['eval_std'])}."
+        )
+    elif "eval_mean" in entry:
+        parts.append(
+            "**Eval mode** has no running statistics to use (track_running_stats=False), so it normalizes with the "
+            "batch's own, exactly like train mode: a sample's prediction then depends on the other samples in its "
+            "batch."
+        )
+    return " ".join(parts)
+
+
+def _fmt3(v: float) -> str:
+    return "nan" if math.isnan(v) else f"{v:.3g}"
+
+
+def bit_exact_note(report: Report) -> str:
+    """How many values of each quantity agree bit for bit (the differences chart leaves them out)."""
+    diffs = report.histograms.get("diffs", {})
+    parts = [f"{name} {h['exact']:,} of {h['total']:,}" for name, h in diffs.items()]
+    return "Bit-identical values, left out of the chart: " + "; ".join(parts) + "." if parts else ""
+
+
+def channel_rows(report: Report, channel: int) -> list[dict[str, str]]:
+    """``channel_table`` in two columns — the quantity with its formula, and the value — so it fits
+    beside the picture on a narrow screen."""
+    return [
+        {"quantity": f"{r['quantity']}: {r['formula']}" if r["formula"] else r["quantity"], "value": r["value"]}
+        for r in channel_table(report, channel)
+    ]

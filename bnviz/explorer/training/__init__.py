@@ -1,0 +1,1 @@
+"""``/training``: why batch norm helps training, the papers' experiments on the digits."""

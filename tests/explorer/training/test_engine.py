@@ -1,0 +1,452 @@
+"""The training page's engine: the two claims that must hold on digits, the CSV, every
+experiment's shapes at a tiny size, refusals, determinism, stopping, progress and memory."""
+
+from __future__ import annotations
+
+import csv
+import io
+import itertools
+import json
+import math
+import os
+import pickle
+import subprocess
+import sys
+import threading
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import bnviz
+from bnviz.explorer.digits import load_digits
+from bnviz.explorer.training import engine as training
+from bnviz.explorer.training.engine import (
+    CSV_COLUMNS,
+    Arch,
+    Curve,
+    DriftConfig,
+    DriftReport,
+    NoiseConfig,
+    PlacementConfig,
+    SweepConfig,
+    build,
+    last_activation,
+    loss_range,
+    refusal,
+    run,
+    run_drift,
+    to_csv,
+)
+from bnviz.explorer.training.figures import drift_figures, noise_figures, placement_figures, sweep_figure
+from bnviz.explorer.training.words import drift_sentences, noise_sentences, placement_sentences, sweep_sentences
+from bnviz.hosting import serve
+from bnviz.hosting.serve import Cancelled
+
+ROOT = Path(__file__).resolve().parents[3]
+MB = 2**20
+TINY = {  # the smallest run of each experiment that still has every part
+    "drift": DriftConfig(steps=30, eval_every=10),
+    "sweep": SweepConfig(lrs=(0.1, 1.0, 10.0), seeds=(0, 1), steps=10),
+    "noise": NoiseConfig(steps=20, seeds=(0, 1), probes=3, eval_every=5),
+    "placement": PlacementConfig(steps=20, seeds=(0, 1, 2), eval_every=10),
+}
+
+
+@pytest.fixture(scope="module")
+def lr8() -> DriftReport:
+    return run_drift(DriftConfig(lr=8.0))
+
+
+def test_at_lr_8_the_plain_network_stays_near_chance_while_batch_norm_learns(lr8):
+    bn, plain = lr8.curves["bn"].final_accuracy, lr8.curves["plain"].final_accuracy
+    assert plain <= 0.20, f"plain {plain:.3f}"
+    assert bn >= 0.85, f"batch norm {bn:.3f}"
+
+
+def test_at_lr_8_the_median_drifts_further_without_batch_norm(lr8):
+    moved_bn, moved_plain = lr8.curves["bn"].moved, lr8.curves["plain"].moved
+    assert moved_plain > moved_bn, f"plain moved {moved_plain:.3f}, batch norm {moved_bn:.3f}"
+    words = drift_sentences(lr8)
+    assert "as in the paper" in words.shows and "unlike" not in words.shows, words.shows
+
+
+def test_csv_has_the_columns_and_one_row_per_variant_and_evaluation(lr8):
+    rows = list(csv.reader(io.StringIO(to_csv(lr8))))
+    assert tuple(rows[0]) == CSV_COLUMNS == ("variant", "step", "loss", "test_accuracy", "p15", "p50", "p85")
+    body = rows[1:]
+    steps = list(range(0, 2001, 100))
+    assert [(r[0], int(r[1])) for r in body] == [("bn", s) for s in steps] + [("plain", s) for s in steps]
+    for r in body:
+        values = [float(v) for v in r[2:]]
+        assert 0 <= values[1] <= 1 and values[2] <= values[3] <= values[4], r
+    last_bn = body[len(steps) - 1]
+    assert float(last_bn[3]) == pytest.approx(lr8.curves["bn"].final_accuracy, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_every_experiment_runs_at_a_tiny_size_with_the_right_shapes(name):
+    config = TINY[name]
+    report = run(config)
+    assert pickle.loads(pickle.dumps(report)) == report
+    if name == "drift":
+        assert set(report.curves) == {"bn", "plain"}
+        for c in report.curves.values():
+            assert c.steps == (0, 10, 20, 30)
+            assert len(c.loss) == len(c.test_accuracy) == len(c.p15) == len(c.p50) == len(c.p85) == 4
+        figures, words = drift_figures(report), drift_sentences(report)
+    elif name == "sweep":
+        for v in ("bn", "plain"):
+            assert len(report.accuracy[v]) == 3 and all(len(row) == 2 for row in report.accuracy[v])
+            assert len(report.summary(v)) == 3
+        figures, words = {"sweep": sweep_figure(report)}, sweep_sentences(report)
+    else:
+        variants = ("bn", "noisy-bn", "noise", "plain") if name == "noise" else ("before", "after")
+        assert tuple(report.curves) == variants
+        for v in variants:
+            assert len(report.curves[v]) == len(config.seeds) and len(report.finals(v)) == len(config.seeds)
+            assert report.curves[v][0].steps == tuple(range(0, config.steps + 1, config.eval_every))
+        if name == "noise":
+            for v in variants:  # probed: the networks without noise, at steps 1 to 20 evenly
+                expected = (1, 11, 20) if v in ("bn", "plain") else ()
+                assert all(c.probe_steps == expected and len(c.smoothness) == len(expected) for c in report.curves[v])
+                assert all(len(losses) == len(training.PROBE_MULTIPLES) for c in report.curves[v]
+                           for losses in c.probe_losses)  # fmt: skip
+            figures, words = noise_figures(report), noise_sentences(report)
+        else:
+            figures, words = placement_figures(report), placement_sentences(report)
+    for key, fig in figures.items():
+        assert fig.data and fig.layout.title.text, key
+        assert len(fig.to_json()) <= 60_000, key
+    for text in (words.claim, words.shows, words.differs):
+        assert text and "<" not in text and "nan" not in text.lower().split(), text
+
+
+def test_the_figures_of_the_most_evaluations_allowed_stay_small():
+    config = DriftConfig(steps=5000, eval_every=25)
+    assert refusal(config) is None
+    n = len(training.config_schedule(config).eval_steps())
+    curve = _curve(0.9, tuple(math.sin(k / 7) for k in range(n)))
+    report = DriftReport(config, {"bn": curve, "plain": curve})
+    for key, fig in drift_figures(report).items():
+        assert len(fig.to_json()) <= 100_000, key
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_the_same_seed_gives_the_same_report_and_another_seed_another(name):
+    config = TINY[name]
+    assert run(config) == run(config)
+    other = replace(config, seed=5) if name == "drift" else replace(config, seeds=tuple(s + 5 for s in config.seeds))
+    assert run(other) != run(config)
+
+
+def test_the_pair_starts_from_the_same_weights_and_differs_only_in_batch_norm():
+    config = DriftConfig()
+    archs = config.archs()
+    bn, plain = build(archs["bn"], 3), build(archs["plain"], 3)
+    linears = [[m for m in model if isinstance(m, nn.Linear)] for model in (bn, plain)]
+    for a, b in zip(*linears, strict=True):
+        assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
+    assert float(linears[0][0].weight.detach().std()) == pytest.approx(0.01, rel=0.05)
+    norms = [m for m in bn if isinstance(m, nn.modules.batchnorm._NormBase) or "BatchNorm" in type(m).__name__]
+    assert len(norms) == 3 and all(isinstance(m, bnviz.BatchNorm1d) for m in norms)
+    assert not any("BatchNorm" in type(m).__name__ for m in plain)
+    assert [type(m).__name__ for m in bn][:3] == ["Linear", "BatchNorm1d", "Sigmoid"]
+    after = build(Arch(8, "relu", "after"), 0)
+    assert [type(m).__name__ for m in after][:3] == ["Linear", "ReLU", "BatchNorm1d"]
+
+
+def test_the_percentiles_are_numpys_linear_percentiles_of_the_last_activations_input():
+    model = build(Arch(16, "sigmoid", "before", None, 0.5), 1)
+    data = load_digits()
+    cut = last_activation(model)
+    acc, q = training._evaluate(model, cut, data)
+    model.eval()
+    with torch.no_grad():
+        h = model[:cut](data.test_x)[:, training.UNIT].double().numpy()
+        logits = model(data.test_x)
+    assert np.allclose(q, np.percentile(h, [15, 50, 85]), rtol=0, atol=1e-12)
+    assert acc == pytest.approx(float((logits.argmax(1) == data.test_y).double().mean()))
+
+
+def test_the_smoothness_probe_measures_the_loss_along_the_gradient_and_restores_everything():
+    model = build(Arch(8, "relu", "before", None, None), 0)
+    data = load_digits()
+    x, y = data.train_x[:32], data.train_y[:32]
+    nn.functional.cross_entropy(model(x), y).backward()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    grads = [p.grad.clone() for p in model.parameters()]
+    spread, losses = loss_range(model, x, y, (0.1, 1.0))
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert all(torch.equal(p.grad, g) for p, g in zip(model.parameters(), grads, strict=True))
+    twin = build(Arch(8, "relu", "before", None, None), 0)
+    twin.load_state_dict(state)
+    with torch.no_grad():
+        for p, g in zip(twin.parameters(), grads, strict=True):
+            p -= 1.0 * g
+    assert losses[1] == pytest.approx(float(nn.functional.cross_entropy(twin(x), y).detach()), rel=1e-6)
+    assert spread == pytest.approx(max(losses) - min(losses))
+
+
+def test_the_noisy_networks_of_one_seed_draw_the_same_noise():
+    archs = NoiseConfig(width=8).archs()
+    noisy_bn, noise = build(archs["noisy-bn"], 4), build(archs["noise"], 4)
+    layers = [[m for m in model if isinstance(m, training.Noise)] for model in (noisy_bn, noise)]
+    assert len(layers[0]) == len(layers[1]) == 3
+    x = torch.zeros(5, 8)
+    for a, b in zip(*layers, strict=True):
+        assert torch.equal(a(x), b(x))
+
+
+def test_noise_moves_each_unit_in_training_only_and_is_seeded():
+    x = torch.zeros(4000, 3)
+    noise = training.Noise(2.0, 3.0, torch.Generator().manual_seed(0))
+    y = noise(x)
+    mean, std = y.mean(0), y.std(0)
+    assert (mean.abs() <= 2.0 + 0.2).all() and (mean.abs() > 0).all()
+    assert ((std >= 0.9) & (std <= 3.1)).all(), std
+    assert not torch.equal(noise(x), y)  # a new distribution at the next step
+    again = training.Noise(2.0, 3.0, torch.Generator().manual_seed(0))
+    assert torch.equal(again(x), y)
+    noise.eval()
+    assert torch.equal(noise(x), x)
+
+
+# --- the options the eval-gap page uses -------------------------------------------------------------
+
+
+def test_dropout_keeps_with_probability_1_minus_p_scales_by_its_inverse_and_is_seeded():
+    x = torch.ones(4000, 5)
+    drop = training.Dropout(0.6, torch.Generator().manual_seed(0))
+    y = drop(x)
+    assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / 0.4)]
+    assert float((y == 0).double().mean()) == pytest.approx(0.6, abs=0.02)
+    assert float(y.mean()) == pytest.approx(1.0, abs=0.05)  # the mean kept, as torch's Dropout keeps it
+    assert torch.equal(training.Dropout(0.6, torch.Generator().manual_seed(0))(x), y)
+    drop.eval()
+    assert torch.equal(drop(x), x)
+    with pytest.raises(ValueError, match="dropout probability"):
+        training.Dropout(1.0, torch.Generator())
+
+
+@pytest.mark.parametrize("placement, at, names", [
+    ("after", "bn", ["Linear", "ReLU", "Dropout", "BatchNorm1d", "Linear"]),
+    ("before", "bn", ["Linear", "Dropout", "BatchNorm1d", "ReLU", "Linear"]),
+    ("before", "head", ["Linear", "BatchNorm1d", "ReLU", "Linear"]),
+])  # fmt: skip
+def test_dropout_sits_right_before_each_batch_norm_or_once_before_the_output_layer(placement, at, names):
+    model = build(Arch(8, "relu", placement, None, None, dropout=0.5, dropout_at=at), 0)
+    kinds = [type(m).__name__ for m in model]
+    assert kinds[: len(names)] == names, kinds
+    assert kinds.count("Dropout") == (3 if at == "bn" else 1)
+    if at == "head":
+        assert kinds[-2:] == ["Dropout", "Linear"]
+    plain = build(Arch(8, "relu", placement, None, None), 0)
+    assert "Dropout" not in [type(m).__name__ for m in plain]
+    linears = [[m.weight for m in net if isinstance(m, nn.Linear)] for net in (model, plain)]
+    assert all(torch.equal(a, b) for a, b in zip(*linears, strict=True))  # the same weights with or without
+
+
+def test_the_batch_norms_momentum_and_kind_are_the_archs():
+    model = build(Arch(8, "relu", "before", None, None, momentum=0.3, norm="torch"), 0)
+    norms = [m for m in model if "BatchNorm" in type(m).__name__]
+    assert len(norms) == 3 and all(type(m) is nn.BatchNorm1d and m.momentum == 0.3 for m in norms)
+    with pytest.raises(ValueError, match="checkpointing"):
+        build(Arch(8, "relu", "before", None, None, dropout=0.5, checkpoint="reentrant"), 0)
+
+
+@pytest.mark.parametrize("checkpoint", ["reentrant", "non-reentrant"])
+def test_checkpointed_blocks_give_the_same_outputs_and_gradients(checkpoint):
+    data = load_digits()
+    x, y = data.train_x[:20], data.train_y[:20]
+    plain = build(Arch(8, "relu", "before", None, None), 0)
+    checked = build(Arch(8, "relu", "before", None, None, checkpoint=checkpoint), 0)
+    losses = [training._step_loss(m, x, y, c) for m, c in ((plain, "none"), (checked, checkpoint))]
+    assert torch.equal(losses[0], losses[1])
+    for a, b in zip(plain.parameters(), checked.parameters(), strict=True):
+        assert torch.equal(a.grad, b.grad)
+    for a, b in zip(plain.buffers(), checked.buffers(), strict=True):  # bnviz counts the step once
+        assert torch.equal(a, b)
+    assert len(training.hidden_blocks(checked)) == 4
+
+
+def test_gradient_accumulation_sums_the_micro_batches_gradients_over_k():
+    data = load_digits()
+    x, y = data.train_x[:24], data.train_y[:24]
+    model, twin = build(Arch(8, "relu", "before", None, None), 0), build(Arch(8, "relu", "before", None, None), 0)
+    loss = training._step_loss(model, x, y, micro=3)
+    total = 0.0
+    for xc, yc in zip(x.chunk(3), y.chunk(3), strict=True):
+        part = nn.functional.cross_entropy(twin(xc), yc) / 3
+        part.backward()
+        total += float(part.detach())
+    assert float(loss) == pytest.approx(total, rel=1e-6)
+    for a, b in zip(model.parameters(), twin.parameters(), strict=True):
+        assert torch.allclose(a.grad, b.grad, rtol=1e-5, atol=1e-7)
+    assert int(model[1].num_batches_tracked) == 3
+
+
+REFUSED = [
+    (DriftConfig(steps=0), "the number of steps is 0"),
+    (DriftConfig(steps=5001), "from 1 to 5000"),
+    (DriftConfig(lr=0.0), "the learning rate is 0.0"),
+    (DriftConfig(lr=math.inf), "at most 100"),
+    (DriftConfig(lr=math.nan), "the learning rate is nan"),
+    (DriftConfig(width=1), "the width (units per hidden layer) is 1"),
+    (DriftConfig(width=257), "from 2 to 256"),
+    (DriftConfig(batch=1), "the batch size is 1"),
+    (DriftConfig(init_std=0.0), "standard deviation is 0.0"),
+    (DriftConfig(init_std=math.nan), "standard deviation is nan"),
+    (DriftConfig(seed=-1), "the seed is -1"),
+    (DriftConfig(eval_every=0), "the evaluation interval (steps) is 0"),
+    (DriftConfig(steps=5000, eval_every=10), "evaluate every 25 steps or more"),
+    (PlacementConfig(steps=5000, seeds=tuple(range(6))), "60,000 training steps of all its networks"),
+    (SweepConfig(lrs=()), "0 learning rates were given; give 1 to 12"),
+    (SweepConfig(lrs=tuple(0.1 * (k + 1) for k in range(13))), "13 learning rates"),
+    (SweepConfig(lrs=(0.1, -1.0)), "the learning rate 2 of the sweep is -1.0"),
+    (SweepConfig(lrs=(0.1, 0.1)), "repeat"),
+    (SweepConfig(seeds=()), "0 seeds were given; give 1 to 10"),
+    (SweepConfig(seeds=tuple(range(11))), "11 seeds"),
+    (SweepConfig(seeds=(1, 1)), "repeat"),
+    (SweepConfig(seeds=(0, 2_000_000)), "a seed is 2000000"),
+    (SweepConfig(steps=3000, seeds=tuple(range(10))), "over the limit of 50,000"),
+    (SweepConfig(steps=1000, lrs=(0.1, 1.0), seeds=(0, 1, 2, 3, 4), width=256, batch=256), "multiply-adds"),
+    (NoiseConfig(noise_std=0.5), "n_σ is 0.5"),
+    (NoiseConfig(noise_mean=-1.0), "n_μ is -1.0"),
+    (NoiseConfig(probes=11), "probes is 11"),
+    (PlacementConfig(seeds=tuple(range(12))), "12 seeds"),
+]
+
+
+@pytest.mark.parametrize("config, words", REFUSED, ids=[w for _, w in REFUSED])
+def test_refusals_name_the_value_and_the_range_before_anything_is_allocated(config, words, monkeypatch):
+    reason = refusal(config)
+    assert reason is not None and words in reason, reason
+    monkeypatch.setattr(training, "build", lambda *a, **k: pytest.fail("built a network for a refused config"))
+    with pytest.raises(ValueError, match=r".+"):
+        run(config)
+
+
+def test_the_defaults_and_the_tiny_configs_are_allowed():
+    for config in (DriftConfig(), SweepConfig(), NoiseConfig(), PlacementConfig(), *TINY.values(),
+                   DriftConfig(init_std=None), DriftConfig(steps=5000, eval_every=25)):  # fmt: skip
+        assert refusal(config) is None, (config, refusal(config))
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_stopped_raises_cancelled_between_steps(name):
+    calls = []
+
+    def stopped() -> bool:
+        calls.append(1)
+        return len(calls) > 3
+
+    with pytest.raises(Cancelled):
+        run(TINY[name], stopped=stopped)
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("name", list(TINY))
+def test_progress_rises_to_one(name):
+    seen: list[float] = []
+    run(TINY[name], progress=seen.append)
+    assert seen and seen[-1] == 1.0
+    assert all(0 <= a <= b <= 1 for a, b in itertools.pairwise(seen)), seen
+    assert len(seen) >= 2
+
+
+def test_one_thread_is_the_calling_threads_own_and_is_restored():
+    """A thread that has used torch keeps its thread count while another trains. (A thread that
+    first touches torch during a training starts with 1: torch copies a process-wide value then.)"""
+    before = torch.get_num_threads()
+    inside, other = [], []
+    started, entered, checked = threading.Event(), threading.Event(), threading.Event()
+
+    def elsewhere() -> None:
+        other.append(torch.get_num_threads())
+        started.set()
+        entered.wait(10)
+        other.append(torch.get_num_threads())
+        checked.set()
+
+    t = threading.Thread(target=elsewhere)
+    t.start()
+    started.wait(10)
+    with training.one_thread():
+        inside.append(torch.get_num_threads())
+        entered.set()
+        checked.wait(10)
+    t.join()
+    assert inside == [1] and torch.get_num_threads() == before
+    assert other[0] == other[1] == before
+
+
+# --- words: computed from the report, never fixed outcomes -----------------------------------------
+
+
+def _curve(acc: float, medians: tuple[float, ...]) -> Curve:
+    n = len(medians)
+    return Curve(steps=tuple(range(0, 100 * n, 100)), loss=(2.3,) * n, test_accuracy=(0.1,) * (n - 1) + (acc,),
+                 p15=tuple(m - 1 for m in medians), p50=medians, p85=tuple(m + 1 for m in medians))  # fmt: skip
+
+
+def test_a_run_that_disagrees_with_the_paper_says_so():
+    report = DriftReport(
+        DriftConfig(steps=200), {"bn": _curve(0.4, (0.0, 3.0, 1.0)), "plain": _curve(0.9, (0, 0.5, 1))}
+    )
+    shows = drift_sentences(report).shows
+    assert "Here the plain network does better, unlike the paper." in shows
+    assert "moved by 3.00 with batch norm and 1.00 plain" in shows
+    assert "The median drifts no less with batch norm than without, unlike the paper." in shows
+    agree = DriftReport(DriftConfig(steps=200), {"bn": _curve(0.9, (0, 0.5, 1)), "plain": _curve(0.1, (0, 4, 2))})
+    shows = drift_sentences(agree).shows
+    assert "Batch norm trains better here, as in the paper, and the plain network stays near chance." in shows
+    assert "4.0 times further without batch norm" in shows
+
+
+# --- memory ----------------------------------------------------------------------------------------
+
+MEMORY_CASES = {  # the largest of each page's caps among them
+    "experiment 1, defaults": DriftConfig(steps=100),
+    "experiment 1, width 256, batch 256, every step evaluated": DriftConfig(
+        width=256, batch=256, steps=40, eval_every=1),
+    "experiment 1, most evaluations": DriftConfig(steps=400, eval_every=2, width=2, batch=2),
+    "sweep, 12 learning rates x 10 seeds, width 256, batch 256": SweepConfig(
+        lrs=tuple(0.1 * (k + 1) for k in range(12)), seeds=tuple(range(10)), steps=1, width=256, batch=256),
+    "noise, 4 networks of width 256, batch 256, 10 probes": NoiseConfig(
+        steps=40, seeds=(0,), probes=10, eval_every=1, width=256, batch=256),
+    "placement, 10 seeds, every step evaluated": PlacementConfig(
+        steps=50, seeds=tuple(range(10)), eval_every=1, width=2, batch=2),
+}  # fmt: skip
+
+
+def measure_all() -> dict[str, int]:
+    """Each case's measured peak, after a warm-up run (as the server, whose other views have run)."""
+    from bnviz.hosting.memory import measure_peak
+
+    run(NoiseConfig(steps=4, seeds=(0,), probes=2))
+    return {name: measure_peak(lambda config=config: run(config))[1] for name, config in MEMORY_CASES.items()}
+
+
+@pytest.fixture(scope="module")
+def measured() -> dict[str, int]:
+    """In a fresh process with the server's allocator settings."""
+    code = "import json; from tests.explorer.training.test_engine import measure_all; print(json.dumps(measure_all()))"
+    env = {**os.environ, **serve.ALLOCATOR_ENV}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.parametrize("name", list(MEMORY_CASES))
+def test_the_memory_estimate_covers_the_measured_peak(measured, name):
+    config = MEMORY_CASES[name]
+    assert refusal(config) is None, refusal(config)
+    est, peak = config.estimate_bytes(), measured[name]
+    numbers = f"{name}: estimate {est / MB:.1f} MiB, measured {peak / MB:.1f} MiB"
+    assert est >= peak, numbers
+    assert est <= 3 * peak + 24 * MB, "too loose: " + numbers
