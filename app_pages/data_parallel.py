@@ -24,8 +24,8 @@ from bnviz.explorer.data_parallel.engine import (
     refusal,
     run_data_parallel,
 )
-from bnviz.explorer.layer.words import markdown_table
 from bnviz.explorer.query import DATA_PARALLEL, FOCUS, Focus
+from bnviz.explorer.text import markdown_table
 from bnviz.hosting import forks
 
 PREFIX = "dp."

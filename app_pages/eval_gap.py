@@ -11,8 +11,8 @@ from app_pages.common import chart, heavy, on_button, report_or_reason, view, wr
 from bnviz.explorer.eval_gap import engine as eval_gap
 from bnviz.explorer.eval_gap.figures import checkpoint_table, figures
 from bnviz.explorer.eval_gap.words import section
+from bnviz.explorer.mlp import seconds_estimate
 from bnviz.explorer.query import EVAL_GAP
-from bnviz.explorer.training.engine import seconds_estimate
 
 PREFIX = "eg."
 INTS = ("order_steps", "order_batch", "order_seed", "lag_steps", "lag_seed", "dropout_steps", "dropout_seed",

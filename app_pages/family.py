@@ -30,8 +30,8 @@ from bnviz.explorer.family.engine import (
     run_family,
     universal_rows,
 )
-from bnviz.explorer.layer.words import markdown_table, sci
 from bnviz.explorer.query import FAMILY, FAMILY_FOCUS, FamilyFocus
+from bnviz.explorer.text import markdown_table, sci
 
 PREFIX = "fam."
 PICTURES_PER_ROW = 3

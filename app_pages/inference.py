@@ -41,8 +41,8 @@ from bnviz.explorer.inference.engine import (
     verdict_detail,
     weight_rows,
 )
-from bnviz.explorer.layer.words import E_NOTATION, markdown_table
 from bnviz.explorer.query import INFERENCE
+from bnviz.explorer.text import E_NOTATION, markdown_table
 
 PREFIX = "inf."
 KINDS = {name: "int" for name in ("batch", "channels", "image", "steps", "finetune", "channel", "seed")}

@@ -33,7 +33,6 @@ from bnviz.explorer.layer.engine import (
 )
 from bnviz.explorer.layer.figures import all_figures, cube
 from bnviz.explorer.layer.words import (
-    E_NOTATION,
     bit_exact_note,
     channel_rows,
     channels_first_fix,
@@ -43,7 +42,6 @@ from bnviz.explorer.layer.words import (
     explorer_note,
     features_last_warning,
     focus_label,
-    markdown_table,
     mode_note,
     modes_text,
     momentum_note,
@@ -56,6 +54,7 @@ from bnviz.explorer.layer.words import (
 from bnviz.explorer.picture import cells_note
 from bnviz.explorer.query import FOCUS, LAYER, Focus
 from bnviz.explorer.questions import INDEX_HEADING, WHAT_BATCH_NORM_DOES, index_html
+from bnviz.explorer.text import E_NOTATION, markdown_table
 from bnviz.hosting import forks
 
 KINDS = {"affine": "bool", "track": "bool", "seed": "int", "steps": "int", "train_n": "int"}

@@ -15,7 +15,6 @@ from app_pages.common import (
     view,
     write_url,
 )
-from bnviz.explorer.layer.words import markdown_table, sci_unbroken
 from bnviz.explorer.network.engine import (
     MODES,
     NetworkConfig,
@@ -28,6 +27,7 @@ from bnviz.explorer.network.engine import (
     stop_text,
 )
 from bnviz.explorer.query import NETWORK
+from bnviz.explorer.text import markdown_table, sci_unbroken
 
 PREFIX = "net."
 KINDS = {"batch": "int", "image": "int", "channels": "int", "steps": "int", "seed": "int"}

@@ -8,6 +8,8 @@ from typing import Any
 import streamlit as st
 
 from app_pages.common import chart, heavy, on_button, report_or_reason, view, write_url
+from bnviz.explorer import mlp
+from bnviz.explorer.mlp import seconds_estimate
 from bnviz.explorer.query import TRAINING_DRIFT, TRAINING_NOISE, TRAINING_PLACEMENT, TRAINING_SWEEP, QuerySpec
 from bnviz.explorer.training import engine as training
 from bnviz.explorer.training.engine import (
@@ -17,7 +19,6 @@ from bnviz.explorer.training.engine import (
     SweepConfig,
     command_line,
     refusal,
-    seconds_estimate,
     to_csv,
 )
 from bnviz.explorer.training.figures import drift_figures, noise_figures, placement_figures, sweep_figure
@@ -72,7 +73,7 @@ def sidebar() -> None:
     sb = st.sidebar
     sb.header("1. Ioffe & Szegedy's Figure 1")
     sb.text_input("Learning rate", key=PREFIX + "lr", help="Plain SGD. The paper's network; try 0.1, 0.5 and 8.")
-    sb.number_input("SGD steps", step=100, key=PREFIX + "steps", help=f"1 to {training.MAX_STEPS:,}.")
+    sb.number_input("SGD steps", step=100, key=PREFIX + "steps", help=f"1 to {mlp.MAX_STEPS:,}.")
     sb.number_input("Seed", step=1, key=PREFIX + "seed")
     sb.text_input("Initial weights' std", key=PREFIX + "init",
                   help="Gaussian N(0, std²), the paper's small weights; default: torch's initialisation.")  # fmt: skip
@@ -111,7 +112,7 @@ def sweep_section(config: SweepConfig) -> None:
     a.text_input("Learning rates", key=PREFIX + "sweep_lrs", help=f"1 to {training.MAX_LRS}, comma-separated.")
     b.text_input("Seeds", key=PREFIX + "sweep_seeds", help=f"1 to {training.MAX_SEEDS}, comma-separated.")
     c.number_input("Steps", step=100, key=PREFIX + "sweep_steps")
-    d.selectbox("Units", tuple(training.ACTIVATIONS), key=PREFIX + "sweep_act")
+    d.selectbox("Units", tuple(mlp.ACTIVATIONS), key=PREFIX + "sweep_act")
     st.text_input("Initial weights' std (or default)", key=PREFIX + "sweep_init")
     report = on_demand("sweep", config, "Training both networks at every learning rate and seed…")
     if report is None:

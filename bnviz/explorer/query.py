@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Generic, TypeVar
 
+from bnviz.explorer import mlp
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.data_parallel import engine as data_parallel
 from bnviz.explorer.data_parallel.engine import DataParallelConfig
@@ -365,33 +366,33 @@ def _init(value: float | None) -> str:
     return "default" if value is None else f"{value:g}"
 
 
-SEEDS = whole_list(0, training.MAX_SEED, training.MAX_SEEDS)
+SEEDS = whole_list(0, mlp.MAX_SEED, training.MAX_SEEDS)
 TRAINING_DRIFT = QuerySpec[training.DriftConfig](
     [
-        Param("lr", "lr", float_in(1e-6, training.MAX_LR)),
-        Param("steps", "steps", int_in(1, training.MAX_STEPS)),
-        Param("seed", "seed", int_in(0, training.MAX_SEED)),
+        Param("lr", "lr", float_in(1e-6, mlp.MAX_LR)),
+        Param("steps", "steps", int_in(1, mlp.MAX_STEPS)),
+        Param("seed", "seed", int_in(0, mlp.MAX_SEED)),
         Param("init", "init_std", std_or_default),
-        Param("every", "eval_every", int_in(1, training.MAX_STEPS)),
-        Param("width", "width", int_in(training.MIN_WIDTH, training.MAX_WIDTH)),
-        Param("batch", "batch", int_in(training.MIN_BATCH, training.MAX_BATCH)),
+        Param("every", "eval_every", int_in(1, mlp.MAX_STEPS)),
+        Param("width", "width", int_in(mlp.MIN_WIDTH, mlp.MAX_WIDTH)),
+        Param("batch", "batch", int_in(mlp.MIN_BATCH, mlp.MAX_BATCH)),
     ],
     {"init": _init},
 )
 TRAINING_SWEEP = QuerySpec[training.SweepConfig](
     [
-        Param("sweep_lrs", "lrs", number_list(1e-6, training.MAX_LR, training.MAX_LRS)),
+        Param("sweep_lrs", "lrs", number_list(1e-6, mlp.MAX_LR, training.MAX_LRS)),
         Param("sweep_seeds", "seeds", SEEDS),
-        Param("sweep_steps", "steps", int_in(1, training.MAX_STEPS)),
-        Param("sweep_act", "activation", choice(tuple(training.ACTIVATIONS))),
+        Param("sweep_steps", "steps", int_in(1, mlp.MAX_STEPS)),
+        Param("sweep_act", "activation", choice(tuple(mlp.ACTIVATIONS))),
         Param("sweep_init", "init_std", std_or_default),
     ],
     {"sweep_init": _init},
 )
 TRAINING_NOISE = QuerySpec[training.NoiseConfig](
     [
-        Param("noise_lr", "lr", float_in(1e-6, training.MAX_LR)),
-        Param("noise_steps", "steps", int_in(1, training.MAX_STEPS)),
+        Param("noise_lr", "lr", float_in(1e-6, mlp.MAX_LR)),
+        Param("noise_steps", "steps", int_in(1, mlp.MAX_STEPS)),
         Param("noise_seeds", "seeds", SEEDS),
         Param("noise_mean", "noise_mean", float_in(0.0, training.MAX_NOISE)),
         Param("noise_std", "noise_std", float_in(1.0, training.MAX_NOISE)),
@@ -399,23 +400,23 @@ TRAINING_NOISE = QuerySpec[training.NoiseConfig](
 )
 TRAINING_PLACEMENT = QuerySpec[training.PlacementConfig](
     [
-        Param("relu_lr", "lr", float_in(1e-6, training.MAX_LR)),
-        Param("relu_steps", "steps", int_in(1, training.MAX_STEPS)),
+        Param("relu_lr", "lr", float_in(1e-6, mlp.MAX_LR)),
+        Param("relu_steps", "steps", int_in(1, mlp.MAX_STEPS)),
         Param("relu_seeds", "seeds", SEEDS),
     ]
 )
 
 
-STEPS = int_in(1, training.MAX_STEPS)
-SEED = int_in(0, training.MAX_SEED)
+STEPS = int_in(1, mlp.MAX_STEPS)
+SEED = int_in(0, mlp.MAX_SEED)
 EVAL_GAP = {  # section: its URL, one QuerySpec per config of bnviz.explorer.eval_gap.engine
     "batches": QuerySpec[eval_gap.BatchesConfig](
-        [Param("order_lr", "lr", float_in(1e-6, training.MAX_LR)), Param("order_steps", "steps", STEPS),
+        [Param("order_lr", "lr", float_in(1e-6, mlp.MAX_LR)), Param("order_steps", "steps", STEPS),
          Param("order_batch", "batch", int_in(2, eval_gap.MAX_BATCH)), Param("order_seed", "seed", SEED)]
     ),
     "lag": QuerySpec[eval_gap.LagConfig](
         [Param("lag_momenta", "momenta", number_list(1e-6, 1.0, eval_gap.MAX_MOMENTA)),
-         Param("lag_lr", "lr", float_in(1e-6, training.MAX_LR)), Param("lag_steps", "steps", STEPS),
+         Param("lag_lr", "lr", float_in(1e-6, mlp.MAX_LR)), Param("lag_steps", "steps", STEPS),
          Param("lag_seed", "seed", SEED)]
     ),
     "dropout": QuerySpec[eval_gap.DropoutConfig](

@@ -32,9 +32,9 @@ import torch.nn.functional as F
 from bnviz.explorer import workers
 from bnviz.explorer.data import DISTRIBUTIONS, channel_sample
 from bnviz.explorer.data_parallel import worker as dp_worker
-from bnviz.explorer.layer.figures import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR, log_ticks
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import PALETTE
+from bnviz.explorer.theme import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR, log_ticks
 from bnviz.hosting import forks
 from bnviz.hosting.memory import BASE, MB, with_workers
 

@@ -1,7 +1,7 @@
 r"""Why a batch-norm network is worse in eval() than in train(): six causes, each with its fix, measured.
 
 Every section trains (or runs) the multilayer perceptrons of the training page on scikit-learn's
-digits — ``training.build``, trained in lockstep by ``training._train_group``, batch norm
+digits — ``mlp.build``, trained in lockstep by ``mlp.train_group``, batch norm
 ``bnviz.BatchNorm1d`` unless a section compares torch's — and measures what its cause does:
 
 1. ``BatchesConfig`` — non-i.i.d. batches: minibatches sorted by class against shuffled ones.
@@ -45,9 +45,9 @@ from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 import bnviz
+from bnviz.explorer import mlp
 from bnviz.explorer.digits import CLASSES, PIXELS, Digits, load_digits
-from bnviz.explorer.training import engine as training
-from bnviz.explorer.training.engine import (
+from bnviz.explorer.mlp import (
     DEPTH,
     MAX_LR,
     MAX_SEED,
@@ -57,12 +57,12 @@ from bnviz.explorer.training.engine import (
     Arch,
     Curve,
     Schedule,
-    _generator,
-    _range,
-    _Ticker,
-    _train_group,
+    Ticker,
     build,
+    generator,
     one_thread,
+    range_check,
+    train_group,
 )
 from bnviz.hosting.serve import Cancelled
 
@@ -75,10 +75,10 @@ MAX_PAIRS = 200
 MAX_MICRO = 16  # micro-batches per step (k)
 MIN_MICRO_BATCH, MAX_MICRO_BATCH = 2, 128  # values per micro-batch (n): batch norm needs 2 or more
 MAX_P = 0.9
-MAX_BATCH = training.MAX_BATCH
+MAX_BATCH = mlp.MAX_BATCH
 MAX_EVALS = 100  # evaluations after step 0 in sections 1 and 2 (each costs a pass over the data)
 TRAIN_ROWS = 1438
-TEST_ROWS = training.TEST_ROWS
+TEST_ROWS = mlp.TEST_ROWS
 PAIRS = ("real-fake", "views")
 SCATTER_IMAGES = 20  # section 5: images whose logits the report keeps (× 10 classes)
 VIEW_NOISE = 0.1  # section 5's views: Gaussian pixel noise of this std (pixels are in [0, 1])
@@ -141,7 +141,7 @@ def sorted_batches(y: Tensor, batch: int) -> list[Tensor]:
 
 def shuffled_batches(n: int, batch: int, seed: int, stream: int = 5) -> list[Tensor]:
     """Minibatches of one seeded permutation of the ``n`` rows."""
-    return cut(torch.randperm(n, generator=_generator(seed, stream)), batch)
+    return cut(torch.randperm(n, generator=generator(seed, stream)), batch)
 
 
 @dataclass(frozen=True)
@@ -370,7 +370,7 @@ class BatchesConfig:
 class OrderResult:
     """One order's training (``sorted`` or ``shuffled``) and what its final network does.
 
-    ``curve``: eval-mode test accuracy over training (``training.Curve``); ``train_mode``: at the
+    ``curve``: eval-mode test accuracy over training (``mlp.Curve``); ``train_mode``: at the
     same steps, train-mode accuracy on the training split cut into minibatches the way training
     cut them. At the end: ``train_mode_other``, train-mode accuracy on the training split cut the
     other way (sorted ↔ shuffled); ``eval_train``, eval-mode accuracy on the training split;
@@ -423,14 +423,14 @@ def run_batches(config: BatchesConfig, stopped: Callable[[], bool] = _never,
     """Section 1: train on sorted and on shuffled minibatches; measure both modes."""
     _check(config)
     data = load_digits()
-    ticker = _Ticker(config.network_steps(), stopped, progress)
+    ticker = Ticker(config.network_steps(), stopped, progress)
     made = {"sorted": sorted_batches(data.train_y, config.batch),
             "shuffled": shuffled_batches(len(data.train_y), config.batch, config.seed)}  # fmt: skip
     results = {}
     for order in ORDERS:
         probe = _TrainModeProbe(data, made[order])
         schedule = Schedule(config.lr, config.steps, config.batch, config.seed, config.eval_every, order=order)
-        curve = _train_group({"bn": _relu(config.width)}, schedule, data, ticker, probe)["bn"]
+        curve = train_group({"bn": _relu(config.width)}, schedule, data, ticker, probe)["bn"]
         model = probe.models["bn"]
         with one_thread():
             other = made["shuffled" if order == "sorted" else "sorted"]
@@ -541,10 +541,10 @@ def run_lag(config: LagConfig, stopped: Callable[[], bool] = _never,
     """Section 2: one training, its running averages at several momenta against PreciseBN."""
     _check(config)
     data = load_digits()
-    ticker = _Ticker(config.steps, stopped, progress)
+    ticker = Ticker(config.steps, stopped, progress)
     probe = _LagProbe(data, config.momenta)
     schedule = Schedule(config.lr, config.steps, config.batch, config.seed, config.eval_every)
-    _train_group({"bn": _relu(config.width)}, schedule, data, ticker, probe)
+    train_group({"bn": _relu(config.width)}, schedule, data, ticker, probe)
     assert probe.model is not None and probe.shadows is not None
     model, shadows = probe.model, probe.shadows
     with one_thread(), shadows.paused():
@@ -683,7 +683,7 @@ def _shift_layers(model: nn.Sequential, head: nn.Sequential, p: float, data: Dig
         head_running = buffers(head)
         with holding(model, exact):
             exact_real = [h.double().var(0).tolist() for h in layer_inputs(model, data.test_x)]
-        drops = [m for m in model if isinstance(m, training.Dropout)]
+        drops = [m for m in model if isinstance(m, mlp.Dropout)]
         out = []
         for k, (h, ht, drop) in enumerate(zip(real_in, train_in, drops, strict=True)):
             h64 = h.double()
@@ -719,10 +719,10 @@ def run_dropout(config: DropoutConfig, stopped: Callable[[], bool] = _never,
     """Section 3: the three networks; the variance shift per layer; fix 2 on the first's weights."""
     _check(config)
     data = load_digits()
-    ticker = _Ticker(config.network_steps(), stopped, progress)
+    ticker = Ticker(config.network_steps(), stopped, progress)
     probe = _Models()
     schedule = Schedule(config.lr, config.steps, config.batch, config.seed, config.steps)
-    curves = _train_group(config.archs(), schedule, data, ticker, probe)
+    curves = train_group(config.archs(), schedule, data, ticker, probe)
     _check_stop(stopped)
     with one_thread():
         test_batches = shuffled_batches(len(data.test_y), config.batch, config.seed)
@@ -829,14 +829,14 @@ def _spread(model: nn.Module, x: Tensor, batches: list[Tensor], pop: Stats) -> t
 
 
 def _gradient(model: nn.Module, x: Tensor, y: Tensor, micro: int) -> Tensor:
-    """The flattened gradient of one step (``training._step_loss``), buffers and grads put back."""
+    """The flattened gradient of one step (``mlp.step_loss``), buffers and grads put back."""
     params = list(model.parameters())
     with kept(model):
         model.train()
         saved = [p.grad for p in params]
         for p in params:
             p.grad = None
-        training._step_loss(model, x, y, micro=micro)
+        mlp.step_loss(model, x, y, micro=micro)
         g = torch.cat([p.grad.reshape(-1) for p in params]).double()
         for p, s in zip(params, saved, strict=True):
             p.grad = s
@@ -849,12 +849,12 @@ def run_accumulation(config: AccumulationConfig, stopped: Callable[[], bool] = _
     _check(config)
     c = config
     data = load_digits()
-    ticker = _Ticker(2 * c.steps, stopped, progress)
+    ticker = Ticker(2 * c.steps, stopped, progress)
     arch = _relu(c.width, momentum=c.momentum)
     adjusted = adjusted_momentum(c.momentum, c.micro)
     big, micro = _Models(), _Models((adjusted,))
-    _train_group({"big": arch}, Schedule(c.lr, c.steps, c.batch, c.seed, c.steps), data, ticker, big)
-    _train_group({"micro": arch}, Schedule(c.lr, c.steps, c.batch, c.seed, c.steps, micro=c.micro), data, ticker, micro)
+    train_group({"big": arch}, Schedule(c.lr, c.steps, c.batch, c.seed, c.steps), data, ticker, big)
+    train_group({"micro": arch}, Schedule(c.lr, c.steps, c.batch, c.seed, c.steps, micro=c.micro), data, ticker, micro)
     _check_stop(stopped)
     assert micro.shadows is not None
     micro.shadows.remove()
@@ -974,11 +974,11 @@ def run_passes(config: PassesConfig, stopped: Callable[[], bool] = _never,
     _check(config)
     c = config
     data = load_digits()
-    ticker = _Ticker(c.network_steps(), stopped, progress)
+    ticker = Ticker(c.network_steps(), stopped, progress)
     probe = _Models()
-    _train_group({"bn": _relu(c.width)}, Schedule(c.lr, c.steps, c.batch, c.seed, c.steps), data, ticker, probe)
+    train_group({"bn": _relu(c.width)}, Schedule(c.lr, c.steps, c.batch, c.seed, c.steps), data, ticker, probe)
     model = probe.models["bn"]
-    g = _generator(c.seed, 7)
+    g = generator(c.seed, 7)
     with one_thread(), torch.no_grad():
         rows = [torch.randperm(len(data.train_y), generator=g)[: c.batch] for _ in range(c.pairs)]
         pairs = [(*make_pair(data.train_x[idx], c.pair, g), data.train_y[idx]) for idx in rows]
@@ -1114,9 +1114,9 @@ def run_checkpoint(config: CheckpointConfig, stopped: Callable[[], bool] = _neve
     _check(config)
     c = config
     data = load_digits()
-    ticker = _Ticker(c.network_steps() // 2, stopped, progress)
+    ticker = Ticker(c.network_steps() // 2, stopped, progress)
     probe = _Models()
-    curves = _train_group(c.archs(), Schedule(c.lr, c.steps, c.batch, c.seed, c.steps), data, ticker, probe)
+    curves = train_group(c.archs(), Schedule(c.lr, c.steps, c.batch, c.seed, c.steps), data, ticker, probe)
     models = probe.models
     report: dict[str, dict[str, Any]] = {k: {} for k in ("counted", "first_mean", "first_var", "mean_difference",
                                                          "var_difference", "weight_difference")}  # fmt: skip
@@ -1149,13 +1149,13 @@ def dynamo_import_bytes() -> int:
 
 
 def _estimate(width: int, batch: int, networks: int, points: int, rows: int = TRAIN_ROWS) -> int:
-    """``training._estimate`` (the networks alive together, one minibatch's graph, the test
+    """``mlp.estimate`` (the networks alive together, one minibatch's graph, the test
     split's evaluation, the report's points) plus passes over ``rows`` rows with every batch
     norm's input kept (the exact statistics over the training split as one batch, the layer
     inputs measured). Fitted on ``measure_peak`` after a warm-up, as the server runs it
     (measured 3.2–7.3 MB at the defaults, up to 36 MB at the caps), and rounded up;
     tests/explorer/eval_gap/test_engine.py holds it above the measured peak."""
-    return training._estimate(width, batch, networks, points) + PER_ROW_VALUE * rows * width * DEPTH
+    return mlp.estimate(width, batch, networks, points) + PER_ROW_VALUE * rows * width * DEPTH
 
 
 # --- refusals --------------------------------------------------------------------------------------
@@ -1198,24 +1198,24 @@ def refusal(config: AnyConfig) -> str | None:
     """Why ``config`` is not run (a value out of range, or too much work), or None — checked
     before anything is allocated. The message names the value given and the range allowed."""
     checks: list[str | None] = [
-        _range(config.steps, 1, MAX_STEPS, "the number of steps"),
-        _range(config.width, MIN_WIDTH, MAX_WIDTH, "the width (units per hidden layer)"),
-        _range(config.seed, 0, MAX_SEED, "the seed"),
+        range_check(config.steps, 1, MAX_STEPS, "the number of steps"),
+        range_check(config.width, MIN_WIDTH, MAX_WIDTH, "the width (units per hidden layer)"),
+        range_check(config.seed, 0, MAX_SEED, "the seed"),
         _lr(config.lr),
     ]
     if isinstance(config, AccumulationConfig):
         checks += [
-            _range(config.micro, 1, MAX_MICRO, "the number of micro-batches per step (k)"),
-            _range(config.micro_batch, MIN_MICRO_BATCH, MAX_MICRO_BATCH, "the micro-batch size (n)"),
+            range_check(config.micro, 1, MAX_MICRO, "the number of micro-batches per step (k)"),
+            range_check(config.micro_batch, MIN_MICRO_BATCH, MAX_MICRO_BATCH, "the micro-batch size (n)"),
             _number(config.momentum, 0, 1, "the momentum", open_low=True),
         ]
         if not any(checks) and config.batch > MAX_BATCH:
             checks.append(f"k × n is {config.micro} × {config.micro_batch} = {config.batch}; it must be at most "
                           f"{MAX_BATCH}")  # fmt: skip
     else:
-        checks.append(_range(config.batch, training.MIN_BATCH, MAX_BATCH, "the batch size"))
+        checks.append(range_check(config.batch, mlp.MIN_BATCH, MAX_BATCH, "the batch size"))
     if isinstance(config, BatchesConfig | LagConfig):
-        checks.append(_range(config.eval_every, 1, MAX_STEPS, "the evaluation interval (steps)"))
+        checks.append(range_check(config.eval_every, 1, MAX_STEPS, "the evaluation interval (steps)"))
     if isinstance(config, LagConfig):
         checks += _momenta(config.momenta)
     if isinstance(config, DropoutConfig):
@@ -1225,13 +1225,13 @@ def refusal(config: AnyConfig) -> str | None:
     if isinstance(config, PassesConfig):
         if config.pair not in PAIRS:
             checks.append(f"the pair of batches is {config.pair!r}; it must be one of {', '.join(PAIRS)}")
-        checks.append(_range(config.pairs, 1, MAX_PAIRS, "the number of pairs"))
+        checks.append(range_check(config.pairs, 1, MAX_PAIRS, "the number of pairs"))
     if isinstance(config, CheckpointConfig):
         checks.append(_number(config.momentum, 0, 1, "the momentum", open_low=True))
     if not any(checks) and isinstance(config, BatchesConfig | LagConfig):
         checks.append(_evals(config))
     if not any(checks):
-        checks.append(training._work(config))  # type: ignore[arg-type]
+        checks.append(mlp.work_refusal(config))  # type: ignore[arg-type]
     return next((c for c in checks if c), None)
 
 

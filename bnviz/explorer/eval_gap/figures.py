@@ -25,16 +25,17 @@ from bnviz.explorer.eval_gap.engine import (
     LagReport,
     PassesReport,
 )
-from bnviz.explorer.layer.figures import (
+from bnviz.explorer.theme import (
     BNVIZ_COLOR,
+    CHANCE,
     EVAL_COLOR,
     INPUT_COLOR,
     LAYOUT,
     TORCH_COLOR,
     TRAIN_COLOR,
+    finite,
     log_ticks,
 )
-from bnviz.explorer.training.figures import CHANCE, _finite
 
 CAUSE_COLOR = "#e7298a"
 FIX_COLOR = "#1b9e77"
@@ -80,7 +81,7 @@ def _one_line(fig: go.Figure, **where: object) -> None:
 
 
 def _bar(name: str, x: list[str], y: list[float], color: str, fmt: str = ".3f", **kw: object) -> go.Bar:
-    return go.Bar(name=name, x=x, y=[_finite(v) for v in y], marker_color=color,
+    return go.Bar(name=name, x=x, y=[finite(v) for v in y], marker_color=color,
                   hovertemplate=f"{name}, %{{x}}: %{{y:{fmt}}}<extra></extra>", **kw)  # fmt: skip
 
 
@@ -160,7 +161,7 @@ def lag_distance_figure(report: LagReport) -> go.Figure:
     fig = go.Figure()
     steps, colors = list(report.steps), _momentum_colors(report.config.momenta)
     for m in report.config.momenta:
-        fig.add_trace(go.Scatter(x=steps, y=[_finite(v) for v in report.var_error[m]], mode="lines+markers",
+        fig.add_trace(go.Scatter(x=steps, y=[finite(v) for v in report.var_error[m]], mode="lines+markers",
                                  name=f"momentum {m:g}", line=dict(color=colors[m], width=2.5),
                                  hovertemplate=f"momentum {m:g}, step %{{x}}: %{{y:.3g}}<extra></extra>"))  # fmt: skip
     fig.update_xaxes(title_text="SGD step", rangemode="tozero")

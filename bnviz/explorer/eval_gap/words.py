@@ -21,7 +21,7 @@ from bnviz.explorer.eval_gap.engine import (
     adjusted_momentum,
     twice_momentum,
 )
-from bnviz.explorer.training.words import listing, pct, points
+from bnviz.explorer.text import listing, pct, points
 
 SAME = 0.03  # accuracies closer than this (3 points, 11 of 359 test images) are "about the same"
 COLLAPSE = 0.3  # a gap of this much (30 points) between train and eval mode is a collapse

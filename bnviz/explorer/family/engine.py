@@ -27,9 +27,9 @@ from torch import Tensor
 
 import bnviz
 from bnviz.explorer.data import DISTRIBUTIONS, sample_batch
-from bnviz.explorer.layer.figures import BNVIZ_COLOR, LAYOUT, TORCH_COLOR, VALUE_TICKS, bars, outline
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import Cells, Grouping, cells, cells_figure, cube_svg, spatial_names
+from bnviz.explorer.theme import BNVIZ_COLOR, LAYOUT, TORCH_COLOR, VALUE_TICKS, bars, outline
 from bnviz.hosting.memory import BASE
 from bnviz.hosting.serve import Cancelled
 

@@ -43,9 +43,9 @@ from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
 import bnviz
-from bnviz.explorer.layer.figures import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR
-from bnviz.explorer.layer.words import sci
 from bnviz.explorer.parity import diff, tolerance
+from bnviz.explorer.text import sci
+from bnviz.explorer.theme import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR
 from bnviz.fold import BATCH_NORMS, FrozenBatchNorm
 from bnviz.hosting.memory import BASE
 from bnviz.hosting.serve import Cancelled

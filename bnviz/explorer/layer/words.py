@@ -15,24 +15,7 @@ import torch
 from bnviz.explorer.data import LARGE_MEAN, population_stats
 from bnviz.explorer.layer.engine import DTYPES, Config, Quantity, Report, affine_of
 from bnviz.explorer.picture import dim_names
-
-E_NOTATION = (
-    "Numbers like `1.2e-07` are scientific notation: 1.2 × 10⁻⁷ = 0.00000012. float32 keeps about 7 "
-    "significant digits, so a difference near 1e-7 of a value of size 1 is its last digit."
-)
-
-
-def sci(v: float | None) -> str:
-    """A difference as the tables print it: ``4.77e-07``, ``0`` when bit-identical, ``—`` when none."""
-    if v is None:
-        return "—"
-    return "0" if v == 0 else f"{v:.2e}"
-
-
-def sci_unbroken(v: float | None) -> str:
-    """``sci`` for a narrow table cell: the exponent's minus is a non-breaking hyphen (U+2011), so
-    that a browser never wraps ``4.77e-07`` after its hyphen on a phone."""
-    return sci(v).replace("-", "\u2011")
+from bnviz.explorer.text import sci
 
 
 def _fmt(v: float | None) -> str:
@@ -189,21 +172,6 @@ def quantity_cells(q: Quantity) -> dict[str, str]:
 def truth_cells(q: Quantity) -> dict[str, str]:
     """Each side's largest error against a float64 run of the same values (— where torch is exact)."""
     return {"quantity": q.name, "bnviz vs float64": sci(q.err_bnviz), "torch vs float64": sci(q.err_torch)}
-
-
-def markdown_table(rows: list[dict[str, str]]) -> str:
-    """Rows of plain text as a Markdown table (selectable, found by Ctrl+F). Cells come from
-    numbers and fixed words only; ``|`` is escaped all the same."""
-    if not rows:
-        return ""
-    head = list(rows[0])
-
-    def cell(v: str) -> str:
-        return str(v).replace("|", "\\|")
-
-    lines = ["| " + " | ".join(cell(h) for h in head) + " |", "|" + "---|" * len(head)]
-    lines += ["| " + " | ".join(cell(r[k]) for k in head) + " |" for r in rows]
-    return "\n".join(lines)
 
 
 def spacing(dtype: torch.dtype, magnitude: float) -> float:

@@ -34,9 +34,9 @@ import torch
 from torch import Tensor, nn
 
 import bnviz
-from bnviz.explorer.layer.figures import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR, log_ticks
 from bnviz.explorer.parity import as_accurate, diff, grad_input_atol, normalized, sum_tolerance, tolerance
 from bnviz.explorer.picture import Grouping, cube_svg
+from bnviz.explorer.theme import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR, log_ticks
 from bnviz.hosting.memory import BASE
 from bnviz.hosting.serve import Cancelled
 

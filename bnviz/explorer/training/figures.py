@@ -12,26 +12,20 @@ import math
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from bnviz.explorer.digits import CLASSES
-from bnviz.explorer.layer.figures import INPUT_COLOR, LAYOUT
-from bnviz.explorer.training.engine import UNIT, Curve, DriftReport, SeedsReport, SweepReport
+from bnviz.explorer.mlp import UNIT, Curve
+from bnviz.explorer.theme import CHANCE, INPUT_COLOR, LAYOUT, finite
+from bnviz.explorer.training.engine import DriftReport, SeedsReport, SweepReport
 
 COLORS = {"bn": "#1b9e77", "plain": "#d95f02", "noisy-bn": "#7570b3", "noise": "#e7298a",
           "before": "#1b9e77", "after": "#7570b3"}  # fmt: skip
 NAMES = {"bn": "with batch norm", "plain": "plain (no batch norm)", "noisy-bn": "batch norm + noise",
          "noise": "noise, no batch norm", "before": "Linear → BN → ReLU", "after": "Linear → ReLU → BN"}  # fmt: skip
-CHANCE = 1 / CLASSES
 SMOOTHNESS_FLOOR = 1e-6  # a range of 0 (or below) is drawn at the floor of the log axis
 
 
 def _band(color: str, alpha: float = 0.18) -> str:
     r, g, b = (int(color[i : i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
-
-
-def _finite(v: float) -> float | None:
-    """A value plotly can draw; None (a gap) for nan and inf."""
-    return v if math.isfinite(v) else None
 
 
 def _accuracy_axis(fig: go.Figure, **where: object) -> None:
@@ -78,12 +72,12 @@ def percentiles_figure(report: DriftReport) -> go.Figure:
     for col, variant in ((1, "bn"), (2, "plain")):
         c, color = report.curves[variant], COLORS[variant]
         steps = list(c.steps)
-        fig.add_trace(go.Scatter(x=steps + steps[::-1], y=[_finite(v) for v in c.p85 + c.p15[::-1]], fill="toself",
+        fig.add_trace(go.Scatter(x=steps + steps[::-1], y=[finite(v) for v in c.p85 + c.p15[::-1]], fill="toself",
                                  fillcolor=_band(color, 0.25), line=dict(width=0), hoverinfo="skip",
                                  name="15th to 85th percentile", legendgroup="band", showlegend=col == 1),
                       row=1, col=col)  # fmt: skip
         for q, values, dash in (("15th", c.p15, "dot"), ("50th", c.p50, "solid"), ("85th", c.p85, "dot")):
-            fig.add_trace(go.Scatter(x=steps, y=[_finite(v) for v in values], mode="lines",
+            fig.add_trace(go.Scatter(x=steps, y=[finite(v) for v in values], mode="lines",
                                      line=dict(color=color, width=2.5 if q == "50th" else 1, dash=dash),
                                      name="median" if q == "50th" else "15th and 85th percentiles",
                                      legendgroup=q if q == "50th" else "tails", showlegend=col == 1 and q != "85th",

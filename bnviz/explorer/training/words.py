@@ -10,15 +10,9 @@ import statistics
 from dataclasses import dataclass
 
 from bnviz.explorer.digits import CLASSES
-from bnviz.explorer.training.engine import (
-    PROBE_MULTIPLES,
-    UNIT,
-    Curve,
-    DriftReport,
-    NoiseConfig,
-    SeedsReport,
-    SweepReport,
-)
+from bnviz.explorer.mlp import PROBE_MULTIPLES, UNIT, Curve
+from bnviz.explorer.text import listing, pct, points
+from bnviz.explorer.training.engine import DriftReport, NoiseConfig, SeedsReport, SweepReport
 
 NEAR_CHANCE = 0.2  # a final test accuracy at most this is "near chance" (chance is 10 %)
 TRAINS = 0.8  # a final test accuracy at least this is "trains"
@@ -34,21 +28,6 @@ class Sentences:
     claim: str
     shows: str
     differs: str
-
-
-def pct(a: float) -> str:
-    """``0.9916`` → ``"99.2 %"``."""
-    return f"{100 * a:.1f} %" if math.isfinite(a) else "not a number"
-
-
-def points(a: float) -> str:
-    """A difference of accuracies in percentage points: ``0.031`` → ``"3.1 points"``."""
-    return f"{100 * a:.1f} points"
-
-
-def listing(values: list[str]) -> str:
-    """``["a", "b", "c"]`` → ``"a, b and c"``."""
-    return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
 
 
 def seeds_text(seeds: tuple[int, ...]) -> str:

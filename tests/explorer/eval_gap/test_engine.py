@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 import bnviz
+from bnviz.explorer import mlp
 from bnviz.explorer.digits import load_digits
 from bnviz.explorer.eval_gap import engine as eval_gap
 from bnviz.explorer.eval_gap.engine import (
@@ -39,7 +40,6 @@ from bnviz.explorer.eval_gap.engine import (
 )
 from bnviz.explorer.eval_gap.figures import checkpoint_table, figures
 from bnviz.explorer.eval_gap.words import section
-from bnviz.explorer.training import engine as training
 from bnviz.hosting import serve
 from bnviz.hosting.serve import Cancelled
 
@@ -135,7 +135,7 @@ def test_shadow_running_statistics_equal_real_layers_with_that_momentum():
     the same network trained with that momentum in its own layers."""
     momenta = (0.01, 0.3, None)
     data = load_digits()
-    schedule = training.Schedule(0.3, 15, 20, 2, 15)
+    schedule = mlp.Schedule(0.3, 15, 20, 2, 15)
     archs = {"shadowed": eval_gap._relu(8), **{f"m={m}": eval_gap._relu(8, momentum=m) for m in momenta}}
     probe = eval_gap._Models()
     shadows: dict[str, ShadowStats] = {}
@@ -146,7 +146,7 @@ def test_shadow_running_statistics_equal_real_layers_with_that_momentum():
             if name == "shadowed":
                 shadows[name] = ShadowStats(model, momenta)
 
-    training._train_group(archs, schedule, data, training._Ticker(1, lambda: False, lambda f: None), Attach())
+    mlp.train_group(archs, schedule, data, mlp.Ticker(1, lambda: False, lambda f: None), Attach())
     for m in momenta:
         real = eval_gap.batch_norms(probe.models[f"m={m}"])
         shadow = shadows["shadowed"].shadows[m]
@@ -156,7 +156,7 @@ def test_shadow_running_statistics_equal_real_layers_with_that_momentum():
 
 
 def test_paused_shadows_and_kept_buffers_see_nothing_of_a_measurement():
-    model = training.build(eval_gap._relu(8), 0)
+    model = mlp.build(eval_gap._relu(8), 0)
     shadows = ShadowStats(model, (0.1,))
     x = load_digits().train_x[:30]
     with torch.no_grad():
@@ -174,7 +174,7 @@ def test_paused_shadows_and_kept_buffers_see_nothing_of_a_measurement():
 
 
 def test_exact_statistics_are_the_population_mean_and_unbiased_variance_of_the_first_layers_input():
-    model = training.build(eval_gap._relu(8), 1)
+    model = mlp.build(eval_gap._relu(8), 1)
     x = load_digits().train_x
     pop = eval_gap.exact_stats(model, x)
     with torch.no_grad():
@@ -187,7 +187,7 @@ def test_exact_statistics_are_the_population_mean_and_unbiased_variance_of_the_f
 def test_sorted_batches_are_the_minibatches_training_sorts():
     data = load_digits()
     ours = eval_gap.sorted_batches(data.train_y, 72)
-    theirs = training._minibatches(len(data.train_y), 72, torch.Generator(), data.train_y)
+    theirs = mlp.minibatches(len(data.train_y), 72, torch.Generator(), data.train_y)
     for idx in ours:
         assert torch.equal(idx, next(theirs))
     labels = torch.cat([data.train_y[i] for i in ours])
@@ -340,7 +340,7 @@ REFUSED = [
 def test_refusals_name_the_value_and_the_range_before_anything_is_allocated(config, words, monkeypatch):
     reason = refusal(config)
     assert reason is not None and words in reason, reason
-    monkeypatch.setattr(training, "build", lambda *a, **k: pytest.fail("built a network for a refused config"))
+    monkeypatch.setattr(mlp, "build", lambda *a, **k: pytest.fail("built a network for a refused config"))
     with pytest.raises(ValueError, match=r".+"):
         run(config)
 
@@ -428,8 +428,8 @@ def test_no_module_of_the_page_imports_streamlit():
 
 
 def test_bnviz_batch_norm_is_the_layer_of_every_section_but_the_checkpoint_comparison():
-    model = training.build(eval_gap._relu(8), 0)
+    model = mlp.build(eval_gap._relu(8), 0)
     assert all(isinstance(m, bnviz.BatchNorm1d) for m in eval_gap.batch_norms(model))
-    torch_model = training.build(CheckpointConfig(width=8).archs()["torch-fix"], 0)
+    torch_model = mlp.build(CheckpointConfig(width=8).archs()["torch-fix"], 0)
     assert all(type(m) is nn.BatchNorm1d for m in eval_gap.batch_norms(torch_model))
     assert eval_gap.batch_norms(torch_model)[0].momentum == pytest.approx(twice_momentum(0.1))

@@ -16,15 +16,14 @@ from bnviz.explorer.layer.words import (
     code_snippet,
     empty_note,
     error_hint,
-    markdown_table,
     mode_note,
     modes_text,
     precision_warning,
     quantity_cells,
     reduced_axes,
-    sci,
     spacing,
 )
+from bnviz.explorer.text import markdown_table, sci
 
 SNIPPETS = [
     Config(),

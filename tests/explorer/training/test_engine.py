@@ -22,20 +22,17 @@ import torch
 from torch import nn
 
 import bnviz
+from bnviz.explorer import mlp
 from bnviz.explorer.digits import load_digits
+from bnviz.explorer.mlp import Arch, Curve, build, last_activation, loss_range
 from bnviz.explorer.training import engine as training
 from bnviz.explorer.training.engine import (
     CSV_COLUMNS,
-    Arch,
-    Curve,
     DriftConfig,
     DriftReport,
     NoiseConfig,
     PlacementConfig,
     SweepConfig,
-    build,
-    last_activation,
-    loss_range,
     refusal,
     run,
     run_drift,
@@ -113,7 +110,7 @@ def test_every_experiment_runs_at_a_tiny_size_with_the_right_shapes(name):
             for v in variants:  # probed: the networks without noise, at steps 1 to 20 evenly
                 expected = (1, 11, 20) if v in ("bn", "plain") else ()
                 assert all(c.probe_steps == expected and len(c.smoothness) == len(expected) for c in report.curves[v])
-                assert all(len(losses) == len(training.PROBE_MULTIPLES) for c in report.curves[v]
+                assert all(len(losses) == len(mlp.PROBE_MULTIPLES) for c in report.curves[v]
                            for losses in c.probe_losses)  # fmt: skip
             figures, words = noise_figures(report), noise_sentences(report)
         else:
@@ -163,10 +160,10 @@ def test_the_percentiles_are_numpys_linear_percentiles_of_the_last_activations_i
     model = build(Arch(16, "sigmoid", "before", None, 0.5), 1)
     data = load_digits()
     cut = last_activation(model)
-    acc, q = training._evaluate(model, cut, data)
+    acc, q = mlp.evaluate(model, cut, data)
     model.eval()
     with torch.no_grad():
-        h = model[:cut](data.test_x)[:, training.UNIT].double().numpy()
+        h = model[:cut](data.test_x)[:, mlp.UNIT].double().numpy()
         logits = model(data.test_x)
     assert np.allclose(q, np.percentile(h, [15, 50, 85]), rtol=0, atol=1e-12)
     assert acc == pytest.approx(float((logits.argmax(1) == data.test_y).double().mean()))
@@ -195,7 +192,7 @@ def test_the_smoothness_probe_measures_the_loss_along_the_gradient_and_restores_
 def test_the_noisy_networks_of_one_seed_draw_the_same_noise():
     archs = NoiseConfig(width=8).archs()
     noisy_bn, noise = build(archs["noisy-bn"], 4), build(archs["noise"], 4)
-    layers = [[m for m in model if isinstance(m, training.Noise)] for model in (noisy_bn, noise)]
+    layers = [[m for m in model if isinstance(m, mlp.Noise)] for model in (noisy_bn, noise)]
     assert len(layers[0]) == len(layers[1]) == 3
     x = torch.zeros(5, 8)
     for a, b in zip(*layers, strict=True):
@@ -204,13 +201,13 @@ def test_the_noisy_networks_of_one_seed_draw_the_same_noise():
 
 def test_noise_moves_each_unit_in_training_only_and_is_seeded():
     x = torch.zeros(4000, 3)
-    noise = training.Noise(2.0, 3.0, torch.Generator().manual_seed(0))
+    noise = mlp.Noise(2.0, 3.0, torch.Generator().manual_seed(0))
     y = noise(x)
     mean, std = y.mean(0), y.std(0)
     assert (mean.abs() <= 2.0 + 0.2).all() and (mean.abs() > 0).all()
     assert ((std >= 0.9) & (std <= 3.1)).all(), std
     assert not torch.equal(noise(x), y)  # a new distribution at the next step
-    again = training.Noise(2.0, 3.0, torch.Generator().manual_seed(0))
+    again = mlp.Noise(2.0, 3.0, torch.Generator().manual_seed(0))
     assert torch.equal(again(x), y)
     noise.eval()
     assert torch.equal(noise(x), x)
@@ -221,16 +218,16 @@ def test_noise_moves_each_unit_in_training_only_and_is_seeded():
 
 def test_dropout_keeps_with_probability_1_minus_p_scales_by_its_inverse_and_is_seeded():
     x = torch.ones(4000, 5)
-    drop = training.Dropout(0.6, torch.Generator().manual_seed(0))
+    drop = mlp.Dropout(0.6, torch.Generator().manual_seed(0))
     y = drop(x)
     assert torch.unique(y).tolist() == [0.0, pytest.approx(1 / 0.4)]
     assert float((y == 0).double().mean()) == pytest.approx(0.6, abs=0.02)
     assert float(y.mean()) == pytest.approx(1.0, abs=0.05)  # the mean kept, as torch's Dropout keeps it
-    assert torch.equal(training.Dropout(0.6, torch.Generator().manual_seed(0))(x), y)
+    assert torch.equal(mlp.Dropout(0.6, torch.Generator().manual_seed(0))(x), y)
     drop.eval()
     assert torch.equal(drop(x), x)
     with pytest.raises(ValueError, match="dropout probability"):
-        training.Dropout(1.0, torch.Generator())
+        mlp.Dropout(1.0, torch.Generator())
 
 
 @pytest.mark.parametrize("placement, at, names", [
@@ -265,20 +262,20 @@ def test_checkpointed_blocks_give_the_same_outputs_and_gradients(checkpoint):
     x, y = data.train_x[:20], data.train_y[:20]
     plain = build(Arch(8, "relu", "before", None, None), 0)
     checked = build(Arch(8, "relu", "before", None, None, checkpoint=checkpoint), 0)
-    losses = [training._step_loss(m, x, y, c) for m, c in ((plain, "none"), (checked, checkpoint))]
+    losses = [mlp.step_loss(m, x, y, c) for m, c in ((plain, "none"), (checked, checkpoint))]
     assert torch.equal(losses[0], losses[1])
     for a, b in zip(plain.parameters(), checked.parameters(), strict=True):
         assert torch.equal(a.grad, b.grad)
     for a, b in zip(plain.buffers(), checked.buffers(), strict=True):  # bnviz counts the step once
         assert torch.equal(a, b)
-    assert len(training.hidden_blocks(checked)) == 4
+    assert len(mlp.hidden_blocks(checked)) == 4
 
 
 def test_gradient_accumulation_sums_the_micro_batches_gradients_over_k():
     data = load_digits()
     x, y = data.train_x[:24], data.train_y[:24]
     model, twin = build(Arch(8, "relu", "before", None, None), 0), build(Arch(8, "relu", "before", None, None), 0)
-    loss = training._step_loss(model, x, y, micro=3)
+    loss = mlp.step_loss(model, x, y, micro=3)
     total = 0.0
     for xc, yc in zip(x.chunk(3), y.chunk(3), strict=True):
         part = nn.functional.cross_entropy(twin(xc), yc) / 3
@@ -326,7 +323,7 @@ REFUSED = [
 def test_refusals_name_the_value_and_the_range_before_anything_is_allocated(config, words, monkeypatch):
     reason = refusal(config)
     assert reason is not None and words in reason, reason
-    monkeypatch.setattr(training, "build", lambda *a, **k: pytest.fail("built a network for a refused config"))
+    monkeypatch.setattr(mlp, "build", lambda *a, **k: pytest.fail("built a network for a refused config"))
     with pytest.raises(ValueError, match=r".+"):
         run(config)
 
@@ -376,7 +373,7 @@ def test_one_thread_is_the_calling_threads_own_and_is_restored():
     t = threading.Thread(target=elsewhere)
     t.start()
     started.wait(10)
-    with training.one_thread():
+    with mlp.one_thread():
         inside.append(torch.get_num_threads())
         entered.set()
         checked.wait(10)
