@@ -16,15 +16,9 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.explorer.data import DISTRIBUTIONS
-from bnviz.explorer.data_parallel.engine import (
-    DataParallelConfig,
-    DataParallelReport,
-    all_figures,
-    rank_rows,
-    refusal,
-    run_data_parallel,
-)
-from bnviz.explorer.query import DATA_PARALLEL, FOCUS, Focus
+from bnviz.explorer.data_parallel.engine import DataParallelReport, all_figures, rank_rows, run_data_parallel
+from bnviz.explorer.data_parallel.url import DATA_PARALLEL, DataParallelConfig
+from bnviz.explorer.layer.url import FOCUS, Focus
 from bnviz.explorer.text import markdown_table
 from bnviz.hosting import forks
 
@@ -77,7 +71,7 @@ def main() -> None:
     show_warnings("data-parallel", config, warnings, focus_warnings)
     query = {**DATA_PARALLEL.to_query(config), **FOCUS.to_query(focus)}
     try:
-        report = report_or_reason(refusal(config), lambda: load_report(config), ("data-parallel", query))
+        report = report_or_reason(config.refusal(), lambda: load_report(config), ("data-parallel", query))
     except forks.ForkError as exc:  # a rank died or ran out of time: said plainly, never a hang
         write_url("data-parallel", query)
         st.error(f"The ranks failed: {exc}")

@@ -9,10 +9,11 @@ import streamlit as st
 
 from app_pages.common import chart, heavy, on_button, report_or_reason, view, write_url
 from bnviz.explorer.eval_gap import engine as eval_gap
+from bnviz.explorer.eval_gap import url as eval_gap_url
 from bnviz.explorer.eval_gap.figures import checkpoint_table, figures
+from bnviz.explorer.eval_gap.url import EVAL_GAP
 from bnviz.explorer.eval_gap.words import section
 from bnviz.explorer.mlp import seconds_estimate
-from bnviz.explorer.query import EVAL_GAP
 
 PREFIX = "eg."
 INTS = ("order_steps", "order_batch", "order_seed", "lag_steps", "lag_seed", "dropout_steps", "dropout_seed",
@@ -34,7 +35,7 @@ LABELS = {  # URL name: the control's label
     "accum_momentum": "Momentum", "accum_steps": "Steps", "pair": "The two batches", "pairs": "Pairs",
     "passes_steps": "Steps", "ckpt_steps": "Steps", "ckpt_momentum": "Momentum",
 }  # fmt: skip
-CHOICES = {"dropout_input": eval_gap.DROPOUT_INPUTS, "pair": eval_gap.PAIRS}
+CHOICES = {"dropout_input": eval_gap_url.DROPOUT_INPUTS, "pair": eval_gap_url.PAIRS}
 
 
 def load(config: Any) -> Any:
@@ -80,8 +81,8 @@ def show(name: str, config: Any) -> None:
     heading, anchor = TITLES[name]
     st.subheader(heading, anchor=anchor)
     controls(name)
-    reason = eval_gap.refusal(config)
-    if name in eval_gap.DEFAULT_SECTIONS:
+    reason = config.refusal()
+    if name in eval_gap_url.DEFAULT_SECTIONS:
         report = report_or_reason(reason, lambda: load(config))
     else:
         report = on_button(f"{PREFIX}run.{name}", ("eval-gap", config), reason, seconds_estimate(config),
@@ -108,7 +109,7 @@ def main() -> None:
     )
     for warning in warnings:
         st.warning(warning)
-    for name in eval_gap.SECTIONS:
+    for name in eval_gap_url.SECTIONS:
         show(name, configs[name])
 
 

@@ -18,19 +18,15 @@ from app_pages.common import (
 )
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.family.engine import (
-    LN_OVER,
-    MEMBERS,
-    FamilyConfig,
     FamilyReport,
     dependence_rows,
     member_cells,
     member_pictures,
     output_figure,
-    refusal,
     run_family,
     universal_rows,
 )
-from bnviz.explorer.query import FAMILY, FAMILY_FOCUS, FamilyFocus
+from bnviz.explorer.family.url import FAMILY, FAMILY_FOCUS, LN_OVER, MEMBERS, FamilyConfig, FamilyFocus
 from bnviz.explorer.text import markdown_table, sci
 
 PREFIX = "fam."
@@ -84,7 +80,7 @@ def main() -> None:
     )
     show_warnings("family", config, warnings, focus_warnings)
     query = {**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)}
-    report = report_or_reason(refusal(config), lambda: load_report(config), ("family", query))
+    report = report_or_reason(config.refusal(), lambda: load_report(config), ("family", query))
     if report is None:
         return
     channels = min(config.shape[1], 8)
@@ -157,7 +153,7 @@ def main() -> None:
         "instead, with no batch statistics:"
     )
     st.page_link("app_pages/family.py", label="The family on an (N, L, C) = (8, 128, 64) tensor, LayerNorm over C",
-                 query_params={"shape": "8,128,64", "ln": "last", "groups": "4"})  # fmt: skip
+                 query_params=FAMILY.to_query(FamilyConfig(shape=(8, 128, 64), ln_over="last", groups=4)))  # fmt: skip
 
 
 main()

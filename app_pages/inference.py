@@ -15,16 +15,8 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.explorer.inference.engine import (
-    DTYPES,
-    MAX_BATCH,
-    MAX_CHANNELS,
-    MAX_FINETUNE_STEPS,
-    MAX_IMAGE,
-    MAX_STEPS,
     SHIFT_SCALE,
     VARIANT_CODE,
-    VARIANTS,
-    InferenceConfig,
     InferenceReport,
     all_figures,
     difference_text,
@@ -33,7 +25,6 @@ from bnviz.explorer.inference.engine import (
     network_text,
     output_rows,
     pair_text,
-    refusal,
     run_inference,
     timing_text,
     train_mode_text,
@@ -41,7 +32,17 @@ from bnviz.explorer.inference.engine import (
     verdict_detail,
     weight_rows,
 )
-from bnviz.explorer.query import INFERENCE
+from bnviz.explorer.inference.url import (
+    DTYPES,
+    INFERENCE,
+    MAX_BATCH,
+    MAX_CHANNELS,
+    MAX_FINETUNE_STEPS,
+    MAX_IMAGE,
+    MAX_STEPS,
+    VARIANTS,
+    InferenceConfig,
+)
 from bnviz.explorer.text import E_NOTATION, markdown_table
 
 PREFIX = "inf."
@@ -138,7 +139,7 @@ def main() -> None:
     st.title("Fold and freeze batch norm for inference")
     st.markdown(INTRO)
     show_warnings("inference", config, warnings)
-    report = report_or_reason(refusal(config), lambda: load_report(config))
+    report = report_or_reason(config.refusal(), lambda: load_report(config))
     if report is None:
         return
     figures = cached_figures(config, report)

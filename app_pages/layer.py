@@ -20,18 +20,10 @@ from app_pages.common import (
 )
 from bnviz.bench import measure_config, measure_config_compiled
 from bnviz.explorer.data import DISTRIBUTIONS
-from bnviz.explorer.layer.engine import (
-    DTYPES,
-    LAYERS,
-    LAYOUTS,
-    MODES,
-    PLOT_CHANNELS,
-    Config,
-    Report,
-    refusal,
-    run_comparison,
-)
+from bnviz.explorer.family.url import FAMILY, FamilyConfig
+from bnviz.explorer.layer.engine import PLOT_CHANNELS, Report, run_comparison
 from bnviz.explorer.layer.figures import all_figures, cube
+from bnviz.explorer.layer.url import DTYPES, FOCUS, LAYER, LAYERS, LAYOUTS, MODES, Config, Focus
 from bnviz.explorer.layer.words import (
     bit_exact_note,
     channel_rows,
@@ -52,7 +44,6 @@ from bnviz.explorer.layer.words import (
     truth_cells,
 )
 from bnviz.explorer.picture import cells_note
-from bnviz.explorer.query import FOCUS, LAYER, Focus
 from bnviz.explorer.questions import INDEX_HEADING, WHAT_BATCH_NORM_DOES, index_html
 from bnviz.explorer.text import E_NOTATION, markdown_table
 from bnviz.hosting import forks
@@ -207,7 +198,7 @@ def fix_section(config: Config) -> None:
     with left:
         st.markdown(f"**Batch norm on the features.** {channels_first_fix(config)} The same values, features on "
                     "dim 1:")  # fmt: skip
-        reason = refusal(fixed)
+        reason = fixed.refusal()
         if reason:
             st.caption(f"Not run: {reason}.")
         else:
@@ -221,7 +212,7 @@ def fix_section(config: Config) -> None:
             "no batch statistics at all; the normalization family compares it with batch norm:"
         )
         st.page_link("app_pages/family.py", label="LayerNorm over the features, beside batch norm",
-                     query_params={"shape": ",".join(map(str, config.shape)), "ln": "last"})  # fmt: skip
+                     query_params=FAMILY.to_query(FamilyConfig(shape=config.shape, ln_over="last")))  # fmt: skip
 
 
 def main() -> None:
@@ -242,7 +233,7 @@ def main() -> None:
     st.caption(explorer_note(config))
     show_warnings("layer", config, warnings, focus_warnings)
     report = report_or_reason(
-        refusal(config), lambda: load_report(config), ("layer", {**LAYER.to_query(config), **FOCUS.to_query(focus)})
+        config.refusal(), lambda: load_report(config), ("layer", {**LAYER.to_query(config), **FOCUS.to_query(focus)})
     )
     if report is None:
         return

@@ -3,6 +3,8 @@ BatchNorm1d in the classifier — with torch's layers and bnviz's trained side b
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import streamlit as st
 
 from app_pages.common import (
@@ -15,18 +17,16 @@ from app_pages.common import (
     view,
     write_url,
 )
+from bnviz.explorer.layer.url import LAYER, Config
 from bnviz.explorer.network.engine import (
-    MODES,
-    NetworkConfig,
     NetworkReport,
     all_figures,
     divergence_text,
-    refusal,
     run_network,
     stop_pictures,
     stop_text,
 )
-from bnviz.explorer.query import NETWORK
+from bnviz.explorer.network.url import MODES, NETWORK, NetworkConfig
 from bnviz.explorer.text import markdown_table, sci_unbroken
 
 PREFIX = "net."
@@ -77,7 +77,7 @@ def main() -> None:
         "verdict tests the layers, step by step. Every control is in the URL."
     )
     show_warnings("network", config, warnings)
-    report = report_or_reason(refusal(config), lambda: load_report(config))
+    report = report_or_reason(config.refusal(), lambda: load_report(config))
     if report is None:
         return
     figures = cached_figures(config, report)
@@ -140,14 +140,14 @@ def main() -> None:
     st.markdown(divergence_text(report))
     if report.config.batch > 2:
         st.page_link("app_pages/network.py", label="The same network with 2 samples per batch",
-                     query_params={**NETWORK.to_query(report.config), "batch": "2"})  # fmt: skip
+                     query_params=NETWORK.to_query(replace(report.config, batch=2)))  # fmt: skip
     st.info(
         "Why two classes at all? BatchNorm1d, 2d and 3d compute the same thing — one statistic per channel (dim 1) "
         "over every other dim — and differ only in the rank they accept. bnviz.BatchNorm, the universal layer, "
         "takes any rank ≥ 2: the layer explorer shows it next to torch's."
     )
     st.page_link("app_pages/layer.py", label="The universal layer on a rank-6 tensor",
-                 query_params={"layer": "BatchNorm", "shape": "2,3,4,4,2,2"})  # fmt: skip
+                 query_params=LAYER.to_query(Config(layer="BatchNorm", shape=(2, 3, 4, 4, 2, 2))))  # fmt: skip
 
 
 main()

@@ -3,6 +3,7 @@ Widgets ⇄ URL → cached, budgeted calls into bnviz.explorer.training.engine �
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import streamlit as st
@@ -10,18 +11,21 @@ import streamlit as st
 from app_pages.common import chart, heavy, on_button, report_or_reason, view, write_url
 from bnviz.explorer import mlp
 from bnviz.explorer.mlp import seconds_estimate
-from bnviz.explorer.query import TRAINING_DRIFT, TRAINING_NOISE, TRAINING_PLACEMENT, TRAINING_SWEEP, QuerySpec
+from bnviz.explorer.query import QuerySpec
 from bnviz.explorer.training import engine as training
-from bnviz.explorer.training.engine import (
+from bnviz.explorer.training import url as training_url
+from bnviz.explorer.training.engine import command_line, to_csv
+from bnviz.explorer.training.figures import drift_figures, noise_figures, placement_figures, sweep_figure
+from bnviz.explorer.training.url import (
+    TRAINING_DRIFT,
+    TRAINING_NOISE,
+    TRAINING_PLACEMENT,
+    TRAINING_SWEEP,
     DriftConfig,
     NoiseConfig,
     PlacementConfig,
     SweepConfig,
-    command_line,
-    refusal,
-    to_csv,
 )
-from bnviz.explorer.training.figures import drift_figures, noise_figures, placement_figures, sweep_figure
 from bnviz.explorer.training.words import (
     Sentences,
     drift_sentences,
@@ -65,7 +69,7 @@ def sentences(words: Sentences) -> None:
 
 def on_demand(name: str, config: Any, doing: str) -> Any:
     """An experiment that costs more: on its button (``common.on_button``)."""
-    return on_button(f"{PREFIX}run.{name}", ("training", config), refusal(config), seconds_estimate(config),
+    return on_button(f"{PREFIX}run.{name}", ("training", config), config.refusal(), seconds_estimate(config),
                      lambda: load(config, doing))  # fmt: skip
 
 
@@ -89,7 +93,7 @@ def drift_section(config: DriftConfig) -> None:
         "the same initial weights on the same minibatches: plain, and with bnviz.BatchNorm1d before each sigmoid. "
         "The controls are in the sidebar."
     )
-    report = report_or_reason(refusal(config), lambda: load(config, "Training both networks…"))
+    report = report_or_reason(config.refusal(), lambda: load(config, "Training both networks…"))
     if report is None:
         return
     figures = cached_figures(config, report)
@@ -98,7 +102,7 @@ def drift_section(config: DriftConfig) -> None:
     sentences(drift_sentences(report))
     if config.init_std is not None:
         st.page_link("app_pages/training.py", label="The same run with torch's default initialisation",
-                     query_params={**TRAINING_DRIFT.to_query(config), "init": "default"})  # fmt: skip
+                     query_params=TRAINING_DRIFT.to_query(replace(config, init_std=None)))  # fmt: skip
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     left.markdown("The same run from a terminal, printing these numbers:")
     left.code(command_line(config), language="bash", wrap_lines=True)
@@ -109,8 +113,8 @@ def drift_section(config: DriftConfig) -> None:
 def sweep_section(config: SweepConfig) -> None:
     st.subheader("2. Higher learning rates (Ioffe & Szegedy §3.3, Bjorck et al. 2018)", anchor="higher-learning-rates")
     a, b, c, d = st.columns([3, 2, 1, 1])
-    a.text_input("Learning rates", key=PREFIX + "sweep_lrs", help=f"1 to {training.MAX_LRS}, comma-separated.")
-    b.text_input("Seeds", key=PREFIX + "sweep_seeds", help=f"1 to {training.MAX_SEEDS}, comma-separated.")
+    a.text_input("Learning rates", key=PREFIX + "sweep_lrs", help=f"1 to {training_url.MAX_LRS}, comma-separated.")
+    b.text_input("Seeds", key=PREFIX + "sweep_seeds", help=f"1 to {training_url.MAX_SEEDS}, comma-separated.")
     c.number_input("Steps", step=100, key=PREFIX + "sweep_steps")
     d.selectbox("Units", tuple(mlp.ACTIVATIONS), key=PREFIX + "sweep_act")
     st.text_input("Initial weights' std (or default)", key=PREFIX + "sweep_init")

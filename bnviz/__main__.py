@@ -11,8 +11,10 @@ import sys
 
 import torch
 
-from bnviz.explorer.family.engine import FamilyConfig, run_family
-from bnviz.explorer.layer.engine import Config, Quantity, run_comparison
+from bnviz.explorer.family.engine import run_family
+from bnviz.explorer.family.url import FamilyConfig
+from bnviz.explorer.layer.engine import Quantity, run_comparison
+from bnviz.explorer.layer.url import Config
 
 CONFIGS = [
     Config(layer="BatchNorm1d", shape=(32, 16), steps=3),

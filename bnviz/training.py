@@ -20,7 +20,8 @@ from pathlib import Path
 
 import torch
 
-from bnviz.explorer.training.engine import DriftConfig, refusal, run_drift, to_csv
+from bnviz.explorer.training.engine import run_drift, to_csv
+from bnviz.explorer.training.url import DriftConfig
 
 DEFAULTS = DriftConfig()
 
@@ -71,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     config = DriftConfig(lr=args.lr, steps=args.steps, seed=args.seed, init_std=args.init_std,
                          eval_every=args.eval_every, width=args.width, batch=args.batch)  # fmt: skip
-    reason = refusal(config)
+    reason = config.refusal()
     if reason is not None:
         p.error(reason)
     if args.csv and not Path(args.csv).resolve().parent.is_dir():

@@ -20,8 +20,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streamlit.testing.v1 import AppTest
 
-from bnviz.explorer.layer.engine import Config, run_comparison
+from bnviz.explorer.layer.engine import run_comparison
 from bnviz.explorer.layer.figures import all_figures, figure_bytes
+from bnviz.explorer.layer.url import Config
 
 APP = str(Path(__file__).resolve().parent.parent / "app.py")
 

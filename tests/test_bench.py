@@ -10,7 +10,7 @@ import tempfile
 import torch
 
 from bnviz import bench
-from bnviz.explorer.layer.engine import Config
+from bnviz.explorer.layer.url import Config
 
 
 def test_bench_runs_tiny_and_writes_csv(tmp_path, capsys):

@@ -3,15 +3,22 @@ exact view (and section) of the app that answers it.
 
 A link is a page, its URL parameters and a section anchor (the ``anchor`` of a heading on that
 page); ``href`` writes it relative to the app's root, so it works behind a proxy's path prefix.
-The tests parse every link with its page's ``QuerySpec`` (no value refused), check that the
-view runs, and click every link in Chromium.
+Each is built from a config of its page (``view``: the page's ``url.py``, the one module of a page
+folder the kernel may import), never from hand-written parameters. The tests parse every link with
+its page's ``QuerySpec`` (no value refused), check that the view runs, and click every link in
+Chromium.
 """
 
 from __future__ import annotations
 
 import html
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlencode
+
+from bnviz.explorer.data_parallel.url import DATA_PARALLEL, DataParallelConfig
+from bnviz.explorer.layer.url import LAYER, Config
+from bnviz.explorer.query import QuerySpec
 
 Query = tuple[tuple[str, str], ...]
 
@@ -41,6 +48,19 @@ class Link:
         return text + ("#" + self.section if self.section else "")
 
 
+def view(page: str, spec: QuerySpec, config: Any, section: str = "") -> Link:
+    """A link to ``config`` on ``page`` (its ``spec``): the parameters where it differs from the
+    page's defaults (a short link; the rest are the defaults anyway)."""
+    base = type(config)()
+    query = tuple((k, v) for k, v in spec.to_query(config).items() if v != spec.format_value(k, base))
+    return Link(page, query, section)
+
+
+def layer(section: str = "", **fields: Any) -> Link:
+    """A view of the layer explorer (``/``)."""
+    return view("", LAYER, Config(**fields), section)
+
+
 @dataclass(frozen=True)
 class Question:
     """A question people ask about batch norm (numbered as in the product brief), the view that
@@ -53,49 +73,48 @@ class Question:
     more: tuple[tuple[str, Link], ...] = ()
 
 
-LAYER_1D_ONE = (("layer", "BatchNorm1d"), ("shape", "1,16"), ("steps", "0"))
 QUESTIONS: tuple[Question, ...] = (
     Question(1, "What is the difference between BatchNorm1d and BatchNorm2d, and why BatchNorm2d after the conv "
                 "layers and BatchNorm1d in the classifier?",
              Link("network", section="what-arrives"),
              "a small CNN: the shape that reaches each batch norm, and which values share one statistic there"),
     Question(2, "(N, C, L) or (N, L, C)? BatchNorm1d on a transformer's (batch, length, features) tensor",
-             Link("", (("layer", "BatchNorm1d"), ("shape", "32,10,64"), ("layout", "features-last"))),
+             layer(layer="BatchNorm1d", shape=(32, 10, 64), layout="features-last"),
              "torch's error \"running_mean should contain 10 elements not 64\", and the fix beside it"),
     Question(3, "Why do train and eval outputs differ, and why doesn't torch.no_grad() change that?",
-             Link("", (("mode", "eval"),), "train-and-eval"),
+             layer("train-and-eval", mode="eval"),
              "one batch through both modes: its own statistics against the running ones"),
     Question(4, "Momentum in torch against Keras and Flax (0.1 against 0.9), and momentum=None",
-             Link("", (("momentum", "0.01"), ("steps", "30")), "running-statistics"),
+             layer("running-statistics", momentum=0.01, steps=30),
              "torch's momentum 0.01 (Keras' 0.99) over 30 batches, with the update written out"),
     Question(5, "Why does running_var differ from the variance that normalizes the batch?",
-             Link("", (("layer", "BatchNorm1d"), ("shape", "4,3"), ("steps", "0")), "what-batch-norm-does"),
+             layer("what-batch-norm-does", layer="BatchNorm1d", shape=(4, 3), steps=0),
              "a batch of 4: the biased variance (÷ n) normalizes, the unbiased one (÷ (n − 1)) is stored"),
     Question(6, "\"Expected more than 1 value per channel when training\": a batch of one",
-             Link("", LAYER_1D_ONE),
+             layer(layer="BatchNorm1d", shape=(1, 16), steps=0),
              "the error in training, why, and what to do; in eval mode the same batch works"),
     Question(7, "What does track_running_stats=False do in eval mode?",
-             Link("", (("track", "false"), ("mode", "eval")), "train-and-eval"),
+             layer("train-and-eval", track_running_stats=False, mode="eval"),
              "eval mode normalizing with the batch's own statistics, exactly like train mode"),
     Question(8, "My own batch norm doesn't match torch's: why?",
-             Link("", (("dist", "large-mean"),), "what-batch-norm-does"),
+             layer("what-batch-norm-does", dist="large-mean"),
              "a channel whose mean dwarfs its spread: a one-pass float32 variance against torch's and bnviz's",
              more=(
                  ("Bessel's correction: running_var is unbiased, the normalizing variance is not",
-                  Link("", (("layer", "BatchNorm1d"), ("shape", "4,3"), ("steps", "0")), "what-batch-norm-does")),
+                  layer("what-batch-norm-does", layer="BatchNorm1d", shape=(4, 3), steps=0)),
                  ("eps goes inside the square root (torch 1e-5, Keras 1e-3)",
-                  Link("", (("eps", "0.001"),), "what-batch-norm-does")),
+                  layer("what-batch-norm-does", eps=0.001)),
                  ("momentum's direction: torch's weights the new batch",
-                  Link("", (("momentum", "0.9"), ("steps", "10")), "running-statistics")),
+                  layer("running-statistics", momentum=0.9, steps=10)),
                  ("float32 cancellation in E[x²] − E[x]² when the mean dwarfs the spread",
-                  Link("", (("dist", "large-mean"),), "what-batch-norm-does")),
+                  layer("what-batch-norm-does", dist="large-mean")),
              )),
     Question(9, "How do LayerNorm, GroupNorm, InstanceNorm and RMSNorm differ from BatchNorm, and why does batch "
                 "size matter to one of them only?",
              Link("family"),
              "the five members on one tensor: which values share a statistic, and which outputs move with the batch"),
     Question(10, "Batch norm under DistributedDataParallel with small per-device batches, and SyncBatchNorm",
-             Link("data-parallel", (("world", "8"), ("per_rank", "2"))),
+             view("data-parallel", DATA_PARALLEL, DataParallelConfig(world=8, per_rank=2)),
              "8 real processes with 2 samples each: their own statistics against the whole batch's"),
     Question(11, "Can I fold batch norm into the conv before it, and why does my \"frozen\" batch norm still change?",
              Link("inference"),

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from app_pages.common import server
-from bnviz.explorer.eval_gap import engine as eval_gap
-from bnviz.explorer.query import EVAL_GAP
+from bnviz.explorer.eval_gap import url as eval_gap_url
+from bnviz.explorer.eval_gap.url import EVAL_GAP
 from tests.app_pages.helpers import outside_code, page_text, run_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -28,14 +28,14 @@ def test_the_default_sections_run_on_opening_and_the_others_wait():
     assert [h.proto.anchor for h in at.subheader] == ANCHORS
     keys = [c.key for c in at.get("plotly_chart")]
     assert keys and all(k.startswith(("chart-batches-", "chart-lag-")) for k in keys), keys
-    on_buttons = [n for n in eval_gap.SECTIONS if n not in eval_gap.DEFAULT_SECTIONS]
+    on_buttons = [n for n in eval_gap_url.SECTIONS if n not in eval_gap_url.DEFAULT_SECTIONS]
     assert [b.key for b in at.button] == [f"eg.run.{n}" for n in on_buttons]
     text = page_text(at)
     assert text.count("**Symptom.**") == 2 and text.count("**The fix.**") == 2
     assert len(at.code) == 2, "the fix in plain PyTorch, per section run"
 
 
-@pytest.mark.parametrize("name", [n for n in eval_gap.SECTIONS if n not in eval_gap.DEFAULT_SECTIONS])
+@pytest.mark.parametrize("name", [n for n in eval_gap_url.SECTIONS if n not in eval_gap_url.DEFAULT_SECTIONS])
 def test_each_button_runs_its_section(name):
     at = run_app(SMALL, "eval_gap")
     at.button(key=f"eg.run.{name}").click().run(timeout=180)

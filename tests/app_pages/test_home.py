@@ -11,34 +11,26 @@ from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
-from bnviz.explorer.data_parallel import engine as data_parallel
-from bnviz.explorer.data_parallel.engine import DataParallelConfig
-from bnviz.explorer.eval_gap import engine as eval_gap
-from bnviz.explorer.eval_gap.engine import BatchesConfig
-from bnviz.explorer.family import engine as family
-from bnviz.explorer.family.engine import FamilyConfig
-from bnviz.explorer.inference import engine as inference
-from bnviz.explorer.inference.engine import InferenceConfig
-from bnviz.explorer.layer import engine as compare
-from bnviz.explorer.layer.engine import Config
-from bnviz.explorer.network import engine as network
-from bnviz.explorer.network.engine import NetworkConfig
-from bnviz.explorer.query import DATA_PARALLEL, EVAL_GAP, FAMILY, INFERENCE, LAYER, NETWORK, TRAINING_DRIFT
+from bnviz.explorer.data_parallel.url import DATA_PARALLEL, DataParallelConfig
+from bnviz.explorer.eval_gap.url import EVAL_GAP, BatchesConfig
+from bnviz.explorer.family.url import FAMILY, FamilyConfig
+from bnviz.explorer.inference.url import INFERENCE, InferenceConfig
+from bnviz.explorer.layer.url import LAYER, Config
+from bnviz.explorer.network.url import NETWORK, NetworkConfig
 from bnviz.explorer.questions import QUESTIONS, WHAT_BATCH_NORM_DOES, Link, index_html
-from bnviz.explorer.training import engine as training
-from bnviz.explorer.training.engine import DriftConfig
+from bnviz.explorer.training.url import TRAINING_DRIFT, DriftConfig
 from tests.app_pages.helpers import page_text, run_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = {  # page: (its URL spec, its base config, its refusal, its file)
-    "": (LAYER, Config(), compare.refusal, "layer"),
-    "network": (NETWORK, NetworkConfig(), network.refusal, "network"),
-    "family": (FAMILY, FamilyConfig(), family.refusal, "family"),
-    "data-parallel": (DATA_PARALLEL, DataParallelConfig(), data_parallel.refusal, "data_parallel"),
-    "inference": (INFERENCE, InferenceConfig(), inference.refusal, "inference"),
-    "training": (TRAINING_DRIFT, DriftConfig(), training.refusal, "training"),
-    "eval-gap": (EVAL_GAP["batches"], BatchesConfig(), eval_gap.refusal, "eval_gap"),
+PAGES = {  # page: (its URL spec, its base config, its file)
+    "": (LAYER, Config(), "layer"),
+    "network": (NETWORK, NetworkConfig(), "network"),
+    "family": (FAMILY, FamilyConfig(), "family"),
+    "data-parallel": (DATA_PARALLEL, DataParallelConfig(), "data_parallel"),
+    "inference": (INFERENCE, InferenceConfig(), "inference"),
+    "training": (TRAINING_DRIFT, DriftConfig(), "training"),
+    "eval-gap": (EVAL_GAP["batches"], BatchesConfig(), "eval_gap"),
 }
 LINKS = [(f"Q{q.number}" + (f" more {i}" if i else ""), link)
          for q in QUESTIONS for i, link in enumerate([q.link, *(lk for _, lk in q.more)])]  # fmt: skip
@@ -76,17 +68,17 @@ def test_changing_a_control_on_the_home_page_writes_the_view_and_folds_the_index
 
 @pytest.mark.parametrize(("name", "link"), LINKS, ids=[name for name, _ in LINKS])
 def test_every_index_link_names_a_view_its_page_runs(name, link: Link):
-    spec, base, refusal, _ = PAGES[link.page]
+    spec, base, _ = PAGES[link.page]
     parts = urlsplit(link.href)
     assert parts.path == "./" + link.page
     config, warnings = spec.parse(dict(parse_qsl(parts.query)), base)
     assert not warnings, f"{name}: {warnings}"
-    assert refusal(config) is None, f"{name}: {refusal(config)}"
+    assert config.refusal() is None, f"{name}: {config.refusal()}"
 
 
 @pytest.mark.parametrize(("name", "link"), [(n, lk) for n, lk in LINKS if lk.section], ids=lambda v: str(v)[:40])
 def test_every_section_a_link_names_is_a_heading_of_its_view(name, link: Link):
-    file = PAGES[link.page][3]
+    file = PAGES[link.page][2]
     at = run_app(dict(parse_qsl(urlsplit(link.href).query)), None if file == "layer" else file)
     anchors = [h.proto.anchor for h in at.subheader] + [h.proto.anchor for h in at.header]
     assert link.section in anchors, f"{name}: #{link.section} not among {anchors}"

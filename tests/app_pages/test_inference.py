@@ -8,8 +8,7 @@ import re
 import pytest
 
 from bnviz.explorer.inference import engine
-from bnviz.explorer.inference.engine import VARIANTS, InferenceConfig
-from bnviz.explorer.query import INFERENCE
+from bnviz.explorer.inference.url import INFERENCE, VARIANTS, InferenceConfig
 from tests.app_pages.helpers import outside_code, page_text, run_app, verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

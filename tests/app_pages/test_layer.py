@@ -8,8 +8,7 @@ import re
 
 import pytest
 
-from bnviz.explorer.layer.engine import Config
-from bnviz.explorer.query import PARAMS, to_query
+from bnviz.explorer.layer.url import PARAMS, Config, to_query
 from tests.app_pages.helpers import outside_code, page_text, run_app, verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

@@ -7,8 +7,16 @@ import pytest
 
 from app_pages.common import server
 from bnviz.explorer.mlp import seconds_estimate
-from bnviz.explorer.query import TRAINING_DRIFT, TRAINING_NOISE, TRAINING_PLACEMENT, TRAINING_SWEEP
-from bnviz.explorer.training.engine import DriftConfig, NoiseConfig, PlacementConfig, SweepConfig
+from bnviz.explorer.training.url import (
+    TRAINING_DRIFT,
+    TRAINING_NOISE,
+    TRAINING_PLACEMENT,
+    TRAINING_SWEEP,
+    DriftConfig,
+    NoiseConfig,
+    PlacementConfig,
+    SweepConfig,
+)
 from tests.app_pages.helpers import outside_code, page_text, run_app
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")

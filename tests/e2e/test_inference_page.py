@@ -7,7 +7,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 
 import pytest
 
-from bnviz.explorer.inference.engine import VARIANTS
+from bnviz.explorer.inference.url import VARIANTS
 from bnviz.shots import layout_problems, open_view, wait_until_drawn
 from tests.e2e.conftest import charts, check_screenshot, main_text, verdict
 

@@ -7,9 +7,9 @@ from __future__ import annotations
 import threading
 import time
 
-from bnviz.explorer.family.engine import FamilyConfig
-from bnviz.explorer.layer.engine import Config
-from bnviz.explorer.network.engine import NetworkConfig
+from bnviz.explorer.family.url import FamilyConfig
+from bnviz.explorer.layer.url import Config
+from bnviz.explorer.network.url import NetworkConfig
 from bnviz.hosting import serve
 from bnviz.shots import DRAWN, NOT_RUNNING, VIEWPORT, open_view, serve_app, tree_rss_mb, verdict_text
 

@@ -14,16 +14,11 @@ from pathlib import Path
 import pytest
 
 from bnviz.explorer import workers
-from bnviz.explorer.data_parallel import engine as data_parallel
-from bnviz.explorer.data_parallel.engine import DataParallelConfig
-from bnviz.explorer.family import engine as family
-from bnviz.explorer.family.engine import FamilyConfig
-from bnviz.explorer.inference import engine as inference
-from bnviz.explorer.inference.engine import InferenceConfig
-from bnviz.explorer.layer import engine as compare
-from bnviz.explorer.layer.engine import Config
-from bnviz.explorer.network import engine as network
-from bnviz.explorer.network.engine import NetworkConfig
+from bnviz.explorer.data_parallel.url import DataParallelConfig
+from bnviz.explorer.family.url import FamilyConfig
+from bnviz.explorer.inference.url import InferenceConfig
+from bnviz.explorer.layer.url import Config
+from bnviz.explorer.network.url import NetworkConfig
 from bnviz.hosting import memory, serve
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -132,10 +127,8 @@ def _within(est: int, peak: int, numbers: str) -> None:
 
 
 def test_every_case_is_a_view_its_page_runs():
-    refusals = {Config: compare.refusal, NetworkConfig: network.refusal, FamilyConfig: family.refusal,
-                InferenceConfig: inference.refusal, DataParallelConfig: data_parallel.refusal}  # fmt: skip
     for name, (_, config) in CASES.items():
-        assert refusals[type(config)](config) is None, (name, refusals[type(config)](config))
+        assert config.refusal() is None, (name, config.refusal())
 
 
 @pytest.mark.parametrize("name", list(CASES))
@@ -161,31 +154,31 @@ def test_the_default_budget_runs_the_largest_views_but_two_million_channels():
     for a batch of one with two million channels (every per-channel tensor as large as the batch)
     and the compiled timing of the largest shapes (the compiler alone takes 220 MB)."""
     largest = {  # name: (its page's caps, its estimate, config, fits the default budget)
-        "layer, 2000x1000 float64 after 7 batches as large": (compare.refusal, own_estimate, Config(
+        "layer, 2000x1000 float64 after 7 batches as large": (own_estimate, Config(
             layer=B1, shape=(2000, 1000), dtype="float64", steps=7, train_batch=2000), True),
-        "layer, a million channels in float64": (compare.refusal, own_estimate, Config(
+        "layer, a million channels in float64": (own_estimate, Config(
             layer=B1, shape=(2, 1_000_000), dtype="float64", steps=1, train_batch=2), True),
-        "layer, its timing": (compare.refusal, Config.speed_bytes, Config(
+        "layer, its timing": (Config.speed_bytes, Config(
             layer=B1, shape=(2, 1_000_000), dtype="float64", steps=1, train_batch=2), True),
-        "network": (network.refusal, own_estimate, NetworkConfig(batch=256, image=64, channels=4, steps=0),
+        "network": (own_estimate, NetworkConfig(batch=256, image=64, channels=4, steps=0),
                     True),
-        "family": (family.refusal, own_estimate, FamilyConfig(shape=(10, 100, 1000), groups=4), True),
-        "inference": (inference.refusal, own_estimate, InferenceConfig(
+        "family": (own_estimate, FamilyConfig(shape=(10, 100, 1000), groups=4), True),
+        "inference": (own_estimate, InferenceConfig(
             batch_size=64, channels=4, image_size=8, train_steps=5, finetune_steps=1, dtype="float64"), True),
-        "data parallel, 8 ranks, 200,000 values": (data_parallel.refusal, own_estimate, DataParallelConfig(
+        "data parallel, 8 ranks, 200,000 values": (own_estimate, DataParallelConfig(
             world=8, per_rank=64, sample=(6, 8, 8)), True),
-        "data parallel, its fork server": (data_parallel.refusal, lambda c: workers.FORK_SERVER_BYTES,
+        "data parallel, its fork server": (lambda c: workers.FORK_SERVER_BYTES,
                                            DataParallelConfig(), True),
-        "layer, the compiled timing of 2000x1000 float32": (compare.refusal, Config.compiled_speed_bytes, Config(
+        "layer, the compiled timing of 2000x1000 float32": (Config.compiled_speed_bytes, Config(
             layer=B1, shape=(2000, 1000)), True),
-        "layer, the compiled timing of 2000x1000 float64": (compare.refusal, Config.compiled_speed_bytes, Config(
+        "layer, the compiled timing of 2000x1000 float64": (Config.compiled_speed_bytes, Config(
             layer=B1, shape=(2000, 1000), dtype="float64"), False),
-        "layer, two million channels": (compare.refusal, own_estimate, Config(
+        "layer, two million channels": (own_estimate, Config(
             layer=B1, shape=(1, 2_000_000), mode="eval", steps=0, train_batch=1), False),
     }  # fmt: skip
     budget = serve.DEFAULT_BUDGET_MB * MB
-    for name, (refusal, estimate_of, config, fits) in largest.items():
-        assert refusal(config) is None, (name, refusal(config))
+    for name, (estimate_of, config, fits) in largest.items():
+        assert config.refusal() is None, (name, config.refusal())
         est = estimate_of(config)
         assert (est <= budget) == fits, f"{name}: {est / MB:.0f} MiB, the default budget {budget / MB:.0f} MiB"
 

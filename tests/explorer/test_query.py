@@ -6,21 +6,10 @@ from dataclasses import fields
 
 import pytest
 
-from bnviz.explorer.inference.engine import InferenceConfig, refusal
-from bnviz.explorer.layer.engine import Config
-from bnviz.explorer.network.engine import NetworkConfig
-from bnviz.explorer.query import (
-    FIELD_OF,
-    FOCUS,
-    INFERENCE,
-    NETWORK,
-    PARAMS,
-    Focus,
-    inert,
-    parse_query,
-    parse_shape,
-    to_query,
-)
+from bnviz.explorer.inference.url import INFERENCE, InferenceConfig
+from bnviz.explorer.layer.url import FIELD_OF, FOCUS, PARAMS, Config, Focus, parse_query, to_query
+from bnviz.explorer.network.url import NETWORK, NetworkConfig
+from bnviz.explorer.query import inert, parse_shape
 
 ROUND_TRIPS = [
     Config(),
@@ -155,4 +144,4 @@ def test_inference_url_limits_are_the_engines():
     """A value the URL accepts on its own is never refused for being out of range (only for the work)."""
     for name, text in [("batch", "2"), ("channels", "64"), ("image", "32"), ("finetune", "100"), ("lr", "1")]:
         config, warnings = INFERENCE.parse({name: text}, InferenceConfig())
-        assert not warnings and (refusal(config) is None or "limit" in refusal(config)), (name, refusal(config))
+        assert not warnings and (config.refusal() is None or "limit" in config.refusal()), (name, config.refusal())

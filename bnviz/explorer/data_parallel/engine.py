@@ -30,89 +30,18 @@ import torch
 import torch.nn.functional as F
 
 from bnviz.explorer import workers
-from bnviz.explorer.data import DISTRIBUTIONS, channel_sample
+from bnviz.explorer.data import channel_sample
 from bnviz.explorer.data_parallel import worker as dp_worker
+from bnviz.explorer.data_parallel.url import DataParallelConfig
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import PALETTE
 from bnviz.explorer.theme import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR, log_ticks
 from bnviz.hosting import forks
-from bnviz.hosting.memory import BASE, MB, with_workers
 
-MAX_WORLD = 8
-MAX_RANK_BATCH = 64
-MAX_SAMPLE_VALUES = 4096  # C × spatial values of one sample
-MAX_VALUES = 200_000  # the whole batch
 DEADLINE_S = 60.0  # the whole world, start to finish
 SPREAD_SIZES = (1, 2, 4, 8, 16, 32, 64)
 SPREAD_DRAWS = 200
 SPREAD_BLOCK_VALUES = 2**18  # values drawn at once for the spread (a few MB, whatever the sample)
-# Memory (``DataParallelConfig.estimate_bytes``). Each gloo rank is a fork of the warmed-up, frozen
-# fork server (``workers``), and holds privately what it writes (measured 24–28 MB with tiny
-# batches); each draws the whole batch and its upstream gradient in float64 (measured ≤ 4 MB more
-# at 200,000 values). The fork server itself is ``workers.FORK_SERVER_BYTES``, once per server.
-FORKED_RANK_BYTES = 30 * MB
-RANK_PER_VALUE = 48
-DP_PER_VALUE = 64  # the parent: the full-batch reference in float32 and float64 (measured ≤ 62 at 200,000)
-DP_PER_CHANNEL = 1024  # per-channel statistics of every rank, as Python lists (measured 4 MB at 4,096)
-
-
-@dataclass(frozen=True)
-class DataParallelConfig:
-    """One view of the data-parallel page; hashable, so it keys the cache."""
-
-    world: int = 4
-    per_rank: int = 4
-    batches: str = ""  # a typed list of per-rank batch sizes ("8,8,4,0"); empty: per_rank on every rank
-    sample: tuple[int, ...] = (3, 8, 8)  # one sample: (C, spatial…)
-    dist: str = "normal"
-    seed: int = 0
-
-    def sizes(self) -> tuple[int, ...]:
-        """Each rank's batch size."""
-        if self.batches.strip():
-            return tuple(int(p) for p in self.batches.replace(" ", "").split(",") if p != "")
-        return (self.per_rank,) * self.world
-
-    def estimate_bytes(self) -> int:
-        """The peak memory a run adds to the server's process tree: the parent's full-batch
-        reference and the spread's draws (a few MB, in blocks), plus ``world`` forked ranks. The
-        fork server is not in it (``workers.FORK_SERVER_BYTES``, once)."""
-        values = sum(self.sizes()) * math.prod(self.sample)
-        parent = DP_PER_VALUE * values + DP_PER_CHANNEL * self.sample[0] + 4 * MB
-        return BASE + parent + with_workers(self.world, RANK_PER_VALUE * values, FORKED_RANK_BYTES)
-
-
-def _typed_sizes(config: DataParallelConfig) -> str | None:
-    """Why the typed list of batch sizes is unusable, or None."""
-    parts = [p for p in config.batches.replace(" ", "").split(",") if p != ""]
-    if config.batches.strip() and not all(p.isdigit() and len(p) <= 4 for p in parts):
-        return "batch sizes are whole numbers ≥ 0, separated by commas, like 8,8,4,0"
-    if config.batches.strip() and len(parts) != config.world:
-        return f"give one batch size per rank: {len(parts)} sizes for {config.world} ranks"
-    return None
-
-
-def refusal(config: DataParallelConfig) -> str | None:
-    """Why this config is not run, or None — checked on plain integers before anything starts."""
-    typed = _typed_sizes(config)
-    if typed:
-        return typed
-    sizes = config.sizes()
-    per_sample = math.prod(config.sample) if config.sample else 0
-    checks = [
-        (not 1 <= config.world <= MAX_WORLD, f"the world size is 1 to {MAX_WORLD}"),
-        (not 2 <= len(config.sample) + 1 <= 6, "a sample is (C, spatial…): 1 to 5 numbers"),
-        (any(d < 1 for d in config.sample), "every dimension of a sample needs at least 1"),
-        (per_sample > MAX_SAMPLE_VALUES, f"a sample holds {per_sample:,} values, over the limit of "
-                                         f"{MAX_SAMPLE_VALUES:,}"),
-        (any(not 0 <= s <= MAX_RANK_BATCH for s in sizes), f"a rank's batch size is 0 to {MAX_RANK_BATCH}"),
-        (sum(sizes) * per_sample > MAX_VALUES, f"the batch holds {sum(sizes) * per_sample:,} values, over the "
-                                               f"limit of {MAX_VALUES:,}"),
-        (sum(sizes) * max(1, per_sample // max(1, config.sample[0])) < 2 if config.sample else True,
-         "the whole batch needs more than 1 value per channel to train"),
-        (config.dist not in DISTRIBUTIONS, f"unknown distribution; choose one of {', '.join(DISTRIBUTIONS)}"),
-    ]  # fmt: skip
-    return next((message for failed, message in checks if failed), None)
 
 
 class WorldError(forks.ForkError):
@@ -249,7 +178,7 @@ def spread_by_batch(config: DataParallelConfig) -> dict[str, Any]:
 
 def run_data_parallel(config: DataParallelConfig, deadline_s: float = DEADLINE_S) -> DataParallelReport:
     """The whole page's numbers: k ranks in real processes against one full-batch reference."""
-    reason = refusal(config)
+    reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
     t = time.monotonic()

@@ -14,8 +14,6 @@ from plotly.subplots import make_subplots
 
 from bnviz.explorer.eval_gap.engine import (
     ACCUMULATION_VARIANTS,
-    CHECKPOINT_VARIANTS,
-    DROPOUT_VARIANTS,
     ORDERS,
     TABLE_UNITS,
     AccumulationReport,
@@ -25,6 +23,7 @@ from bnviz.explorer.eval_gap.engine import (
     LagReport,
     PassesReport,
 )
+from bnviz.explorer.eval_gap.url import CHECKPOINT_VARIANTS, DROPOUT_VARIANTS
 from bnviz.explorer.theme import (
     BNVIZ_COLOR,
     CHANCE,

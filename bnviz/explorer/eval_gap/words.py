@@ -19,8 +19,8 @@ from bnviz.explorer.eval_gap.engine import (
     LagReport,
     PassesReport,
     adjusted_momentum,
-    twice_momentum,
 )
+from bnviz.explorer.eval_gap.url import twice_momentum
 from bnviz.explorer.text import listing, pct, points
 
 SAME = 0.03  # accuracies closer than this (3 points, 11 of 359 test images) are "about the same"

@@ -26,65 +26,15 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 import bnviz
-from bnviz.explorer.data import DISTRIBUTIONS, sample_batch
+from bnviz.explorer.data import sample_batch
+from bnviz.explorer.family.url import MEMBERS, FamilyConfig
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import Cells, Grouping, cells, cells_figure, cube_svg, spatial_names
 from bnviz.explorer.theme import BNVIZ_COLOR, LAYOUT, TORCH_COLOR, VALUE_TICKS, bars, outline
-from bnviz.hosting.memory import BASE
 from bnviz.hosting.serve import Cancelled
 
-MEMBERS = ("BatchNorm", "LayerNorm", "InstanceNorm", "GroupNorm", "RMSNorm")
-LN_OVER = ("sample", "last")  # LayerNorm/RMSNorm over every per-sample dim, or over the last dim only
-MAX_ELEMENTS = 1_000_000
-MAX_RANK = 6
 FONT, PICTURE_SCALE = 16, 36  # five pictures side by side, three to a row: small boxes, large words
 BINS = 40
-
-
-@dataclass(frozen=True)
-class FamilyConfig:
-    """One view of the family page; hashable, so it keys the app's cache."""
-
-    shape: tuple[int, ...] = (8, 6, 8, 8)
-    groups: int = 2
-    dist: str = "normal"
-    seed: int = 0
-    ln_over: str = "sample"
-    eps: float = 1e-5
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def normalized_shape(self) -> tuple[int, ...]:
-        """LayerNorm's and RMSNorm's trailing dims: every per-sample dim, or the last one."""
-        return self.shape[1:] if self.ln_over == "sample" else self.shape[-1:]
-
-    def estimate_bytes(self) -> int:
-        """The peak memory ``run_family`` adds: five members, each bnviz, torch and float64 with
-        gradients, one member at a time (measured 110–113 bytes per value at a million)."""
-        return BASE + 136 * self.numel
-
-
-def refusal(config: FamilyConfig) -> str | None:
-    """Why this config is not run (too big, inconsistent), or None — before allocating anything."""
-    shape = config.shape
-    checks = [
-        (not 3 <= len(shape) <= MAX_RANK, f"the family needs a shape of rank 3 to {MAX_RANK}: (N, C, spatial…)"),
-        (any(d < 1 for d in shape), "every dimension needs at least 1"),
-        (shape[0] < 2 if shape else True, "the batch needs at least 2 samples to show batch dependence"),
-        (config.numel > MAX_ELEMENTS, f"{config.numel:,} elements is over the limit of {MAX_ELEMENTS:,}"),
-        (config.groups < 1, "groups must be at least 1"),
-        (len(shape) > 1 and shape[1] % config.groups != 0,
-         f"GroupNorm needs the channels (C = {shape[1] if len(shape) > 1 else 0}) divisible by the groups "
-         f"({config.groups})"),
-        (math.prod(shape[2:]) < 2 if len(shape) > 2 else True, "InstanceNorm needs at least 2 spatial values"),
-        (config.dist not in DISTRIBUTIONS, f"unknown distribution; choose one of {', '.join(DISTRIBUTIONS)}"),
-        (config.ln_over not in LN_OVER, f"LayerNorm over must be {' or '.join(LN_OVER)}"),
-        (not 0 < config.eps <= 1, "eps must be above 0 and at most 1"),
-    ]  # fmt: skip
-    return next((message for failed, message in checks if failed), None)
 
 
 def grouping(config: FamilyConfig, member: str) -> Grouping:
@@ -229,7 +179,7 @@ def _run_member(config: FamilyConfig, member: str, x: Tensor, other: Tensor) -> 
 def run_family(config: FamilyConfig, should_stop: Callable[[], bool] | None = None) -> FamilyReport:
     """Every member on the config's tensor, against torch; raises ValueError for a refused config.
     ``should_stop`` is asked before each member; when it says yes the run raises ``serve.Cancelled``."""
-    reason = refusal(config)
+    reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
     x, other = batches(config)

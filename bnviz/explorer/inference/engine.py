@@ -43,37 +43,21 @@ from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
 import bnviz
+from bnviz.explorer.inference.url import CLASSES, DTYPES, TIMING_REPEATS, VARIANTS, InferenceConfig
 from bnviz.explorer.parity import diff, tolerance
 from bnviz.explorer.text import sci
 from bnviz.explorer.theme import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR
 from bnviz.fold import BATCH_NORMS, FrozenBatchNorm
-from bnviz.hosting.memory import BASE
 from bnviz.hosting.serve import Cancelled
 
-DTYPES = {"float32": torch.float32, "float64": torch.float64}
-CLASSES = 3  # = input channels: class k brightens input channel k
 SHIFT_SCALE = 1.5  # fine-tuning inputs: x · SHIFT_SCALE + shift
-TIMING_REPEATS = 11  # interleaved forward timings per network
 WEIGHT_VALUES = 6  # weights shown per channel in the formula
 PLOT_CHANNELS = 4  # channels of the first batch norm drawn over the fine-tuning steps
 STEP_TICKS = (1, 2, 5, 10, 20, 25, 50)  # distances between the ticks of a step axis
 CHANNEL_SYMBOLS = ("circle", "square", "diamond", "triangle-up")  # one marker per channel drawn
 MOVED = ("running_mean", "running_var", "weight")  # the first batch norm's state, compared before and after
-MAX_BATCH = 256
-MAX_CHANNELS = 64
-MAX_IMAGE = 32
-MAX_STEPS = 200
-MAX_FINETUNE_STEPS = 100  # x 24 traces: keeps the running-statistics figure under 100 KB
-MAX_BATCH_VALUES = 32_768  # one conv layer's activations: batch × channels × image²
-MAX_WORK = 1_100_000  # activation values over every forward pass of a run (four freezing variants)
 LOG_EDGES = (-12.0, 2.0)  # log10 |difference| histogram range
 BINS = 42
-VARIANTS = {
-    "requires_grad": "requires_grad=False on γ, β",
-    "bn_eval": "bn.eval(), then model.train()",
-    "eval_after_train": "bn.eval() after every model.train()",
-    "freeze": "bnviz.freeze_batch_norm",
-}
 VARIANT_CODE = {  # what each variant does to the trained model, as a reader would write it
     "requires_grad": "for bn in batch_norms:\n    bn.weight.requires_grad_(False)\n    bn.bias.requires_grad_(False)",
     "bn_eval": "for bn in batch_norms:\n    bn.eval()\nfor x, y in batches:\n    model.train()\n    ...",
@@ -90,76 +74,6 @@ VARIANT_STYLE = {  # plain torch idioms in torch's blue, bnviz's freeze in red
     "eval_after_train": (TORCH_COLOR, "dash"),
     "freeze": (BNVIZ_COLOR, "solid"),
 }
-
-
-@dataclass(frozen=True)
-class InferenceConfig:
-    """Everything that defines one run; hashable, so it keys the app's cache."""
-
-    batch_size: int = 16
-    channels: int = 4
-    image_size: int = 8
-    train_steps: int = 15
-    finetune_steps: int = 8
-    lr: float = 0.05
-    shift: float = 2.0  # added to the fine-tuning inputs (after scaling them by SHIFT_SCALE)
-    channel: int = 0  # the channel whose fold is spelled out
-    seed: int = 0
-    dtype: str = "float32"
-
-    @property
-    def batch_values(self) -> int:
-        """One conv layer's activations for one batch: N · C · H · W."""
-        return self.batch_size * max(self.channels, CLASSES) * self.image_size**2
-
-    @property
-    def passes(self) -> int:
-        """Forward passes of a run: training, 4 variants × (fine-tuning steps + 2 probes per
-        recorded step), timings, and the few probes of the folding section."""
-        per_variant = self.finetune_steps + 2 * (self.finetune_steps + 1)
-        return self.train_steps + len(VARIANTS) * per_variant + 2 * TIMING_REPEATS + 6
-
-    @property
-    def work(self) -> int:
-        return self.batch_values * self.passes
-
-    def estimate_bytes(self) -> int:
-        """The peak memory ``run_inference`` adds: a small network and its batches (capped at
-        32,768 activation values per batch)."""
-        itemsize = DTYPES[self.dtype].itemsize if self.dtype in DTYPES else 8
-        return BASE + 64 * itemsize * self.batch_values
-
-
-def refusal(config: InferenceConfig) -> str | None:
-    """Why this config is not run (too big, out of range, unknown option), or None.
-
-    Checked on plain numbers, before anything is allocated.
-    """
-    checks = [
-        (config.dtype not in DTYPES, f"unknown dtype; choose one of {', '.join(DTYPES)}"),
-        (not 2 <= config.batch_size <= MAX_BATCH, f"batch size must be between 2 and {MAX_BATCH}"),
-        (not 1 <= config.channels <= MAX_CHANNELS, f"channels must be between 1 and {MAX_CHANNELS}"),
-        (not 3 <= config.image_size <= MAX_IMAGE, f"image size must be between 3 and {MAX_IMAGE}"),
-        (not 0 <= config.train_steps <= MAX_STEPS, f"training steps must be between 0 and {MAX_STEPS}"),
-        (
-            not 1 <= config.finetune_steps <= MAX_FINETUNE_STEPS,
-            f"fine-tuning steps must be between 1 and {MAX_FINETUNE_STEPS}",
-        ),
-        (not 0.0 < config.lr <= 1.0, "the learning rate must be in (0, 1]"),
-        (not math.isfinite(config.shift) or abs(config.shift) > 100, "the shift must be between -100 and 100"),
-        (not 0 <= config.channel < config.channels, f"channel must be between 0 and {config.channels - 1}"),
-        (
-            config.batch_values > MAX_BATCH_VALUES,
-            f"{config.batch_values:,} activation values per batch is over the limit of {MAX_BATCH_VALUES:,}; "
-            "use a smaller batch, fewer channels or smaller images",
-        ),
-        (
-            config.work > MAX_WORK,
-            f"{config.batch_values:,} values × {config.passes} forward passes is over the limit of {MAX_WORK:,}; "
-            "use fewer steps or a smaller batch",
-        ),
-    ]
-    return next((message for failed, message in checks if failed), None)
 
 
 @dataclass(frozen=True)
@@ -451,7 +365,7 @@ def run_inference(config: InferenceConfig, should_stop: Callable[[], bool] | Non
     """Train, fold and fine-tune as the module docstring describes; raises ``ValueError`` for a
     refused config. ``should_stop`` is asked between steps and variants; when it says yes the run
     raises ``serve.Cancelled``."""
-    reason = refusal(config)
+    reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
 

@@ -9,9 +9,8 @@ cached and shared between users; no live module ever leaves this file.
 from __future__ import annotations
 
 import copy
-import math
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -22,7 +21,8 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import bnviz
 from bnviz.autograd import reduce_dims
 from bnviz.explorer import picture
-from bnviz.explorer.data import DISTRIBUTIONS, population_stats, sample_batch
+from bnviz.explorer.data import population_stats, sample_batch
+from bnviz.explorer.layer.url import DTYPES, Config
 from bnviz.explorer.parity import (
     Diff,
     as_accurate,
@@ -34,38 +34,10 @@ from bnviz.explorer.parity import (
     tolerance,
 )
 from bnviz.explorer.picture import Cells
-from bnviz.hosting.memory import BASE, MB
 from bnviz.hosting.serve import Cancelled
 
-LAYERS = ("BatchNorm1d", "BatchNorm2d", "BatchNorm3d", "BatchNorm")
-MODES = ("train", "eval")
-LAYOUTS = ("channels-first", "features-last")
-DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16, "float16": torch.float16}
-DEVICES = ("cpu", "cuda")
-MAX_ELEMENTS = 2_000_000  # per batch
-MAX_STEPS = 100
-MAX_WORK = 16_000_000  # values of every batch together: bounds the time of one comparison (3 sides)
-MAX_TRAIN_BATCH = 4096
-MAX_RANK = 8
 PLOT_CHANNELS = 8  # channels drawn in the per-channel plots
 BINS = 40
-
-# Memory (``Config.estimate_bytes``). The displayed batch, bytes per value (measured at 2,000,000
-# values: float64 82, float32 74, bfloat16 68), with 10% on top: both sides' outputs and
-# gradients, the batch and its upstream gradient, the float64 truth's (when the dtype is not
-# float64), x̂ and the gradient's allowance; differences are taken in blocks of rows.
-COMPARE_PER_VALUE = {"float64": 90, "float32": 81, "bfloat16": 75, "float16": 75}
-SMALL_BLOCKS = 64  # bytes per value up to 2**18 values: blocks under the mmap threshold stay in the heap
-COMPARE_PER_CHANNEL = 176  # running statistics, their copies, per-channel sums and statistics (measured ≤ 151)
-# A training batch, bytes per value: drawn in float64 with its temporaries, cast, and its float64
-# copy (measured at 2,000,000 values: normal 24, bimodal 30, heavy-tailed — four normal draws — 56).
-TRAIN_PER_VALUE = {"heavy-tailed": 64, "bimodal": 40}
-TRAIN_PER_VALUE_ELSE = 32
-ITEMSIZE = {"float64": 8, "float32": 4, "bfloat16": 2, "float16": 2}
-SPEED_PER_CHANNEL = 200
-# A forked process that starts inductor and compiles two layers, with the C++ compiler processes
-# it runs (measured 414 MB at a tiny shape: the process 190 MB, the compiler the rest).
-COMPILE_PROCESS_BYTES = 430 * MB
 
 
 class TorchBatchNorm(_BatchNorm):
@@ -89,118 +61,6 @@ BNVIZ_LAYERS: dict[str, type[nn.Module]] = {
     "BatchNorm3d": bnviz.BatchNorm3d,
     "BatchNorm": bnviz.BatchNorm,
 }
-
-
-@dataclass(frozen=True)
-class Config:
-    """Everything that defines one view; hashable, so it keys the app's cache."""
-
-    layer: str = "BatchNorm2d"
-    shape: tuple[int, ...] = (8, 3, 16, 16)
-    mode: str = "train"
-    momentum: float | None = 0.1
-    eps: float = 1e-5
-    affine: bool = True
-    track_running_stats: bool = True
-    dtype: str = "float32"
-    device: str = "cpu"
-    dist: str = "normal"
-    seed: int = 0
-    steps: int = 5
-    train_batch: int = 8
-    layout: str = "channels-first"
-
-    @property
-    def features_last(self) -> bool:
-        """The shape lists its features last, ``(N, L…, C)``, as a transformer's tensors do."""
-        return self.layout == "features-last" and len(self.shape) >= 3
-
-    @property
-    def num_features(self) -> int:
-        """C: dim 1 of the shape — the last dim for a features-last layout (the layer is built for
-        the features, and torch then checks them against dim 1) — and dim 0 for a rank-1 shape, so
-        that torch gets to reject the rank."""
-        if self.features_last:
-            return self.shape[-1]
-        if len(self.shape) >= 2:
-            return self.shape[1]
-        return self.shape[0] if self.shape else 1
-
-    @property
-    def numel(self) -> int:
-        return math.prod(self.shape)
-
-    @property
-    def train_shape(self) -> tuple[int, ...]:
-        """The shape of the training batches before the displayed one: ``train_batch`` samples."""
-        return (self.train_batch, *self.shape[1:]) if len(self.shape) >= 2 else self.shape
-
-    @property
-    def work(self) -> int:
-        """Values processed: every training batch and the displayed one."""
-        return math.prod(self.train_shape) * self.steps + self.numel
-
-    def estimate_bytes(self) -> int:
-        """The peak memory ``run_comparison`` adds: the larger of the displayed batch's phase and a
-        training batch's (one at a time), plus what grows with the channels."""
-        n, c = self.numel, max(self.num_features, 1)
-        shown = COMPARE_PER_VALUE.get(self.dtype, 90) * n
-        per_train = TRAIN_PER_VALUE.get(self.dist, TRAIN_PER_VALUE_ELSE)
-        train = per_train * math.prod(self.train_shape) if self.steps else 0
-        return BASE + max(shown, train) + SMALL_BLOCKS * min(n, 2**18) + COMPARE_PER_CHANNEL * c
-
-    def speed_bytes(self) -> int:
-        """The peak of ``bench.measure_config``: the batch (drawn in float64), its upstream
-        gradient, the output and the gradient of each side; per channel, the statistics
-        (measured: float32 26, float64 52 bytes per value; 150 per channel)."""
-        e = ITEMSIZE.get(self.dtype, 8)
-        return BASE + math.ceil((24 + 4.5 * e) * self.numel) + SPEED_PER_CHANNEL * max(self.num_features, 1)
-
-    def compiled_speed_bytes(self) -> int:
-        """``bench.measure_config_compiled``: the forked process and its compilers, and the
-        timing's own data as ``speed_bytes`` counts it (measured 478 MB at 2000×1000 float64)."""
-        return COMPILE_PROCESS_BYTES + self.speed_bytes() - BASE
-
-    def channels_first(self) -> Config:
-        """The same view with the features moved to dim 1: the fix for a features-last tensor."""
-        if not self.features_last:
-            return self
-        s = self.shape
-        return replace(self, shape=(s[0], s[-1], *s[1:-1]), layout="channels-first")
-
-
-def refusal(config: Config) -> str | None:
-    """Why this config is not run at all (too big, unknown option, no GPU), or None.
-
-    Checked on plain integers, before anything is allocated.
-    """
-    checks = [
-        (config.layer not in LAYERS, f"unknown layer; choose one of {', '.join(LAYERS)}"),
-        (config.mode not in MODES, "mode must be train or eval"),
-        (config.dtype not in DTYPES, f"unknown dtype; choose one of {', '.join(DTYPES)}"),
-        (config.dist not in DISTRIBUTIONS, f"unknown distribution; choose one of {', '.join(DISTRIBUTIONS)}"),
-        (config.device not in DEVICES, "device must be cpu or cuda"),
-        (not 1 <= len(config.shape) <= MAX_RANK, f"the shape needs 1 to {MAX_RANK} dimensions"),
-        (any(d < 0 for d in config.shape), "dimensions cannot be negative"),
-        (config.numel > MAX_ELEMENTS, f"{config.numel:,} elements is over the limit of {MAX_ELEMENTS:,} per batch"),
-        (config.layout not in LAYOUTS, f"layout must be {' or '.join(LAYOUTS)}"),
-        (not 0 <= config.steps <= MAX_STEPS, f"steps must be between 0 and {MAX_STEPS}"),
-        (not 1 <= config.train_batch <= MAX_TRAIN_BATCH, f"the training batch size is 1 to {MAX_TRAIN_BATCH:,}"),
-        (
-            math.prod(config.train_shape) > MAX_ELEMENTS,
-            f"training batches of {math.prod(config.train_shape):,} elements are over the limit of {MAX_ELEMENTS:,}",
-        ),
-        (
-            config.work > MAX_WORK,
-            f"{config.steps} training batches and the displayed one hold {config.work:,} elements, over the limit "
-            f"of {MAX_WORK:,}; use fewer steps or a smaller shape",
-        ),
-        (
-            config.device == "cuda" and not torch.cuda.is_available(),
-            "device cuda was asked for, but this server has no CUDA GPU; use cpu",
-        ),
-    ]
-    return next((message for failed, message in checks if failed), None)
 
 
 @dataclass(frozen=True)
@@ -535,7 +395,7 @@ def run_comparison(config: Config, should_stop: Callable[[], bool] | None = None
     of rows, and each intermediate is dropped once summarized — the peak is what
     ``memory.estimate_bytes`` budgets, whatever ``steps``.
     """
-    reason = refusal(config)
+    reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
     check = _checker(should_stop)

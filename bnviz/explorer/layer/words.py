@@ -13,7 +13,8 @@ from typing import Any
 import torch
 
 from bnviz.explorer.data import LARGE_MEAN, population_stats
-from bnviz.explorer.layer.engine import DTYPES, Config, Quantity, Report, affine_of
+from bnviz.explorer.layer.engine import Quantity, Report, affine_of
+from bnviz.explorer.layer.url import DTYPES, Config
 from bnviz.explorer.picture import dim_names
 from bnviz.explorer.text import sci
 

@@ -34,75 +34,13 @@ import torch
 from torch import Tensor, nn
 
 import bnviz
+from bnviz.explorer.network.url import CLASSES, HIDDEN, NetworkConfig
 from bnviz.explorer.parity import as_accurate, diff, grad_input_atol, normalized, sum_tolerance, tolerance
 from bnviz.explorer.picture import Grouping, cube_svg
 from bnviz.explorer.theme import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR, log_ticks
-from bnviz.hosting.memory import BASE
 from bnviz.hosting.serve import Cancelled
 
-MODES = ("train", "eval")
-CLASSES = 3
-HIDDEN = 32
-MAX_BATCH = 256
-MAX_IMAGE = 64
-MAX_CHANNELS = 32
-MAX_STEPS = 50
-MAX_MACS = 3_000_000_000  # multiply-adds of every step, both directions, three networks
 BN_KINDS = {"2d": (nn.BatchNorm2d, bnviz.BatchNorm2d), "1d": (nn.BatchNorm1d, bnviz.BatchNorm1d)}
-NETWORKS = 3  # trained: torch's, and bnviz's and float64's on their own paths
-
-
-@dataclass(frozen=True)
-class NetworkConfig:
-    """One view of the network page; hashable, so it keys the app's cache."""
-
-    batch: int = 32
-    image: int = 16
-    channels: int = 8
-    steps: int = 10
-    lr: float = 0.1
-    seed: int = 0
-    mode: str = "eval"
-
-    def macs(self) -> int:
-        """Multiply-adds of one forward pass of one network (convolutions and linear layers)."""
-        n, h, c = self.batch, self.image, self.channels
-        half = h // 2
-        conv1 = n * c * h * h * 3 * 9
-        conv2 = n * 2 * c * half * half * c * 9
-        linear = n * (2 * c * half * half * HIDDEN + HIDDEN * CLASSES)
-        return conv1 + conv2 + linear
-
-    def estimate_bytes(self) -> int:
-        """The peak memory ``run_network`` adds. Three networks (bnviz, torch, float64): per image
-        pixel, the float64 conv's unfolded input (27 values) and every layer's activations
-        (∝ channels), twice that with training's saved activations and gradients; per parameter
-        of the classifier's first linear layer (2c·(H/2)²·32), the weights and gradients of the
-        three networks and the float64 copies that compare them. 15% on top."""
-        pixels = self.batch * self.image**2
-        per_pixel = 260 + 12 * self.channels + (16 * self.channels + 16 if self.steps else 0)
-        params = 16 * self.channels * self.image**2
-        return BASE + math.ceil(1.15 * (pixels * per_pixel + 72 * params))
-
-
-def refusal(config: NetworkConfig) -> str | None:
-    """Why this config is not run (too big, out of range), or None — checked before allocating."""
-    cost = NETWORKS * 3 * (config.steps + 1) * config.macs()  # forward + backward ≈ 3 forwards
-    checks = [
-        (not 2 <= config.batch <= MAX_BATCH,
-         f"the batch size is {config.batch}; it must be 2 to {MAX_BATCH} (training needs 2 or more)"),
-        (not 4 <= config.image <= MAX_IMAGE, f"the image size is {config.image}; it must be 4 to {MAX_IMAGE}"),
-        (config.image % 2 == 1, f"the image size is {config.image}, an odd number; it must be even (the max-pool "
-                                "halves it)"),
-        (not 1 <= config.channels <= MAX_CHANNELS, f"{config.channels} channels; they must be 1 to {MAX_CHANNELS}"),
-        (not 0 <= config.steps <= MAX_STEPS, f"{config.steps} steps; they must be 0 to {MAX_STEPS}"),
-        (not (0 < config.lr <= 1 and math.isfinite(config.lr)),
-         f"the learning rate is {config.lr:g}; it must be above 0 and at most 1"),
-        (config.mode not in MODES, "mode must be train or eval"),
-        (cost > MAX_MACS, f"{cost:,} multiply-adds is over the limit of {MAX_MACS:,}; use fewer steps, a smaller "
-                          "batch, image or channel count"),
-    ]  # fmt: skip
-    return next((message for failed, message in checks if failed), None)
 
 
 def build(config: NetworkConfig, side: str) -> nn.Sequential:
@@ -314,7 +252,7 @@ def run_network(config: NetworkConfig, should_stop: Callable[[], bool] | None = 
     fresh batch in ``config.mode``. Apart, bnviz's network and a float64 one also train on their
     own paths, and their distance from torch's is measured after every step. ``should_stop`` is
     asked before each step; when it says yes the run raises ``Cancelled``."""
-    reason = refusal(config)
+    reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
     torch_net = build(config, "torch")

@@ -18,7 +18,7 @@ order, and are trained in lockstep by one loop (``train_group``); batch norm is
 4. ``PlacementConfig`` — batch norm before or after the ReLU, several seeds.
 
 Each config has ``estimate_bytes()`` (peak memory the run adds, an upper bound) and is checked by
-``refusal(config)`` before anything is allocated; ``run(config, stopped, progress)`` returns a
+``config.refusal()`` before anything is allocated; ``run(config, stopped, progress)`` returns a
 plain, picklable report. Evaluation is on the held-out test split, every network in ``eval()``
 mode (batch norm with its running statistics). Percentiles are linear interpolation between
 order statistics: over the sorted test values :math:`v_0 \le \dots \le v_{n-1}`,
@@ -34,232 +34,33 @@ from __future__ import annotations
 
 import csv
 import io
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from bnviz.explorer.digits import load_digits
 from bnviz.explorer.mlp import (
-    ACTIVATIONS,
-    MAX_BATCH,
-    MAX_SEED,
-    MAX_STEPS,
-    MAX_WIDTH,
-    MIN_BATCH,
-    MIN_WIDTH,
-    Arch,
     Curve,
-    Schedule,
     Ticker,
-    estimate,
-    lr_check,
-    range_check,
     train_group,
-    work_refusal,
+)
+from bnviz.explorer.training.url import (
+    AnyConfig,
+    DriftConfig,
+    NoiseConfig,
+    PlacementConfig,
+    SweepConfig,
+    config_schedule,
 )
 
 CSV_COLUMNS = ("variant", "step", "loss", "test_accuracy", "p15", "p50", "p85")
-MAX_INIT_STD = 10.0
-MAX_SEEDS = 10
-MAX_LRS = 12
-MAX_EVALS = 200  # evaluations of one training after step 0 (a chart needs no more points)
-MAX_NOISE = 10.0
-MAX_PROBES = 10
 
 # --- the four experiments --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DriftConfig:
-    """Experiment 1, Ioffe & Szegedy 2015, Figure 1: the same sigmoid network with and without
-    batch norm (before each sigmoid), from the same small Gaussian weights. ``init_std`` None:
-    torch's default initialisation instead."""
-
-    lr: float = 0.5
-    steps: int = 2000
-    seed: int = 0
-    init_std: float | None = 0.01
-    eval_every: int = 100
-    width: int = 100
-    batch: int = 60
-
-    def archs(self) -> dict[str, Arch]:
-        """The two networks, by CSV variant name."""
-        return {
-            "bn": Arch(self.width, "sigmoid", "before", None, self.init_std),
-            "plain": Arch(self.width, "sigmoid", "none", None, self.init_std),
-        }
-
-    def network_steps(self) -> int:
-        return 2 * self.steps
-
-    def estimate_bytes(self) -> int:
-        """Peak bytes the run adds (an upper bound; see ``estimate``)."""
-        return estimate(self.width, self.batch, 2, 2 * len(config_schedule(self).eval_steps()))
-
-
-@dataclass(frozen=True)
-class SweepConfig:
-    """Experiment 2: final test accuracy with and without batch norm over learning rates ×
-    seeds. The network is experiment 1's; ``init_std`` None (the default): torch's
-    initialisation, with which the plain network can learn, so that the learning rate alone
-    tells them apart."""
-
-    lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-    seeds: tuple[int, ...] = (0, 1, 2)
-    steps: int = 500
-    init_std: float | None = None
-    activation: str = "relu"
-    width: int = 100
-    batch: int = 60
-
-    def archs(self) -> dict[str, Arch]:
-        return {
-            "bn": Arch(self.width, self.activation, "before", None, self.init_std),
-            "plain": Arch(self.width, self.activation, "none", None, self.init_std),
-        }
-
-    def network_steps(self) -> int:
-        return 2 * self.steps * len(self.lrs) * len(self.seeds)
-
-    def estimate_bytes(self) -> int:
-        return estimate(self.width, self.batch, 2, 2 * 2 * len(self.lrs) * len(self.seeds))
-
-
-NOISE_VARIANTS = ("bn", "noisy-bn", "noise", "plain")  # batch norm, + noise, noise alone, neither
-
-
-@dataclass(frozen=True)
-class NoiseConfig:
-    """Experiment 3, Santurkar et al. 2018: ReLU networks with torch's initialisation — batch
-    norm, batch norm followed by noise (``Noise``: ``noise_mean`` is n_μ, ``noise_std`` n_σ),
-    the same noise without batch norm, and neither; each seed a group from the same weights.
-    The loss's range along the gradient is probed at ``probes`` points of training for the
-    networks with and without batch norm (no noise)."""
-
-    lr: float = 0.1
-    steps: int = 1000
-    seeds: tuple[int, ...] = (0, 1, 2)
-    noise_mean: float = 1.0
-    noise_std: float = 2.0
-    probes: int = 5
-    eval_every: int = 50
-    width: int = 100
-    batch: int = 60
-
-    def archs(self) -> dict[str, Arch]:
-        noise = (self.noise_mean, self.noise_std)
-        return {
-            "bn": Arch(self.width, "relu", "before", None, None),
-            "noisy-bn": Arch(self.width, "relu", "before", noise, None),
-            "noise": Arch(self.width, "relu", "none", noise, None),
-            "plain": Arch(self.width, "relu", "none", None, None),
-        }
-
-    def network_steps(self) -> int:
-        return len(NOISE_VARIANTS) * self.steps * len(self.seeds)
-
-    def estimate_bytes(self) -> int:
-        evals = len(config_schedule(self).eval_steps())
-        return estimate(self.width, self.batch, 4, 4 * evals * len(self.seeds))
-
-
-PLACEMENT_VARIANTS = ("before", "after")  # Linear → BN → ReLU, Linear → ReLU → BN
-
-
-@dataclass(frozen=True)
-class PlacementConfig:
-    """Experiment 4: ``Linear → BN → ReLU`` against ``Linear → ReLU → BN``, torch's
-    initialisation, the same weights and minibatches for both within each seed."""
-
-    lr: float = 0.1
-    steps: int = 1000
-    seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
-    eval_every: int = 100
-    width: int = 100
-    batch: int = 60
-
-    def archs(self) -> dict[str, Arch]:
-        return {p: Arch(self.width, "relu", p, None, None) for p in PLACEMENT_VARIANTS}
-
-    def network_steps(self) -> int:
-        return len(PLACEMENT_VARIANTS) * self.steps * len(self.seeds)
-
-    def estimate_bytes(self) -> int:
-        evals = len(config_schedule(self).eval_steps())
-        return estimate(self.width, self.batch, 2, 2 * evals * len(self.seeds))
-
-
-AnyConfig = DriftConfig | SweepConfig | NoiseConfig | PlacementConfig
-
 # --- memory ----------------------------------------------------------------------------------------
 
 # --- refusals --------------------------------------------------------------------------------------
-
-
-def _seeds(seeds: Any) -> str | None:
-    if not isinstance(seeds, tuple) or not 1 <= len(seeds) <= MAX_SEEDS:
-        return f"{len(seeds) if isinstance(seeds, tuple) else seeds!r} seeds were given; give 1 to {MAX_SEEDS}"
-    if len(set(seeds)) != len(seeds):
-        return f"the seeds {', '.join(map(str, seeds))} repeat one; give each once"
-    return next((r for s in seeds if (r := range_check(s, 0, MAX_SEED, "a seed"))), None)
-
-
-def refusal(config: AnyConfig) -> str | None:
-    """Why ``config`` is not run (a value out of range, or too much work), or None — checked
-    before anything is allocated. The message names the value given and the range allowed."""
-    checks = [
-        range_check(config.steps, 1, MAX_STEPS, "the number of steps"),
-        range_check(config.width, MIN_WIDTH, MAX_WIDTH, "the width (units per hidden layer)"),
-        range_check(config.batch, MIN_BATCH, MAX_BATCH, "the batch size"),
-    ]
-    if isinstance(config, (DriftConfig, SweepConfig)) and config.init_std is not None:
-        std = config.init_std
-        if not isinstance(std, (int, float)) or isinstance(std, bool) or not 0 < std <= MAX_INIT_STD:
-            checks.append(f"the initial weights' standard deviation is {std!r}; it must be above 0 and at most "
-                          f"{MAX_INIT_STD:g} (or torch's default initialisation)")  # fmt: skip
-    if isinstance(config, SweepConfig):
-        if config.activation not in ACTIVATIONS:
-            checks.append(f"the activation is {config.activation!r}; it must be one of {', '.join(ACTIVATIONS)}")
-        lrs = config.lrs
-        if not isinstance(lrs, tuple) or not 1 <= len(lrs) <= MAX_LRS:
-            checks.append(f"{len(lrs) if isinstance(lrs, tuple) else lrs!r} learning rates were given; give 1 to "
-                          f"{MAX_LRS}")  # fmt: skip
-        else:
-            checks += [lr_check(v, f"the learning rate {k + 1} of the sweep") for k, v in enumerate(lrs)]
-            if len(set(lrs)) != len(lrs):
-                checks.append("the sweep's learning rates repeat one; give each once")
-    else:
-        checks.append(lr_check(config.lr))
-    if isinstance(config, DriftConfig):
-        checks.append(range_check(config.seed, 0, MAX_SEED, "the seed"))
-    else:
-        checks.append(_seeds(config.seeds))
-    if not isinstance(config, SweepConfig):
-        checks.append(range_check(config.eval_every, 1, MAX_STEPS, "the evaluation interval (steps)"))
-        if not any(checks) and len(config_schedule(config).eval_steps()) > MAX_EVALS + 1:
-            least = math.ceil(config.steps / MAX_EVALS)
-            checks.append(f"evaluating every {config.eval_every} steps over {config.steps:,} steps is more than "
-                          f"{MAX_EVALS} evaluations; evaluate every {least} steps or more")  # fmt: skip
-    if isinstance(config, NoiseConfig):
-        checks += [
-            range_check(config.noise_mean, 0, MAX_NOISE, "the noise's mean range n_μ", integer=False),
-            range_check(config.noise_std, 1, MAX_NOISE, "the noise's standard deviation range n_σ", integer=False),
-            range_check(config.probes, 0, MAX_PROBES, "the number of smoothness probes"),
-        ]
-    if not any(checks):
-        checks.append(work_refusal(config))
-    return next((c for c in checks if c), None)
-
-
-def config_schedule(config: AnyConfig, seed: int = 0, lr: float | None = None) -> Schedule:
-    """The schedule the networks of ``config`` are trained with (for ``seed``, and ``lr`` in a sweep)."""
-    if isinstance(config, SweepConfig):
-        return Schedule(config.lrs[0] if lr is None else lr, config.steps, config.batch, seed, config.steps)
-    probes = config.probes if isinstance(config, NoiseConfig) else 0
-    seed = config.seed if isinstance(config, DriftConfig) else seed
-    return Schedule(config.lr, config.steps, config.batch, seed, config.eval_every, probes)
 
 
 def command_line(config: DriftConfig) -> str:
@@ -309,7 +110,7 @@ class SeedsReport:
 
 
 def _check(config: AnyConfig) -> None:
-    reason = refusal(config)
+    reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
 

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from bnviz.explorer.digits import CLASSES
 from bnviz.explorer.mlp import PROBE_MULTIPLES, UNIT, Curve
 from bnviz.explorer.text import listing, pct, points
-from bnviz.explorer.training.engine import DriftReport, NoiseConfig, SeedsReport, SweepReport
+from bnviz.explorer.training.engine import DriftReport, SeedsReport, SweepReport
+from bnviz.explorer.training.url import NoiseConfig
 
 NEAR_CHANCE = 0.2  # a final test accuracy at most this is "near chance" (chance is 10 %)
 TRAINS = 0.8  # a final test accuracy at least this is "trains"

@@ -12,14 +12,8 @@ import pytest
 
 from bnviz.explorer.data_parallel import engine as data_parallel
 from bnviz.explorer.data_parallel import worker as dp_worker
-from bnviz.explorer.data_parallel.engine import (
-    DataParallelConfig,
-    WorldError,
-    all_figures,
-    rank_rows,
-    refusal,
-    run_data_parallel,
-)
+from bnviz.explorer.data_parallel.engine import WorldError, all_figures, rank_rows, run_data_parallel
+from bnviz.explorer.data_parallel.url import DataParallelConfig
 
 CASES = [
     pytest.param(DataParallelConfig(), id="4-even"),
@@ -85,7 +79,7 @@ def test_the_deadline_kills_a_world_that_does_not_finish(monkeypatch):
 )  # fmt: skip
 def test_refusals_before_anything_starts(change, words, monkeypatch):
     config = replace(DataParallelConfig(), **change)
-    assert words in (refusal(config) or ""), refusal(config)
+    assert words in (config.refusal() or ""), config.refusal()
     monkeypatch.setattr(data_parallel, "run_world", lambda *a, **k: pytest.fail("started ranks for a refused config"))
     with pytest.raises(ValueError):
         run_data_parallel(config)

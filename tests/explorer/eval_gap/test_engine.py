@@ -22,7 +22,10 @@ import bnviz
 from bnviz.explorer import mlp
 from bnviz.explorer.digits import load_digits
 from bnviz.explorer.eval_gap import engine as eval_gap
-from bnviz.explorer.eval_gap.engine import (
+from bnviz.explorer.eval_gap import url as eval_gap_url
+from bnviz.explorer.eval_gap.engine import ShadowStats, adjusted_momentum, run
+from bnviz.explorer.eval_gap.figures import checkpoint_table, figures
+from bnviz.explorer.eval_gap.url import (
     CHECKPOINT_VARIANTS,
     DEFAULT_SECTIONS,
     SECTIONS,
@@ -32,13 +35,8 @@ from bnviz.explorer.eval_gap.engine import (
     DropoutConfig,
     LagConfig,
     PassesConfig,
-    ShadowStats,
-    adjusted_momentum,
-    refusal,
-    run,
     twice_momentum,
 )
-from bnviz.explorer.eval_gap.figures import checkpoint_table, figures
 from bnviz.explorer.eval_gap.words import section
 from bnviz.hosting import serve
 from bnviz.hosting.serve import Cancelled
@@ -136,7 +134,7 @@ def test_shadow_running_statistics_equal_real_layers_with_that_momentum():
     momenta = (0.01, 0.3, None)
     data = load_digits()
     schedule = mlp.Schedule(0.3, 15, 20, 2, 15)
-    archs = {"shadowed": eval_gap._relu(8), **{f"m={m}": eval_gap._relu(8, momentum=m) for m in momenta}}
+    archs = {"shadowed": eval_gap_url._relu(8), **{f"m={m}": eval_gap_url._relu(8, momentum=m) for m in momenta}}
     probe = eval_gap._Models()
     shadows: dict[str, ShadowStats] = {}
 
@@ -156,7 +154,7 @@ def test_shadow_running_statistics_equal_real_layers_with_that_momentum():
 
 
 def test_paused_shadows_and_kept_buffers_see_nothing_of_a_measurement():
-    model = mlp.build(eval_gap._relu(8), 0)
+    model = mlp.build(eval_gap_url._relu(8), 0)
     shadows = ShadowStats(model, (0.1,))
     x = load_digits().train_x[:30]
     with torch.no_grad():
@@ -174,7 +172,7 @@ def test_paused_shadows_and_kept_buffers_see_nothing_of_a_measurement():
 
 
 def test_exact_statistics_are_the_population_mean_and_unbiased_variance_of_the_first_layers_input():
-    model = mlp.build(eval_gap._relu(8), 1)
+    model = mlp.build(eval_gap_url._relu(8), 1)
     x = load_digits().train_x
     pop = eval_gap.exact_stats(model, x)
     with torch.no_grad():
@@ -196,7 +194,7 @@ def test_sorted_batches_are_the_minibatches_training_sorts():
     assert one_class >= len(ours) // 2, one_class
 
 
-@pytest.mark.parametrize("kind", eval_gap.PAIRS)
+@pytest.mark.parametrize("kind", eval_gap_url.PAIRS)
 def test_the_pairs_are_fakes_with_real_pixels_or_two_noisy_views(kind):
     x = load_digits().train_x[:16]
     a, b = eval_gap.make_pair(x, kind, torch.Generator().manual_seed(0))
@@ -225,7 +223,7 @@ def tiny() -> dict[str, object]:
 def test_the_sections_and_the_default_view():
     assert SECTIONS == tuple(eval_gap.CONFIGS) and set(DEFAULT_SECTIONS) <= set(SECTIONS)
     for name, cls in eval_gap.CONFIGS.items():
-        assert refusal(cls()) is None, (name, refusal(cls()))
+        assert cls().refusal() is None, (name, cls().refusal())
         assert eval_gap.RUNS[cls].__name__ == f"run_{name}"
 
 
@@ -245,7 +243,7 @@ def test_every_section_runs_at_a_tiny_size_with_the_right_shapes(name, tiny):
             assert report.mean_error[m][0] == report.mean_error[config.momenta[0]][0]  # all start at 0 and 1
         assert len(report.batch_var) == len(report.biased_batch_var) == 3
     elif name == "dropout":
-        assert set(report.train_mode) == set(report.eval_mode) == set(eval_gap.DROPOUT_VARIANTS)
+        assert set(report.train_mode) == set(report.eval_mode) == set(eval_gap_url.DROPOUT_VARIANTS)
         assert len(report.layers) == 3 and all(0 < s.live <= s.units == config.width for s in report.layers)
     elif name == "accumulation":
         assert report.counted == {"big": 6, "micro": 12, "micro-adjusted": 12}
@@ -338,7 +336,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("config, words", REFUSED, ids=[w for _, w in REFUSED])
 def test_refusals_name_the_value_and_the_range_before_anything_is_allocated(config, words, monkeypatch):
-    reason = refusal(config)
+    reason = config.refusal()
     assert reason is not None and words in reason, reason
     monkeypatch.setattr(mlp, "build", lambda *a, **k: pytest.fail("built a network for a refused config"))
     with pytest.raises(ValueError, match=r".+"):
@@ -413,7 +411,7 @@ def measured() -> dict[str, list[int]]:
 @pytest.mark.parametrize("name", ["checkpoint, first in the process", *MEMORY_CASES])
 def test_the_memory_estimate_covers_the_measured_peak(measured, name):
     if name in MEMORY_CASES:
-        assert refusal(MEMORY_CASES[name]) is None, refusal(MEMORY_CASES[name])
+        assert MEMORY_CASES[name].refusal() is None, MEMORY_CASES[name].refusal()
     est, peak = measured[name]
     numbers = f"{name}: estimate {est / MB:.1f} MiB, measured {peak / MB:.1f} MiB"
     assert est >= peak, numbers
@@ -428,7 +426,7 @@ def test_no_module_of_the_page_imports_streamlit():
 
 
 def test_bnviz_batch_norm_is_the_layer_of_every_section_but_the_checkpoint_comparison():
-    model = mlp.build(eval_gap._relu(8), 0)
+    model = mlp.build(eval_gap_url._relu(8), 0)
     assert all(isinstance(m, bnviz.BatchNorm1d) for m in eval_gap.batch_norms(model))
     torch_model = mlp.build(CheckpointConfig(width=8).archs()["torch-fix"], 0)
     assert all(type(m) is nn.BatchNorm1d for m in eval_gap.batch_norms(torch_model))

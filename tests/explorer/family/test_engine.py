@@ -10,17 +10,17 @@ from dataclasses import replace
 import pytest
 
 from bnviz.explorer.family import engine as family
+from bnviz.explorer.family import url as family_url
 from bnviz.explorer.family.engine import (
-    FamilyConfig,
     dependence_rows,
     grouping,
     member_cells,
     member_pictures,
     output_figure,
-    refusal,
     run_family,
     universal_rows,
 )
+from bnviz.explorer.family.url import FamilyConfig
 
 CONFIGS = [
     pytest.param(FamilyConfig(), id="default"),
@@ -34,7 +34,7 @@ CONFIGS = [
 @pytest.mark.parametrize("config", CONFIGS)
 def test_every_member_matches_torch(config):
     r = run_family(config)
-    assert [m.member for m in r.members] == list(family.MEMBERS)
+    assert [m.member for m in r.members] == list(family_url.MEMBERS)
     assert r.verdict == "match", [(m.member, m.max_abs) for m in r.members if not m.ok]
     pickle.loads(pickle.dumps(r))  # plain data: cacheable and shareable
 
@@ -61,7 +61,7 @@ def test_universal_table_for_a_4d_tensor():
     assert rows["RMSNorm"]["centred"] == "no (RMS)" and rows["RMSNorm"]["γ, β shape"] == "6×4×4 (γ)"
 
 
-@pytest.mark.parametrize("member", family.MEMBERS)
+@pytest.mark.parametrize("member", family_url.MEMBERS)
 def test_pictures_and_cells_are_drawn_for_every_member(member):
     config = FamilyConfig(shape=(6, 4, 5, 5), groups=2)
     r = run_family(config)
@@ -72,7 +72,7 @@ def test_pictures_and_cells_are_drawn_for_every_member(member):
     fig = member_cells(r, 1)[member]
     assert fig.data and len(fig.to_json()) <= 100_000
     out = output_figure(r)
-    assert len(out.data) == 2 * len(family.MEMBERS) and len(out.to_json()) <= 100_000
+    assert len(out.data) == 2 * len(family_url.MEMBERS) and len(out.to_json()) <= 100_000
 
 
 @pytest.mark.parametrize(
@@ -83,7 +83,7 @@ def test_pictures_and_cells_are_drawn_for_every_member(member):
 )  # fmt: skip
 def test_refusals_before_anything_is_allocated(change, words, monkeypatch):
     config = replace(FamilyConfig(), **change)
-    assert words in (refusal(config) or ""), refusal(config)
+    assert words in (config.refusal() or ""), config.refusal()
     monkeypatch.setattr(family, "sample_batch", lambda *a, **k: pytest.fail("sampled a refused config"))
     with pytest.raises(ValueError):
         run_family(config)

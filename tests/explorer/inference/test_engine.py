@@ -14,7 +14,9 @@ import pytest
 import torch
 
 from bnviz.explorer.inference import engine as inference
-from bnviz.explorer.inference.engine import InferenceConfig, all_figures, refusal, run_inference
+from bnviz.explorer.inference import url as inference_url
+from bnviz.explorer.inference.engine import all_figures, run_inference
+from bnviz.explorer.inference.url import InferenceConfig
 from bnviz.explorer.layer.figures import figure_bytes
 from bnviz.explorer.parity import tolerance
 
@@ -77,7 +79,7 @@ def test_folding_matches_the_unfolded_network(report):
     for a, b in zip(out["folded"], out["unfolded"], strict=True):
         assert math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-5), (a, b)
     h = out["histogram"]
-    assert sum(h["counts"]) + h["exact"] == h["total"] == InferenceConfig().batch_size * inference.CLASSES
+    assert sum(h["counts"]) + h["exact"] == h["total"] == InferenceConfig().batch_size * inference_url.CLASSES
     assert report.layers_after.count("1: Identity") == 1 and report.layers_after.count("4: Identity") == 1
     assert "1: BatchNorm2d" in report.layers_before
 
@@ -108,7 +110,7 @@ def test_formula_numbers(report, index):
 
 def test_timing(report):
     t = report.timing
-    assert t["unfolded_ms"] > 0 and t["folded_ms"] > 0 and t["repeats"] == inference.TIMING_REPEATS
+    assert t["unfolded_ms"] > 0 and t["folded_ms"] > 0 and t["repeats"] == inference_url.TIMING_REPEATS
     assert math.isclose(t["speedup"], t["unfolded_ms"] / t["folded_ms"])
 
 
@@ -117,7 +119,7 @@ def test_freezing_variants(report):
     steps = InferenceConfig().finetune_steps
     assert fr["steps"] == list(range(steps + 1))
     v = fr["variants"]
-    assert list(v) == list(inference.VARIANTS)
+    assert list(v) == list(inference_url.VARIANTS)
     for name, rec in v.items():
         for key in ("running_mean", "running_var", "weight", "output_drift", "bn_drift"):
             assert len(rec[key]) == steps + 1, f"{name}.{key}"
@@ -153,13 +155,13 @@ def test_freezing_variants(report):
 REFUSED = {
     "dtype": dict(dtype="float16"),
     "batch-of-one": dict(batch_size=1),
-    "batch": dict(batch_size=inference.MAX_BATCH + 1),
+    "batch": dict(batch_size=inference_url.MAX_BATCH + 1),
     "no-channels": dict(channels=0),
-    "channels": dict(channels=inference.MAX_CHANNELS + 1),
+    "channels": dict(channels=inference_url.MAX_CHANNELS + 1),
     "image": dict(image_size=2),
     "train-steps": dict(train_steps=-1),
     "finetune-steps": dict(finetune_steps=0),
-    "finetune-steps-max": dict(finetune_steps=inference.MAX_FINETUNE_STEPS + 1),
+    "finetune-steps-max": dict(finetune_steps=inference_url.MAX_FINETUNE_STEPS + 1),
     "lr": dict(lr=0.0),
     "shift": dict(shift=float("nan")),
     "channel": dict(channel=4),
@@ -171,7 +173,7 @@ REFUSED = {
 @pytest.mark.parametrize("case", list(REFUSED))
 def test_refusals(case, monkeypatch):
     config = InferenceConfig(**REFUSED[case])
-    reason = refusal(config)
+    reason = config.refusal()
     assert reason, f"{case}: not refused"
     # refused before anything is built
     monkeypatch.setattr(inference, "build_network", lambda config: pytest.fail("built a network"))
@@ -181,8 +183,8 @@ def test_refusals(case, monkeypatch):
 
 def test_default_is_small_and_accepted():
     config = InferenceConfig()
-    assert refusal(config) is None
-    assert config.work < inference.MAX_WORK
+    assert config.refusal() is None
+    assert config.work < inference_url.MAX_WORK
 
 
 @pytest.mark.parametrize(
@@ -197,7 +199,7 @@ def test_default_is_small_and_accepted():
 )
 def test_figures_are_drawn_and_small(config):
     figs = all_figures(run_inference(config))
-    running = {f"running_stats_{key}" for key in inference.VARIANTS}
+    running = {f"running_stats_{key}" for key in inference_url.VARIANTS}
     assert set(figs) == {"fold_difference", "output_drift", *running}
     for name, fig in figs.items():
         size = figure_bytes(fig)
@@ -213,7 +215,7 @@ def test_figure_contents(report):
     assert len(diff.data) == 2 and all(sum(t.y) > 0 for t in diff.data)
     channels = min(InferenceConfig().channels, inference.PLOT_CHANNELS)
     ranges = []
-    for key in inference.VARIANTS:
+    for key in inference_url.VARIANTS:
         running = figs[f"running_stats_{key}"]
         assert len(running.data) == 2 * channels
         assert [a.text for a in running.layout.annotations] == ["running_mean", "running_var"]
@@ -223,7 +225,8 @@ def test_figure_contents(report):
     freeze = figs["running_stats_freeze"]
     assert all(len(set(t.y)) == 1 for t in freeze.data), "the frozen statistics should be flat lines"
     drift = figs["output_drift"]
-    assert {t.name for t in drift.data} == {f"{i}. {label}" for i, label in enumerate(inference.VARIANTS.values(), 1)}
+    labels = enumerate(inference_url.VARIANTS.values(), 1)
+    assert {t.name for t in drift.data} == {f"{i}. {label}" for i, label in labels}
     for fig in (figs["running_stats_freeze"], drift):
         for axis in ("xaxis", "xaxis2"):
             assert fig.layout[axis].tickformat == "d", f"{axis}: a step axis should have integer ticks"
@@ -271,7 +274,7 @@ def test_pair_words_carry_the_reports_numbers(report):
     text = inference.pair_text(first)
     for value in ("gamma", "beta", "running_mean", "running_var", "scale", "b_before", "b_after"):
         assert f"{first[value]:.6g}".replace("-", "−") in text, value
-    assert f"{first['weights']} weights" in text and first["weights"] == inference.CLASSES * 9
+    assert f"{first['weights']} weights" in text and first["weights"] == inference_url.CLASSES * 9
     assert "no bias, so b = 0" in inference.pair_text(second) and second["weights"] == InferenceConfig().channels * 9
     rows = inference.weight_rows(first)
     assert len(rows) == inference.WEIGHT_VALUES and list(rows[0]) == ["W", "W′ = W · s"]
@@ -285,7 +288,7 @@ def test_words_for_the_page(report):
         "train_mode": inference.train_mode_text(report),
         "finetune": inference.finetune_text(report),
         "drift": inference.drift_text(report),
-        **{key: inference.variant_text(report, key) for key in inference.VARIANTS},
+        **{key: inference.variant_text(report, key) for key in inference_url.VARIANTS},
     }
     steps = InferenceConfig().finetune_steps
     assert f"{len(report.train_losses)} SGD steps" in texts["network"]
@@ -299,7 +302,7 @@ def test_words_for_the_page(report):
     assert "at 0 of" in texts["eval_after_train"] and "nothing moved" in texts["eval_after_train"]
     for name, text in texts.items():  # Markdown-safe: fixed words and numbers only
         assert not re.search(r"[<>$]|:\w+\[", text), name
-    assert len(inference.output_rows(report)) == inference.CLASSES
+    assert len(inference.output_rows(report)) == inference_url.CLASSES
 
 
 def test_words_when_training_mode_happens_to_agree(report):

@@ -13,7 +13,10 @@ from torch import nn
 import bnviz
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.layer import engine as compare
-from bnviz.explorer.layer.engine import Config, refusal, run_comparison
+from bnviz.explorer.layer import url as layer_url
+from bnviz.explorer.layer.engine import run_comparison
+from bnviz.explorer.layer.url import Config
+from bnviz.explorer.query import MAX_RANK
 from tests.conftest import assert_close
 
 LAYER_SHAPES = {
@@ -51,7 +54,7 @@ def test_reports_match_with_every_field(config):
     assert r.verdict == "match", [(q.name, q.max_abs, q.err_bnviz, q.err_torch) for q in r.quantities if not q.ok]
     assert len(r.history["bnviz"]) == len(r.history["torch"]) == config.steps + 2  # step 0: the initial values
     assert len(r.history["population_mean"]) == min(config.num_features, compare.PLOT_CHANNELS)
-    assert (r.rtol, r.atol) == bnviz.explorer.parity.tolerance(compare.DTYPES[config.dtype])
+    assert (r.rtol, r.atol) == bnviz.explorer.parity.tolerance(layer_url.DTYPES[config.dtype])
     if config.numel:
         assert r.histograms["channels"] and r.histograms["diffs"]
 
@@ -197,12 +200,12 @@ def test_disagreeing_errors_are_a_mismatch(monkeypatch):
 
 REFUSALS = {
     "oversize": (Config(shape=(4000, 4000)), "over the limit"),
-    "too-many-steps": (Config(steps=compare.MAX_STEPS + 1), "steps must be"),
+    "too-many-steps": (Config(steps=layer_url.MAX_STEPS + 1), "steps must be"),
     "too-much-work": (Config(shape=(1000, 2000), steps=50, train_batch=1000), "fewer steps"),
     "train-batch-oversize": (Config(shape=(1, 1000, 1000), train_batch=3), "training batches of"),
     "train-batch-zero": (Config(train_batch=0), "training batch size"),
     "unknown-layout": (Config(layout="NHWC"), "layout"),
-    "rank-too-high": (Config(shape=(1,) * (compare.MAX_RANK + 1)), "dimensions"),
+    "rank-too-high": (Config(shape=(1,) * (MAX_RANK + 1)), "dimensions"),
     "unknown-layer": (Config(layer="LayerNorm"), "unknown layer"),
     "negative": (Config(shape=(2, -3)), "negative"),
 }
@@ -211,7 +214,7 @@ REFUSALS = {
 @pytest.mark.parametrize("case", REFUSALS)
 def test_refusals_before_anything_is_allocated(case, monkeypatch):
     config, words = REFUSALS[case]
-    assert words in (refusal(config) or ""), refusal(config)
+    assert words in (config.refusal() or ""), config.refusal()
 
     def boom(*a, **k):
         raise AssertionError("allocated a batch for a refused config")
@@ -224,9 +227,9 @@ def test_refusals_before_anything_is_allocated(case, monkeypatch):
 def test_cuda_without_gpu_is_refused_clearly():
     config = Config(device="cuda")
     if torch.cuda.is_available():
-        assert refusal(config) is None
+        assert config.refusal() is None
     else:
-        assert "no CUDA GPU" in refusal(config)
+        assert "no CUDA GPU" in config.refusal()
 
 
 def test_same_config_same_report():
@@ -241,14 +244,14 @@ def _random_configs(count: int, seed: int = 1) -> list[Config]:
               (4, 1000, 1), (2, 3, 1), (1, 3, 2), (64, 3), (3, 5, 7, 2), (2, 2, 2, 2, 2), (9, 1, 9)]  # fmt: skip
     return [
         Config(
-            layer=rnd.choice(compare.LAYERS),
+            layer=rnd.choice(layer_url.LAYERS),
             shape=rnd.choice(shapes),
-            mode=rnd.choice(compare.MODES),
+            mode=rnd.choice(layer_url.MODES),
             momentum=rnd.choice([None, 0.0, 0.5, 1.0, 0.01]),
             eps=rnd.choice([1e-5, 0.0, -1e-3, 1.0]),
             affine=rnd.random() < 0.5,
             track_running_stats=rnd.random() < 0.5,
-            dtype=rnd.choice(list(compare.DTYPES)),
+            dtype=rnd.choice(list(layer_url.DTYPES)),
             dist=rnd.choice(DISTRIBUTIONS),
             seed=rnd.randrange(2**31),
             steps=rnd.choice([0, 1, 3]),

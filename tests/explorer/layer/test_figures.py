@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bnviz.explorer.layer.engine import Config, run_comparison
+from bnviz.explorer.layer.engine import run_comparison
 from bnviz.explorer.layer.figures import all_figures, figure_bytes
+from bnviz.explorer.layer.url import Config
 from bnviz.explorer.theme import BNVIZ_COLOR, TORCH_COLOR
 
 SIZES = [

@@ -10,7 +10,8 @@ import sys
 
 import pytest
 
-from bnviz.explorer.layer.engine import DTYPES, Config, run_comparison
+from bnviz.explorer.layer.engine import run_comparison
+from bnviz.explorer.layer.url import DTYPES, Config
 from bnviz.explorer.layer.words import (
     channel_table,
     code_snippet,

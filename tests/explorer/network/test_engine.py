@@ -10,15 +10,8 @@ import torch
 from torch import nn
 
 from bnviz.explorer.network import engine as network
-from bnviz.explorer.network.engine import (
-    NetworkConfig,
-    all_figures,
-    build,
-    refusal,
-    run_network,
-    stop_pictures,
-    stop_text,
-)
+from bnviz.explorer.network.engine import all_figures, build, run_network, stop_pictures, stop_text
+from bnviz.explorer.network.url import NetworkConfig
 
 CASES = [
     pytest.param(NetworkConfig(), id="default-eval"),
@@ -97,7 +90,7 @@ def test_report_is_plain_data_and_figures_are_small():
 )  # fmt: skip
 def test_refusals_before_anything_is_allocated(change, words, monkeypatch):
     config = replace(NetworkConfig(), **change)
-    assert words in (refusal(config) or ""), refusal(config)
+    assert words in (config.refusal() or ""), config.refusal()
     monkeypatch.setattr(network, "build", lambda *a: pytest.fail("built a network for a refused config"))
     with pytest.raises(ValueError):
         run_network(config)

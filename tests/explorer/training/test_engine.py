@@ -25,20 +25,10 @@ import bnviz
 from bnviz.explorer import mlp
 from bnviz.explorer.digits import load_digits
 from bnviz.explorer.mlp import Arch, Curve, build, last_activation, loss_range
-from bnviz.explorer.training import engine as training
-from bnviz.explorer.training.engine import (
-    CSV_COLUMNS,
-    DriftConfig,
-    DriftReport,
-    NoiseConfig,
-    PlacementConfig,
-    SweepConfig,
-    refusal,
-    run,
-    run_drift,
-    to_csv,
-)
+from bnviz.explorer.training import url as training_url
+from bnviz.explorer.training.engine import CSV_COLUMNS, DriftReport, run, run_drift, to_csv
 from bnviz.explorer.training.figures import drift_figures, noise_figures, placement_figures, sweep_figure
+from bnviz.explorer.training.url import DriftConfig, NoiseConfig, PlacementConfig, SweepConfig
 from bnviz.explorer.training.words import drift_sentences, noise_sentences, placement_sentences, sweep_sentences
 from bnviz.hosting import serve
 from bnviz.hosting.serve import Cancelled
@@ -124,8 +114,8 @@ def test_every_experiment_runs_at_a_tiny_size_with_the_right_shapes(name):
 
 def test_the_figures_of_the_most_evaluations_allowed_stay_small():
     config = DriftConfig(steps=5000, eval_every=25)
-    assert refusal(config) is None
-    n = len(training.config_schedule(config).eval_steps())
+    assert config.refusal() is None
+    n = len(training_url.config_schedule(config).eval_steps())
     curve = _curve(0.9, tuple(math.sin(k / 7) for k in range(n)))
     report = DriftReport(config, {"bn": curve, "plain": curve})
     for key, fig in drift_figures(report).items():
@@ -321,7 +311,7 @@ REFUSED = [
 
 @pytest.mark.parametrize("config, words", REFUSED, ids=[w for _, w in REFUSED])
 def test_refusals_name_the_value_and_the_range_before_anything_is_allocated(config, words, monkeypatch):
-    reason = refusal(config)
+    reason = config.refusal()
     assert reason is not None and words in reason, reason
     monkeypatch.setattr(mlp, "build", lambda *a, **k: pytest.fail("built a network for a refused config"))
     with pytest.raises(ValueError, match=r".+"):
@@ -331,7 +321,7 @@ def test_refusals_name_the_value_and_the_range_before_anything_is_allocated(conf
 def test_the_defaults_and_the_tiny_configs_are_allowed():
     for config in (DriftConfig(), SweepConfig(), NoiseConfig(), PlacementConfig(), *TINY.values(),
                    DriftConfig(init_std=None), DriftConfig(steps=5000, eval_every=25)):  # fmt: skip
-        assert refusal(config) is None, (config, refusal(config))
+        assert config.refusal() is None, (config, config.refusal())
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -442,7 +432,7 @@ def measured() -> dict[str, int]:
 @pytest.mark.parametrize("name", list(MEMORY_CASES))
 def test_the_memory_estimate_covers_the_measured_peak(measured, name):
     config = MEMORY_CASES[name]
-    assert refusal(config) is None, refusal(config)
+    assert config.refusal() is None, config.refusal()
     est, peak = config.estimate_bytes(), measured[name]
     numbers = f"{name}: estimate {est / MB:.1f} MiB, measured {peak / MB:.1f} MiB"
     assert est >= peak, numbers
