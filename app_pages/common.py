@@ -11,6 +11,7 @@ from streamlit.runtime import Runtime
 from streamlit.runtime.scriptrunner import StopException, get_script_run_ctx
 
 from bnviz.explorer import workers
+from bnviz.explorer.contract import PageConfig, Run
 from bnviz.explorer.query import QuerySpec
 from bnviz.hosting import forks, serve
 
@@ -83,9 +84,8 @@ def heavy(
 
     job = (lambda stopped: run(stopped, moved)) if progress else run
     try:
-        value = serve.run_heavy(
-            shared.budget, shared.reports, owner, key, cost, job, on_wait, lambda: not wanted(), on_start, cpu
-        )
+        value = serve.run_heavy(shared.budget, shared.reports, owner, key, cost, job, on_wait=on_wait,
+                                should_stop=lambda: not wanted(), on_start=on_start, cpu=cpu)  # fmt: skip
     except serve.Refused as exc:
         slot.error(f"Not run: {exc}.")
         return None
@@ -94,6 +94,22 @@ def heavy(
         st.stop()
     slot.empty()
     return value
+
+
+def load(config: PageConfig, run: Run, doing: str, cpu: bool = False, progress: bool = False) -> Any:
+    """A page engine's report for ``config`` (``run``: the engine's ``run``), keyed by ``config``
+    itself: from the server's cache, or run within its memory budget (``heavy``; with ``cpu``, a
+    core of its own; with ``progress``, a progress bar). None when the budget could never hold it."""
+    job = (lambda stopped, moved: run(config, stopped, moved)) if progress else (lambda stopped: run(config, stopped))
+    return heavy(config, config.estimate_bytes(), job, doing, cpu=cpu, progress=progress)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def figures(config: Hashable, view: tuple, _draw: Callable[..., Mapping[str, Any]], _report: Any) -> dict:
+    """What ``_draw(_report, *view)`` builds — plotly figures as plain dicts, pictures as SVG text —
+    cached by ``config`` (which keys its report, and names its page) and ``view`` (a channel…);
+    ``_draw`` and ``_report`` are not hashed."""
+    return {name: fig.to_dict() if hasattr(fig, "to_dict") else fig for name, fig in _draw(_report, *view).items()}
 
 
 def finished(key: Hashable) -> bool:

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import common
 from app_pages.common import (
     chart,
     ensure_fork_server,
-    heavy,
+    load,
     report_or_reason,
     show_warnings,
     verdict_badge,
@@ -16,7 +17,8 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.explorer.data import DISTRIBUTIONS
-from bnviz.explorer.data_parallel.engine import DataParallelReport, all_figures, rank_rows, run_data_parallel
+from bnviz.explorer.data_parallel import engine
+from bnviz.explorer.data_parallel.engine import DataParallelReport, all_figures, rank_rows
 from bnviz.explorer.data_parallel.url import DATA_PARALLEL, DataParallelConfig
 from bnviz.explorer.layer.url import FOCUS, Focus
 from bnviz.explorer.text import markdown_table
@@ -32,14 +34,7 @@ def load_report(config: DataParallelConfig) -> DataParallelReport | None:
     step, after which it stays (part of the server's baseline)."""
     if not ensure_fork_server("the ranks come from"):
         return None
-    return heavy(config, config.estimate_bytes(), lambda stopped: run_data_parallel(config),
-                 f"Starting {config.world} gloo processes…")  # fmt: skip
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def cached_figures(config: DataParallelConfig, channel: int, _report: DataParallelReport) -> dict:
-    """The figures of ``config``'s report (``_report``: not hashed, ``config`` keys it)."""
-    return {name: fig.to_dict() for name, fig in all_figures(_report, channel).items()}
+    return load(config, engine.run, f"Starting {config.world} gloo processes…")
 
 
 def sidebar() -> None:
@@ -81,7 +76,7 @@ def main() -> None:
     channels = min(config.sample[0], 8)
     channel = min(focus.channel, channels - 1)
     write_url("data-parallel", {**DATA_PARALLEL.to_query(config), **FOCUS.to_query(Focus(channel, focus.code))})
-    figures = cached_figures(config, channel, report)
+    figures = common.figures(config, (channel,), all_figures, report)
     failing = [f"rank {r.rank}" for r in report.ranks if not r.ok]
     verdict_badge(
         report.verdict,

@@ -7,7 +7,8 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.common import chart, heavy, on_button, report_or_reason, view, write_url
+from app_pages import common
+from app_pages.common import chart, load, on_button, report_or_reason, view, write_url
 from bnviz.explorer.eval_gap import engine as eval_gap
 from bnviz.explorer.eval_gap import url as eval_gap_url
 from bnviz.explorer.eval_gap.figures import checkpoint_table, figures
@@ -38,18 +39,10 @@ LABELS = {  # URL name: the control's label
 CHOICES = {"dropout_input": eval_gap_url.DROPOUT_INPUTS, "pair": eval_gap_url.PAIRS}
 
 
-def load(config: Any) -> Any:
-    """A section's report: from the server's cache, or trained within its memory budget and a
-    core of its own, with a progress bar (None when it could never fit)."""
-    return heavy(("eval-gap", config), config.estimate_bytes(),
-                 lambda stopped, progress: eval_gap.run(config, stopped, progress), "Training…", cpu=True,
-                 progress=True)  # fmt: skip
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_figures(config: Any, _report: Any) -> dict:
-    """The figures of ``config``'s report (``_report``: not hashed, ``config`` keys it)."""
-    return {name: fig.to_dict() for name, fig in figures(_report).items()}
+def load_section(config: Any) -> Any:
+    """A section's report: trained within the server's memory budget and a core of its own, with a
+    progress bar (``common.load``)."""
+    return load(config, eval_gap.run, "Training…", cpu=True, progress=True)
 
 
 def controls(name: str) -> None:
@@ -68,7 +61,7 @@ def controls(name: str) -> None:
 def draw(name: str, config: Any, report: Any) -> None:
     """A section's result: the numbers, the charts, the fix and its code."""
     words = section(report)
-    for key, figure in cached_figures(config, report).items():
+    for key, figure in common.figures(config, (), figures, report).items():
         chart(figure, f"chart-{name}-{key}")
     if name == "checkpoint":
         st.dataframe(checkpoint_table(report), hide_index=True)
@@ -83,10 +76,10 @@ def show(name: str, config: Any) -> None:
     controls(name)
     reason = config.refusal()
     if name in eval_gap_url.DEFAULT_SECTIONS:
-        report = report_or_reason(reason, lambda: load(config))
+        report = report_or_reason(reason, lambda: load_section(config))
     else:
-        report = on_button(f"{PREFIX}run.{name}", ("eval-gap", config), reason, seconds_estimate(config),
-                           lambda: load(config))  # fmt: skip
+        report = on_button(f"{PREFIX}run.{name}", config, reason, seconds_estimate(config),
+                           lambda: load_section(config))  # fmt: skip
     if report is None:
         return
     st.markdown(f"**Symptom.** {section(report).symptom}")

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import common
 from app_pages.common import (
     chart,
-    heavy,
+    load,
     picture,
     report_or_reason,
     show_warnings,
@@ -17,13 +18,13 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.explorer.data import DISTRIBUTIONS
+from bnviz.explorer.family import engine
 from bnviz.explorer.family.engine import (
     FamilyReport,
     dependence_rows,
     member_cells,
     member_pictures,
     output_figure,
-    run_family,
     universal_rows,
 )
 from bnviz.explorer.family.url import FAMILY, FAMILY_FOCUS, LN_OVER, MEMBERS, FamilyConfig, FamilyFocus
@@ -35,20 +36,10 @@ KINDS = {"groups": "int", "seed": "int"}
 FOCUS_PREFIX = "famf."
 
 
-def load_report(config: FamilyConfig) -> FamilyReport | None:
-    """The five members' report, within the server's memory budget (None when it could never fit)."""
-    return heavy(config, config.estimate_bytes(), lambda stopped: run_family(config, stopped),
-                 "Running the five members…")  # fmt: skip
-
-
-@st.cache_data(max_entries=64, show_spinner=False)
-def cached_views(config: FamilyConfig, channel: int, member: str, _report: FamilyReport) -> dict:
-    """The figures of ``config``'s report (``_report``: not hashed, ``config`` keys it)."""
-    return {
-        "pictures": member_pictures(_report, 0, channel),
-        "cells": member_cells(_report, channel)[member].to_dict(),
-        "outputs": output_figure(_report).to_dict(),
-    }
+def draw(report: FamilyReport, channel: int, member: str) -> dict:
+    """The pictures of every member, the cells of the one in focus, and the outputs."""
+    return {"pictures": member_pictures(report, 0, channel), "cells": member_cells(report, channel)[member],
+            "outputs": output_figure(report)}  # fmt: skip
 
 
 def sidebar() -> None:
@@ -80,7 +71,8 @@ def main() -> None:
     )
     show_warnings("family", config, warnings, focus_warnings)
     query = {**FAMILY.to_query(config), **FAMILY_FOCUS.to_query(focus)}
-    report = report_or_reason(config.refusal(), lambda: load_report(config), ("family", query))
+    report = report_or_reason(config.refusal(), lambda: load(config, engine.run, "Running the five members…"),
+                              ("family", query))  # fmt: skip
     if report is None:
         return
     channels = min(config.shape[1], 8)
@@ -100,7 +92,7 @@ def main() -> None:
     st.session_state[FOCUS_PREFIX + "channel"] = channel
     st.segmented_control("Channel in focus", list(range(channels)), key=FOCUS_PREFIX + "channel", required=True,
                          format_func=lambda c: f"c={c}")  # fmt: skip
-    views = cached_views(config, channel, focus.member, report)
+    views = common.figures(config, (channel, focus.member), draw, report)
 
     st.subheader("Which values share a statistic")
     for start in range(0, len(report.members), PICTURES_PER_ROW):  # three to a row: readable at 1024 px

@@ -5,33 +5,19 @@ from __future__ import annotations
 
 import streamlit as st
 
+from app_pages import common
 from app_pages.common import (
     chart,
-    heavy,
+    load,
     report_or_reason,
     show_warnings,
     verdict_badge,
     view,
     write_url,
 )
-from bnviz.explorer.inference.engine import (
-    SHIFT_SCALE,
-    VARIANT_CODE,
-    InferenceReport,
-    all_figures,
-    difference_text,
-    drift_text,
-    finetune_text,
-    network_text,
-    output_rows,
-    pair_text,
-    run_inference,
-    timing_text,
-    train_mode_text,
-    variant_text,
-    verdict_detail,
-    weight_rows,
-)
+from bnviz.explorer.inference import engine
+from bnviz.explorer.inference.engine import SHIFT_SCALE, VARIANT_CODE, InferenceReport
+from bnviz.explorer.inference.figures import all_figures
 from bnviz.explorer.inference.url import (
     DTYPES,
     INFERENCE,
@@ -42,6 +28,19 @@ from bnviz.explorer.inference.url import (
     MAX_STEPS,
     VARIANTS,
     InferenceConfig,
+)
+from bnviz.explorer.inference.words import (
+    difference_text,
+    drift_text,
+    finetune_text,
+    network_text,
+    output_rows,
+    pair_text,
+    timing_text,
+    train_mode_text,
+    variant_text,
+    verdict_detail,
+    weight_rows,
 )
 from bnviz.explorer.text import E_NOTATION, markdown_table
 
@@ -61,17 +60,6 @@ WHY = (
     "channel; call it s. When x = W ⋆ u + b comes out of a conv (W its weights, b its bias, u its input), then "
     "y = (W · s) ⋆ u + (b − mean) · s + β: a conv with new weights W′ and bias b′,"
 )
-
-
-def load_report(config: InferenceConfig) -> InferenceReport | None:
-    """The run's report, within the server's memory budget (None when it could never fit)."""
-    return heavy(config, config.estimate_bytes(), lambda stopped: run_inference(config, stopped),
-                 "Training, folding and fine-tuning…")  # fmt: skip
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_figures(config: InferenceConfig, _report: InferenceReport) -> dict:
-    return {name: fig.to_dict() for name, fig in all_figures(_report).items()}
 
 
 def sidebar() -> None:
@@ -139,10 +127,10 @@ def main() -> None:
     st.title("Fold and freeze batch norm for inference")
     st.markdown(INTRO)
     show_warnings("inference", config, warnings)
-    report = report_or_reason(config.refusal(), lambda: load_report(config))
+    report = report_or_reason(config.refusal(), lambda: load(config, engine.run, "Training, folding and fine-tuning…"))
     if report is None:
         return
-    figures = cached_figures(config, report)
+    figures = common.figures(config, (), all_figures, report)
     verdict_badge(report.verdict, verdict_detail(report))
     st.markdown(network_text(report))
     folding_section(report, figures)

@@ -7,10 +7,12 @@ from dataclasses import replace
 import streamlit as st
 import torch
 
+from app_pages import common
 from app_pages.common import (
     chart,
     ensure_fork_server,
     heavy,
+    load,
     picture,
     report_or_reason,
     show_warnings,
@@ -18,11 +20,12 @@ from app_pages.common import (
     view,
     write_url,
 )
-from bnviz.bench import measure_config, measure_config_compiled
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.family.url import FAMILY, FamilyConfig
-from bnviz.explorer.layer.engine import PLOT_CHANNELS, Report, run_comparison
+from bnviz.explorer.layer import engine
+from bnviz.explorer.layer.engine import PLOT_CHANNELS, Report
 from bnviz.explorer.layer.figures import all_figures, cube
+from bnviz.explorer.layer.timing import measure_config, measure_config_compiled
 from bnviz.explorer.layer.url import DTYPES, FOCUS, LAYER, LAYERS, LAYOUTS, MODES, Config, Focus
 from bnviz.explorer.layer.words import (
     bit_exact_note,
@@ -53,14 +56,12 @@ KINDS = {"affine": "bool", "track": "bool", "seed": "int", "steps": "int", "trai
 
 def load_report(config: Config) -> Report | None:
     """The comparison, within the server's memory budget (None when it could never fit)."""
-    return heavy(config, config.estimate_bytes(), lambda stopped: run_comparison(config, stopped),
-                 "Running bnviz and torch side by side…")  # fmt: skip
+    return load(config, engine.run, "Running bnviz and torch side by side…")
 
 
-@st.cache_data(max_entries=64, show_spinner=False)
-def cached_figures(config: Config, channel: int, _report: Report) -> dict:
-    figures = {name: fig.to_dict() for name, fig in all_figures(_report, channel).items()}
-    return {"cube": cube(_report, channel), **figures}
+def draw(report: Report, channel: int) -> dict:
+    """The picture of the channel's values, and every chart."""
+    return {"cube": cube(report, channel), **all_figures(report, channel)}
 
 
 def load_speed(config: Config) -> dict[str, float] | None:
@@ -68,7 +69,7 @@ def load_speed(config: Config) -> dict[str, float] | None:
 
 
 def load_compiled_speed(config: Config) -> dict[str, float] | None:
-    """The compiled timing, in a process of its own (``bench.measure_config_compiled``)."""
+    """The compiled timing, in a process of its own (``timing.measure_config_compiled``)."""
     if not ensure_fork_server("the timing process comes from"):
         return None
     doing = "Compiling both layers with torch.compile in a fresh process, then timing them (15–30 s)…"
@@ -263,7 +264,7 @@ def main() -> None:
         label, short = focus_label(config)
         st.segmented_control(label, list(range(count)), key="channel", required=True,
                              format_func=lambda c: f"{short}={c}")  # fmt: skip
-    figures = cached_figures(config, channel, report)
+    figures = common.figures(config, (channel,), draw, report)
     teach_section(report, figures, channel)
     modes_section(report, figures, channel)
     nothing = "Nothing to draw: an empty batch has no values." if not config.numel else "Nothing to draw."

@@ -7,9 +7,10 @@ from dataclasses import replace
 
 import streamlit as st
 
+from app_pages import common
 from app_pages.common import (
     chart,
-    heavy,
+    load,
     picture,
     report_or_reason,
     show_warnings,
@@ -18,11 +19,11 @@ from app_pages.common import (
     write_url,
 )
 from bnviz.explorer.layer.url import LAYER, Config
+from bnviz.explorer.network import engine
 from bnviz.explorer.network.engine import (
     NetworkReport,
     all_figures,
     divergence_text,
-    run_network,
     stop_pictures,
     stop_text,
 )
@@ -33,15 +34,9 @@ PREFIX = "net."
 KINDS = {"batch": "int", "image": "int", "channels": "int", "steps": "int", "seed": "int"}
 
 
-def load_report(config: NetworkConfig) -> NetworkReport | None:
-    """The trained networks' report, within the server's memory budget (None when it could never fit)."""
-    return heavy(config, config.estimate_bytes(), lambda stopped: run_network(config, stopped),
-                 "Training the networks…", cpu=True)  # fmt: skip
-
-
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_figures(config: NetworkConfig, _report: NetworkReport) -> dict:
-    return {**{name: fig.to_dict() for name, fig in all_figures(_report).items()}, "stops": stop_pictures(_report)}
+def draw(report: NetworkReport) -> dict:
+    """Every chart, and the pictures of what reaches each batch norm."""
+    return {**all_figures(report), "stops": stop_pictures(report)}
 
 
 def sidebar() -> None:
@@ -77,10 +72,10 @@ def main() -> None:
         "verdict tests the layers, step by step. Every control is in the URL."
     )
     show_warnings("network", config, warnings)
-    report = report_or_reason(config.refusal(), lambda: load_report(config))
+    report = report_or_reason(config.refusal(), lambda: load(config, engine.run, "Training the networks…", cpu=True))
     if report is None:
         return
-    figures = cached_figures(config, report)
+    figures = common.figures(config, (), draw, report)
     failing = [layer.name for layer in report.layers if not layer.ok]
     verdict_badge(
         report.verdict,

@@ -8,7 +8,8 @@ from typing import Any
 
 import streamlit as st
 
-from app_pages.common import chart, heavy, on_button, report_or_reason, view, write_url
+from app_pages import common
+from app_pages.common import chart, load, on_button, report_or_reason, view, write_url
 from bnviz.explorer import mlp
 from bnviz.explorer.mlp import seconds_estimate
 from bnviz.explorer.query import QuerySpec
@@ -45,20 +46,19 @@ EXPERIMENTS: dict[str, tuple[QuerySpec, Any]] = {  # name: (its URL, its default
 }
 
 
-def load(config: Any, doing: str) -> Any:
-    """An experiment's report: from the server's cache, or trained within its memory budget and
-    a core of its own, with a progress bar (None when it could never fit)."""
-    return heavy(("training", config), config.estimate_bytes(),
-                 lambda stopped, progress: training.run(config, stopped, progress), doing, cpu=True,
-                 progress=True)  # fmt: skip
+DRAW = {DriftConfig: drift_figures, NoiseConfig: noise_figures, PlacementConfig: placement_figures,
+        SweepConfig: lambda r: {"sweep": sweep_figure(r)}}  # fmt: skip
 
 
-@st.cache_data(max_entries=32, show_spinner=False)
-def cached_figures(config: Any, _report: Any) -> dict:
-    """The figures of ``config``'s report (``_report``: not hashed, ``config`` keys it)."""
-    draw = {DriftConfig: drift_figures, NoiseConfig: noise_figures, PlacementConfig: placement_figures,
-            SweepConfig: lambda r: {"sweep": sweep_figure(r)}}[type(config)]  # fmt: skip
-    return {name: fig.to_dict() for name, fig in draw(_report).items()}
+def load_experiment(config: Any, doing: str) -> Any:
+    """An experiment's report: trained within the server's memory budget and a core of its own,
+    with a progress bar (``common.load``)."""
+    return load(config, training.run, doing, cpu=True, progress=True)
+
+
+def cached_figures(config: Any, report: Any) -> dict:
+    """The figures of an experiment's report, cached (``common.figures``)."""
+    return common.figures(config, (), DRAW[type(config)], report)
 
 
 def sentences(words: Sentences) -> None:
@@ -69,8 +69,8 @@ def sentences(words: Sentences) -> None:
 
 def on_demand(name: str, config: Any, doing: str) -> Any:
     """An experiment that costs more: on its button (``common.on_button``)."""
-    return on_button(f"{PREFIX}run.{name}", ("training", config), config.refusal(), seconds_estimate(config),
-                     lambda: load(config, doing))  # fmt: skip
+    return on_button(f"{PREFIX}run.{name}", config, config.refusal(), seconds_estimate(config),
+                     lambda: load_experiment(config, doing))  # fmt: skip
 
 
 def sidebar() -> None:
@@ -93,7 +93,7 @@ def drift_section(config: DriftConfig) -> None:
         "the same initial weights on the same minibatches: plain, and with bnviz.BatchNorm1d before each sigmoid. "
         "The controls are in the sidebar."
     )
-    report = report_or_reason(config.refusal(), lambda: load(config, "Training both networks…"))
+    report = report_or_reason(config.refusal(), lambda: load_experiment(config, "Training both networks…"))
     if report is None:
         return
     figures = cached_figures(config, report)

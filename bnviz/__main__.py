@@ -11,9 +11,10 @@ import sys
 
 import torch
 
-from bnviz.explorer.family.engine import run_family
+from bnviz.explorer.family.engine import run as run_family
 from bnviz.explorer.family.url import FamilyConfig
-from bnviz.explorer.layer.engine import Quantity, run_comparison
+from bnviz.explorer.layer.engine import Quantity
+from bnviz.explorer.layer.engine import run as run_comparison
 from bnviz.explorer.layer.url import Config
 
 CONFIGS = [

@@ -101,7 +101,7 @@ class Case:
     compiled: tuple[str, ...] = field(default=())
 
 
-def _call(m: nn.Module, x: Tensor, upstream: Tensor, mode: str) -> Callable[[], object]:
+def step_call(m: nn.Module, x: Tensor, upstream: Tensor, mode: str) -> Callable[[], object]:
     """One step of ``m`` in ``mode``: a forward under no_grad, or a forward + backward."""
     if mode == "train fwd+bwd":
         xr = x.clone().requires_grad_()
@@ -135,7 +135,7 @@ def make_case(name: str, shape: tuple[int, ...], mode: str, device: str, compile
         modules["torch-c"] = torch.compile(_copy_of(layers[0], device))
     for m in modules.values():
         m.train(mode != "eval fwd")
-    calls = {impl: _call(m, x, upstream, mode) for impl, m in modules.items()}
+    calls = {impl: step_call(m, x, upstream, mode) for impl, m in modules.items()}
     passes = 2 if mode == "train fwd+bwd" else 1
     calls["floor"] = lambda: [floor_out.copy_(x) for _ in range(passes)]
     return Case(name, shape, mode, calls, ("bnviz-c", "torch-c") if compiled else ())
@@ -315,59 +315,6 @@ def print_table(rows: list[dict], device: str, startup: float | None = None) -> 
     print(" ".join(f"{c:>{w}s}" for c, w in COLUMNS))
     for row in rows:
         print(" ".join(f"{row.get(c, '')!s:>{w}s}" for c, w in COLUMNS))
-
-
-def measure_config(config: Any, repeats: int = 7, compiled: bool = False) -> dict[str, float]:
-    """bnviz vs torch on one app config: median ms of the displayed batch's step (forward +
-    backward in train mode, forward in eval), interleaved, after one warm-up round; with
-    ``compiled``, both layers under ``torch.compile`` and each one's compile time (s)."""
-    from bnviz.explorer.data import sample_batch
-    from bnviz.explorer.layer.engine import make_module
-
-    dtype = getattr(torch, config.dtype)
-    x = sample_batch(config.dist, config.shape, config.seed, 0, dtype, config.device)
-    upstream = torch.ones_like(x)
-    mode = "train fwd+bwd" if config.mode == "train" else "eval fwd"
-    modules = {side: make_module(config, side).train(config.mode == "train") for side in ("bnviz", "torch")}
-    if compiled:
-        fresh_compiles()
-        modules = {side: torch.compile(m) for side, m in modules.items()}
-    calls = {side: _call(m, x, upstream, mode) for side, m in modules.items()}
-    case = Case("config", tuple(config.shape), mode, calls, tuple(calls) if compiled else ())
-    medians, compile_s = time_case(case, config.device, repeats, 1)
-    out = {**medians, "ratio": medians["bnviz"] / medians["torch"]}
-    return {**out, **{f"{side} compile s": s for side, s in compile_s.items()}}
-
-
-COMPILE_DEADLINE_S = 240.0  # a compiled timing, start-up and both compiles included
-
-
-def _compiled_job(config: Any) -> dict[str, float]:
-    """The body of ``measure_config_compiled``, in the forked process."""
-    import torch._inductor.config as inductor_config
-
-    from bnviz.hosting import procmem
-
-    inductor_config.compile_threads = 1  # compile here, without a pool of worker processes
-    with tempfile.TemporaryDirectory(prefix="bnviz-inductor-") as cache:
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = cache  # from cold, and nothing left on disk
-        startup = inductor_startup(config.device)
-        out = measure_config(config, compiled=True)
-    eager = measure_config(config)  # the same process: the rows compare
-    return {**out, "eager bnviz": eager["bnviz"], "eager torch": eager["torch"], "inductor start-up s": startup,
-            "process bytes": float(procmem.private_bytes())}  # fmt: skip
-
-
-def measure_config_compiled(config: Any) -> dict[str, float]:
-    """``measure_config(config, compiled=True)`` in a process of its own, forked from the app's
-    fork server (``bnviz.explorer.workers``), from cold: an empty inductor cache, removed after;
-    inductor's start-up in that process measured first and reported apart ("inductor start-up
-    s"), so each layer's "compile s" is its own compile; then both eager in the same process
-    ("eager bnviz", "eager torch"), for a fair comparison. The compiled code and the memory it took
-    ("process bytes", private to that process) leave with the process. Raises ``ForkError``."""
-    from bnviz.explorer import workers
-
-    return workers.run_in_fork(_compiled_job, (config,), COMPILE_DEADLINE_S)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from streamlit.testing.v1 import AppTest
 
-from bnviz.explorer.layer.engine import run_comparison
+from bnviz.explorer.layer.engine import run as run_comparison
 from bnviz.explorer.layer.figures import all_figures, figure_bytes
 from bnviz.explorer.layer.url import Config
 

@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 import bnviz
+from bnviz.explorer.contract import check_stop
 from bnviz.explorer.digits import CLASSES, PIXELS, Digits
-from bnviz.hosting.serve import Cancelled
 
 DEPTH = 3  # hidden layers, as in Ioffe & Szegedy's Figure 1
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU}
@@ -401,8 +401,7 @@ class Ticker:
         self.total, self.done, self.stopped, self.progress = max(total, 1), 0, stopped, progress
 
     def step(self, networks: int, step: int, last: int) -> None:
-        if self.stopped():
-            raise Cancelled("stopped: the view is no longer wanted")
+        check_stop(self.stopped)
         self.done += networks
         if step % PROGRESS_EVERY == 0 or step == last:
             self.progress(min(self.done / self.total, 1.0))

@@ -53,6 +53,11 @@ def row_slices(t: Tensor) -> list[Any]:
     return [slice(start, start + rows) for start in range(0, t.size(0), rows)]
 
 
+def max_abs(a: Tensor, b: Tensor) -> float:
+    """``max |a − b|`` in float64 (0 for empty tensors)."""
+    return float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
+
+
 def _nanmax(a: float, b: float) -> float:
     """``max`` that keeps a NaN (as ``Tensor.max`` does)."""
     return math.nan if math.isnan(a) or math.isnan(b) else max(a, b)

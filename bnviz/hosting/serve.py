@@ -386,6 +386,7 @@ def run_heavy(
     key: Hashable,
     cost: int,
     fn: Callable[[Callable[[], bool]], Any],
+    *,
     on_wait: Callable[[Waiting], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     on_start: Callable[[], None] | None = None,

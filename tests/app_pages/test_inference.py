@@ -67,7 +67,7 @@ def test_every_control_reads_the_url_writes_it_back_and_a_link_reproduces_the_vi
     ids=["channel", "batch-values", "work"],
 )
 def test_refused_before_running(params, words, monkeypatch):
-    monkeypatch.setattr(engine, "run_inference", lambda config: pytest.fail("ran a refused config"))
+    monkeypatch.setattr(engine, "run", lambda *a, **k: pytest.fail("ran a refused config"))
     at = run_app(params, page="inference")
     errors = [e.value for e in at.error]
     assert len(errors) == 1 and errors[0].startswith("Not run: ") and words in errors[0], errors

@@ -69,12 +69,12 @@ FORK_SERVER = "the data-parallel fork server (once per server)"
 
 
 def _run(what: str, config):
-    from bnviz.bench import measure_config, measure_config_compiled
-    from bnviz.explorer.data_parallel.engine import run_data_parallel
-    from bnviz.explorer.family.engine import run_family
-    from bnviz.explorer.inference.engine import run_inference
-    from bnviz.explorer.layer.engine import run_comparison
-    from bnviz.explorer.network.engine import run_network
+    from bnviz.explorer.data_parallel.engine import run as run_data_parallel
+    from bnviz.explorer.family.engine import run as run_family
+    from bnviz.explorer.inference.engine import run as run_inference
+    from bnviz.explorer.layer.engine import run as run_comparison
+    from bnviz.explorer.layer.timing import measure_config, measure_config_compiled
+    from bnviz.explorer.network.engine import run as run_network
 
     if what == "speed":
         return measure_config(config)

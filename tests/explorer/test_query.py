@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import fields
+from urllib.parse import parse_qsl
 
 import pytest
 
+from bnviz.explorer.data_parallel.url import DATA_PARALLEL, DataParallelConfig
+from bnviz.explorer.eval_gap.url import EVAL_GAP, BatchesConfig
+from bnviz.explorer.family.url import FAMILY, FamilyConfig
 from bnviz.explorer.inference.url import INFERENCE, InferenceConfig
-from bnviz.explorer.layer.url import FIELD_OF, FOCUS, PARAMS, Config, Focus, parse_query, to_query
+from bnviz.explorer.layer.url import FIELD_OF, FOCUS, LAYER, PARAMS, Config, Focus, parse_query, to_query
+from bnviz.explorer.layer.url import Config as LayerConfig
 from bnviz.explorer.network.url import NETWORK, NetworkConfig
 from bnviz.explorer.query import inert, parse_shape
+from bnviz.explorer.training.url import TRAINING_DRIFT, DriftConfig
 
 ROUND_TRIPS = [
     Config(),
@@ -145,3 +151,36 @@ def test_inference_url_limits_are_the_engines():
     for name, text in [("batch", "2"), ("channels", "64"), ("image", "32"), ("finetune", "100"), ("lr", "1")]:
         config, warnings = INFERENCE.parse({name: text}, InferenceConfig())
         assert not warnings and (config.refusal() is None or "limit" in config.refusal()), (name, config.refusal())
+
+
+# --- links from before the page folders: each still parses to the view it named -----------------
+
+OLD_LINKS = [  # (page's spec, its base, a query as the app wrote it before, the config it named)
+    ("layer", "?layer=BatchNorm1d&shape=32,10,64&layout=features-last",
+     lambda: LayerConfig(layer="BatchNorm1d", shape=(32, 10, 64), layout="features-last")),
+    ("layer", "?track=false&mode=eval", lambda: LayerConfig(track_running_stats=False, mode="eval")),
+    ("layer", "?momentum=0.01&steps=30", lambda: LayerConfig(momentum=0.01, steps=30)),
+    ("layer", "?layer=BatchNorm&shape=2,3,4,4,2,2", lambda: LayerConfig(layer="BatchNorm", shape=(2, 3, 4, 4, 2, 2))),
+    ("network", "?batch=2&image=16&channels=8&steps=10&lr=0.1&seed=0&mode=eval",
+     lambda: NetworkConfig(batch=2)),
+    ("family", "?shape=8,128,64&ln=last&groups=4",
+     lambda: FamilyConfig(shape=(8, 128, 64), ln_over="last", groups=4)),
+    ("data-parallel", "?world=8&per_rank=2", lambda: DataParallelConfig(world=8, per_rank=2)),
+    ("inference", "?batch=8&channels=3&image=6&steps=4&finetune=3&lr=0.1&shift=-1.5&channel=2&seed=5&dtype=float64",
+     lambda: InferenceConfig(batch_size=8, channels=3, image_size=6, train_steps=4, finetune_steps=3, lr=0.1,
+                             shift=-1.5, channel=2, seed=5, dtype="float64")),
+    ("training", "?lr=0.5&steps=2000&seed=0&init=default&every=100&width=100&batch=60",
+     lambda: DriftConfig(init_std=None)),
+    ("eval-gap", "?order_lr=0.3&order_steps=500&order_batch=72&order_seed=0", lambda: BatchesConfig()),
+]  # fmt: skip
+SPECS = {"layer": (LAYER, LayerConfig), "network": (NETWORK, NetworkConfig), "family": (FAMILY, FamilyConfig),
+         "data-parallel": (DATA_PARALLEL, DataParallelConfig), "inference": (INFERENCE, InferenceConfig),
+         "training": (TRAINING_DRIFT, DriftConfig), "eval-gap": (EVAL_GAP["batches"], BatchesConfig)}  # fmt: skip
+
+
+@pytest.mark.parametrize("page, query, want", OLD_LINKS, ids=[f"{p}{q[:40]}" for p, q, _ in OLD_LINKS])
+def test_links_from_before_still_name_the_same_view(page, query, want):
+    spec, base = SPECS[page]
+    config, warnings = spec.parse(dict(parse_qsl(query.lstrip("?"))), base())
+    assert not warnings, warnings
+    assert config == want(), f"{page}{query}: {config} != {want()}"

@@ -30,10 +30,11 @@ import torch
 import torch.nn.functional as F
 
 from bnviz.explorer import workers
+from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
 from bnviz.explorer.data import channel_sample
 from bnviz.explorer.data_parallel import worker as dp_worker
 from bnviz.explorer.data_parallel.url import DataParallelConfig
-from bnviz.explorer.parity import as_accurate, diff, tolerance
+from bnviz.explorer.parity import as_accurate, diff, max_abs, tolerance
 from bnviz.explorer.picture import PALETTE
 from bnviz.explorer.theme import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR, log_ticks
 from bnviz.hosting import forks
@@ -150,9 +151,6 @@ def _full_batch_reference(config: DataParallelConfig, dtype: torch.dtype = torch
             "var": var}  # fmt: skip
 
 
-def _max_abs(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float((a.double() - b.double()).abs().max()) if a.numel() else 0.0
-
 
 def spread_by_batch(config: DataParallelConfig) -> dict[str, Any]:
     """How far per-rank statistics scatter around the population's as the per-device batch
@@ -176,14 +174,18 @@ def spread_by_batch(config: DataParallelConfig) -> dict[str, Any]:
     return {"rows": rows, "per_rank": sorted(set(config.sizes()))}
 
 
-def run_data_parallel(config: DataParallelConfig, deadline_s: float = DEADLINE_S) -> DataParallelReport:
-    """The whole page's numbers: k ranks in real processes against one full-batch reference."""
+def run(config: DataParallelConfig, stopped: Stopped = never, progress: Progress = ignore,
+        deadline_s: float = DEADLINE_S) -> DataParallelReport:  # fmt: skip
+    """The whole page's numbers: k ranks in real processes against one full-batch reference. The
+    world runs within ``deadline_s`` whatever ``stopped`` says (its ranks are killed after it);
+    ``stopped`` is asked once it is back."""
     reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
     t = time.monotonic()
     results = run_world(config, deadline_s)
     seconds = time.monotonic() - t
+    check_stop(stopped)
     ref = _full_batch_reference(config)
     truth = _full_batch_reference(config, torch.float64)
     rtol, atol = tolerance(torch.float32)
@@ -191,7 +193,7 @@ def run_data_parallel(config: DataParallelConfig, deadline_s: float = DEADLINE_S
     for r, size in enumerate(config.sizes()):
         got = {k: torch.from_numpy(v) if hasattr(v, "dtype") else v for k, v in results[r].items()}
         sl = slice(start, start + size)
-        out_err = max(_max_abs(got["y"], ref["y"][sl]), _max_abs(got["grad"], ref["grad"][sl]))
+        out_err = max(max_abs(got["y"], ref["y"][sl]), max_abs(got["grad"], ref["grad"][sl]))
         ok = True
         for mine, theirs, true, widen in (  # output, ∂L/∂x, running statistics
             (got["y"], ref["y"][sl], truth["y"][sl], 1),
@@ -200,9 +202,9 @@ def run_data_parallel(config: DataParallelConfig, deadline_s: float = DEADLINE_S
             (torch.tensor(got["running_var"]), ref["running_var"], truth["running_var"], 1),
         ):  # within float32's tolerance of torch, or about as close as torch to a float64 run (parity.as_accurate)
             ok = ok and (diff(mine, theirs.to(mine.dtype), rtol, widen * atol).ok
-                         or as_accurate(_max_abs(mine, true), _max_abs(theirs, true)))  # fmt: skip
-        run_err = max(_max_abs(torch.tensor(got[n]), ref[n]) for n in ("running_mean", "running_var"))
-        plain = None if got["y_plain"] is None else _max_abs(got["y_plain"], ref["y"][sl])
+                         or as_accurate(max_abs(mine, true), max_abs(theirs, true)))  # fmt: skip
+        run_err = max(max_abs(torch.tensor(got[n]), ref[n]) for n in ("running_mean", "running_var"))
+        plain = None if got["y_plain"] is None else max_abs(got["y_plain"], ref["y"][sl])
         ranks.append(RankReport(r, size, start, got["mean"], got["var"], out_err, run_err, plain, ok,
                                 got["private_bytes"]))  # fmt: skip
         start += size

@@ -20,35 +20,54 @@ digits — ``mlp.build``, trained in lockstep by ``mlp.train_group``, batch norm
 Each config has ``estimate_bytes()`` and is checked by ``config.refusal()`` before anything is
 allocated; ``run(config, stopped, progress)`` returns a plain, picklable report of numbers.
 
-Definitions used throughout. *Exact population statistics* of a layer: the mean and unbiased
-variance of everything that reaches it when the whole training split (1,438 images) runs through
-the network in eval mode with every batch norm before it holding its own exact statistics —
-``recompute_batch_norm_stats(model, [train_x], mode="exact")``: the statistics the layer sees in
-eval mode once every layer holds them. *Live units*: units whose
-population variance is above ``LIVE`` (a ReLU unit that never fires has none, and no ratio);
-averages over units are over live units. *Train-mode accuracy*: the network in training mode —
-batch statistics, dropout on — over minibatches of a given make-up, its buffers restored after.
+Sections 1–3 run here, 4–6 in ``steps``; what they measure alike is in ``measure`` (with the
+definitions they share: exact population statistics, live units, train-mode accuracy).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import functional as F
-from torch.nn.modules.batchnorm import _BatchNorm
 
-import bnviz
 from bnviz.explorer import mlp
+from bnviz.explorer.contract import check_stop, ignore, never
 from bnviz.explorer.digits import Digits, load_digits
+from bnviz.explorer.eval_gap.measure import (
+    LIVE,
+    ShadowStats,
+    Stats,
+    _avg,
+    _check,
+    _mean,
+    _Models,
+    batch_variances,
+    buffers,
+    eval_accuracy,
+    exact_stats,
+    holding,
+    kept,
+    layer_inputs,
+    mean_error,
+    shuffled_batches,
+    sorted_batches,
+    train_accuracy,
+    var_error,
+    var_ratio,
+)
+from bnviz.explorer.eval_gap.steps import (
+    AccumulationReport,
+    CheckpointReport,
+    PassesReport,
+    run_accumulation,
+    run_checkpoint,
+    run_passes,
+)
 from bnviz.explorer.eval_gap.url import (
-    CHECKPOINT_REFERENCE,
-    CHECKPOINT_VARIANTS,
     DROPOUT_VARIANTS,
     SECTIONS,
     AccumulationConfig,
@@ -64,265 +83,9 @@ from bnviz.explorer.mlp import (
     Curve,
     Schedule,
     Ticker,
-    build,
-    generator,
     one_thread,
     train_group,
 )
-from bnviz.hosting.serve import Cancelled
-
-LIVE = 1e-6  # a unit whose population variance is at most this is dead: left out of ratios
-TABLE_UNITS = 4  # units of the first batch norm shown side by side in section 6
-SCATTER_IMAGES = 20  # section 5: images whose logits the report keeps (× 10 classes)
-VIEW_NOISE = 0.1  # section 5's views: Gaussian pixel noise of this std (pixels are in [0, 1])
-
-
-# --- shared measurements ---------------------------------------------------------------------------
-
-
-def batch_norms(model: nn.Module) -> list[nn.Module]:
-    """The batch norms with running statistics, bnviz's and torch's, in forward order."""
-    return [m for m in model.modules() if isinstance(m, bnviz.BatchNorm | _BatchNorm) and m.running_mean is not None]
-
-
-@contextlib.contextmanager
-def kept(model: nn.Module) -> Iterator[nn.Module]:
-    """Every buffer's value and every module's mode put back afterwards."""
-    modes = [(m, m.training) for m in model.modules()]
-    saved = [(b, b.clone()) for b in model.buffers()]
-    try:
-        yield model
-    finally:
-        with torch.no_grad():
-            for b, copy in saved:
-                b.copy_(copy)
-        for m, mode in modes:
-            m.training = mode
-
-
-@torch.no_grad()
-def eval_accuracy(model: nn.Module, x: Tensor, y: Tensor) -> float:
-    """Accuracy in eval mode (running statistics, dropout off), mode put back."""
-    with kept(model):
-        model.eval()
-        return float((model(x).argmax(1) == y).double().mean())
-
-
-@torch.no_grad()
-def train_accuracy(model: nn.Module, x: Tensor, y: Tensor, batches: Sequence[Tensor]) -> float:
-    """Accuracy in training mode over the minibatches ``batches`` (row indices of ``x``), each
-    normalized with its own statistics; the buffers and modes put back."""
-    correct = total = 0
-    with kept(model):
-        model.train()
-        for idx in batches:
-            correct += int((model(x[idx]).argmax(1) == y[idx]).sum())
-            total += len(idx)
-    return correct / max(total, 1)
-
-
-def cut(order: Tensor, batch: int) -> list[Tensor]:
-    """``order`` cut into full minibatches of ``batch`` (the rest dropped), as training cuts it."""
-    return [order[s : s + batch] for s in range(0, len(order) - batch + 1, batch)]
-
-
-def sorted_batches(y: Tensor, batch: int) -> list[Tensor]:
-    """Minibatches of rows sorted by class (ties in data order): ``training``'s ``sorted`` order."""
-    return cut(torch.argsort(y, stable=True), batch)
-
-
-def shuffled_batches(n: int, batch: int, seed: int, stream: int = 5) -> list[Tensor]:
-    """Minibatches of one seeded permutation of the ``n`` rows."""
-    return cut(torch.randperm(n, generator=generator(seed, stream)), batch)
-
-
-@dataclass(frozen=True)
-class Stats:
-    """Per batch norm, per unit: a mean and an unbiased variance (float64 numbers)."""
-
-    mean: tuple[tuple[float, ...], ...]
-    var: tuple[tuple[float, ...], ...]
-
-
-def buffers(model: nn.Module) -> Stats:
-    """The running statistics every batch norm holds now."""
-    layers = batch_norms(model)
-    return Stats(tuple(tuple(m.running_mean.double().tolist()) for m in layers),
-                 tuple(tuple(m.running_var.double().tolist()) for m in layers))  # fmt: skip
-
-
-def exact_stats(model: nn.Module, x: Tensor) -> Stats:
-    """Exact population statistics over ``x``: ``recompute_batch_norm_stats`` in exact mode (each
-    layer what it receives in eval mode once the ones before it hold theirs), every other module
-    in its current mode; the model's buffers are put back afterwards."""
-    with kept(model):
-        bnviz.recompute_batch_norm_stats(model, [x], mode="exact")
-        return buffers(model)
-
-
-@contextlib.contextmanager
-def holding(model: nn.Module, stats: Stats) -> Iterator[nn.Module]:
-    """The model with ``stats`` in its batch norms' running buffers, put back afterwards."""
-    with kept(model):
-        with torch.no_grad():
-            for m, mean, var in zip(batch_norms(model), stats.mean, stats.var, strict=True):
-                m.running_mean.copy_(torch.tensor(mean, dtype=m.running_mean.dtype))
-                m.running_var.copy_(torch.tensor(var, dtype=m.running_var.dtype))
-        yield model
-
-
-def live(pop: Stats, layer: int) -> list[int]:
-    """The live units of ``layer``: population variance above ``LIVE``."""
-    return [j for j, v in enumerate(pop.var[layer]) if v > LIVE]
-
-
-def mean_error(stats: Stats, pop: Stats) -> tuple[float, ...]:
-    r"""Per layer, how far ``stats``' means are from the population's, in its standard deviations:
-    :math:`\frac{1}{|J|}\sum_{j \in J} |\mu_j - \hat\mu_j| / \hat\sigma_j` over the live units J."""
-    out = []
-    for k in range(len(pop.mean)):
-        units = live(pop, k)
-        out.append(_avg([abs(stats.mean[k][j] - pop.mean[k][j]) / math.sqrt(pop.var[k][j]) for j in units]))
-    return tuple(out)
-
-
-def var_ratio(stats: Stats, pop: Stats) -> tuple[float, ...]:
-    r"""Per layer, :math:`\frac{1}{|J|}\sum_{j \in J} \sigma^2_j / \hat\sigma^2_j` over the live units J."""
-    return tuple(_avg([stats.var[k][j] / pop.var[k][j] for j in live(pop, k)]) for k in range(len(pop.var)))
-
-
-def var_error(stats: Stats, pop: Stats) -> tuple[float, ...]:
-    r"""Per layer, :math:`\frac{1}{|J|}\sum_{j \in J} |\sigma^2_j / \hat\sigma^2_j - 1|` over the live units J."""
-    return tuple(_avg([abs(stats.var[k][j] / pop.var[k][j] - 1) for j in live(pop, k)]) for k in range(len(pop.var)))
-
-
-def _avg(values: Sequence[float]) -> float:
-    return sum(values) / len(values) if values else math.nan
-
-
-def _mean(values: Sequence[float]) -> float:
-    """The mean of the finite values (nan if none)."""
-    return _avg([v for v in values if math.isfinite(v)])
-
-
-@torch.no_grad()
-def layer_inputs(model: nn.Module, x: Tensor) -> list[Tensor]:
-    """What reaches each batch norm when ``model(x)`` runs in its current mode (the model's
-    buffers are updated as that mode does: call it under ``kept`` in training mode)."""
-    layers, seen = batch_norms(model), []
-    hooks = [m.register_forward_pre_hook(lambda mod, args: seen.append(args[0].detach().clone())) for m in layers]
-    try:
-        model(x)
-    finally:
-        for h in hooks:
-            h.remove()
-    return seen
-
-
-def batch_variances(model: nn.Module, x: Tensor, batches: Sequence[Tensor]) -> tuple[tuple[float, ...], ...]:
-    """Per layer and unit: the mean over ``batches`` of each batch's *unbiased* variance of the
-    layer's input, in training mode (what the running average averages); buffers put back."""
-    sums: list[Tensor] | None = None
-    with kept(model):
-        model.train()
-        for idx in batches:
-            vs = [h.double().var(0) for h in layer_inputs(model, x[idx])]  # (batch, C) -> (C,)
-            sums = vs if sums is None else [s + v for s, v in zip(sums, vs, strict=True)]
-    assert sums is not None
-    return tuple(tuple((s / len(batches)).tolist()) for s in sums)
-
-
-class ShadowStats:
-    """Running statistics at other momenta, carried beside a network's training.
-
-    Momentum changes no weight (training mode normalizes with batch statistics), so one training
-    can hold several running averages: for each batch norm of ``model`` and each momentum m, a
-    ``bnviz.BatchNorm1d(C, momentum=m, affine=False)`` of its own is fed — by a forward pre-hook,
-    under ``no_grad`` — the very input the layer gets in each training-mode forward. Its buffers
-    are then exactly those the layer would hold with momentum m:
-
-    .. math::
-        \\hat\\mu \\leftarrow (1 - m)\\,\\hat\\mu + m\\,\\mu_B, \\qquad
-        \\hat\\sigma^2 \\leftarrow (1 - m)\\,\\hat\\sigma^2 + m\\,\\tfrac{n}{n-1}\\sigma_B^2
-
-    (``m`` None: the cumulative average). ``paused()`` stops the feeding while a measurement runs
-    the model in training mode.
-    """
-
-    def __init__(self, model: nn.Module, momenta: Sequence[float | None]) -> None:
-        self.momenta = tuple(momenta)
-        self.layers = batch_norms(model)
-        self.shadows = {m: [bnviz.BatchNorm1d(layer.num_features, momentum=m, affine=False) for layer in self.layers]
-                        for m in self.momenta}  # fmt: skip
-        self.active = True
-        self.hooks = [layer.register_forward_pre_hook(self._feeder(k)) for k, layer in enumerate(self.layers)]
-
-    def _feeder(self, k: int) -> Callable[[nn.Module, tuple], None]:
-        def feed(module: nn.Module, args: tuple) -> None:
-            if self.active and module.training:
-                with torch.no_grad():
-                    for m in self.momenta:
-                        self.shadows[m][k](args[0].detach())
-
-        return feed
-
-    @contextlib.contextmanager
-    def paused(self) -> Iterator[None]:
-        self.active = False
-        try:
-            yield
-        finally:
-            self.active = True
-
-    def stats(self, momentum: float | None) -> Stats:
-        """The running statistics the layers would hold with ``momentum``."""
-        return buffers(nn.Sequential(*self.shadows[momentum]))
-
-    def counts(self, momentum: float | None) -> tuple[int, ...]:
-        """``num_batches_tracked`` per layer, at ``momentum``."""
-        return tuple(int(s.num_batches_tracked) for s in self.shadows[momentum])
-
-    def remove(self) -> None:
-        for h in self.hooks:
-            h.remove()
-
-
-class _Models:
-    """A probe that keeps the built networks, by name, and measures nothing during training;
-    with ``momenta``, it attaches ``ShadowStats`` at them to the (one) network."""
-
-    def __init__(self, momenta: tuple[float, ...] = ()) -> None:
-        self.models: dict[str, nn.Sequential] = {}
-        self.momenta = momenta
-        self.shadows: ShadowStats | None = None
-
-    def attach(self, name: str, model: nn.Sequential) -> None:
-        self.models[name] = model
-        if self.momenta:
-            self.shadows = ShadowStats(model, self.momenta)
-
-    def at(self, name: str, model: nn.Sequential, step: int) -> None:
-        return None
-
-
-def _noop_progress(fraction: float) -> None:
-    return None
-
-
-def _never() -> bool:
-    return False
-
-
-def _check(config: AnyConfig) -> None:
-    reason = config.refusal()
-    if reason is not None:
-        raise ValueError(reason)
-
-
-def _check_stop(stopped: Callable[[], bool]) -> None:
-    if stopped():
-        raise Cancelled("stopped: the view is no longer wanted")
-
 
 # --- 1. non-i.i.d. batches -------------------------------------------------------------------------
 
@@ -381,8 +144,8 @@ class _TrainModeProbe:
         self.accuracy.append(train_accuracy(model, self.data.train_x, self.data.train_y, self.batches))
 
 
-def run_batches(config: BatchesConfig, stopped: Callable[[], bool] = _never,
-                progress: Callable[[float], None] = _noop_progress) -> BatchesReport:  # fmt: skip
+def run_batches(config: BatchesConfig, stopped: Callable[[], bool] = never,
+                progress: Callable[[float], None] = ignore) -> BatchesReport:  # fmt: skip
     """Section 1: train on sorted and on shuffled minibatches; measure both modes."""
     _check(config)
     data = load_digits()
@@ -474,8 +237,8 @@ class _LagProbe:
         self.rows.append((step, acc, exact, merr, verr))
 
 
-def run_lag(config: LagConfig, stopped: Callable[[], bool] = _never,
-            progress: Callable[[float], None] = _noop_progress) -> LagReport:  # fmt: skip
+def run_lag(config: LagConfig, stopped: Callable[[], bool] = never,
+            progress: Callable[[float], None] = ignore) -> LagReport:  # fmt: skip
     """Section 2: one training, its running averages at several momenta against PreciseBN."""
     _check(config)
     data = load_digits()
@@ -619,8 +382,8 @@ def _shift_layers(model: nn.Sequential, head: nn.Sequential, p: float, data: Dig
     return tuple(out)
 
 
-def run_dropout(config: DropoutConfig, stopped: Callable[[], bool] = _never,
-                progress: Callable[[float], None] = _noop_progress) -> DropoutReport:  # fmt: skip
+def run_dropout(config: DropoutConfig, stopped: Callable[[], bool] = never,
+                progress: Callable[[float], None] = ignore) -> DropoutReport:  # fmt: skip
     """Section 3: the three networks; the variance shift per layer; fix 2 on the first's weights."""
     _check(config)
     data = load_digits()
@@ -628,7 +391,7 @@ def run_dropout(config: DropoutConfig, stopped: Callable[[], bool] = _never,
     probe = _Models()
     schedule = Schedule(config.lr, config.steps, config.batch, config.seed, config.steps)
     curves = train_group(config.archs(), schedule, data, ticker, probe)
-    _check_stop(stopped)
+    check_stop(stopped)
     with one_thread():
         test_batches = shuffled_batches(len(data.test_y), config.batch, config.seed)
         models = probe.models
@@ -645,307 +408,6 @@ def run_dropout(config: DropoutConfig, stopped: Callable[[], bool] = _never,
     return DropoutReport(config, train_mode, eval_mode, exact_eval, layers)
 
 
-# --- 4. micro-batches and gradient accumulation ----------------------------------------------------
-
-ACCUMULATION_VARIANTS = ("big", "micro", "micro-adjusted")
-GRADIENT_BATCHES = 10
-
-
-def adjusted_momentum(momentum: float, k: int) -> float:
-    r"""The momentum m′ whose k updates decay the old running value as one update of ``momentum``
-    m does: :math:`(1 - m')^k = 1 - m`, so :math:`m' = 1 - (1 - m)^{1/k}`."""
-    return 1 - (1 - momentum) ** (1 / k)
-
-
-@dataclass(frozen=True)
-class AccumulationReport:
-    """Per variant (``ACCUMULATION_VARIANTS``): ``counted``, ``num_batches_tracked`` of the first
-    batch norm; ``eval_running``/``eval_exact``, test accuracy with the running / exact population
-    statistics; ``mean_error``/``var_error`` per layer, the running statistics against the exact
-    ones of the same weights (``micro-adjusted`` shares ``micro``'s weights).
-
-    ``mean_spread[size][k]``/``var_spread[size][k]``: at ``micro``'s final weights, over one epoch
-    of shuffled minibatches of ``size`` (``micro_batch`` and ``batch``), the standard deviation of
-    the minibatch means of layer k's input in units of the population σ, and of the unbiased
-    minibatch variances in units of the population variance (averaged over live units).
-    ``grad_difference``/``grad_cosine``: at the initial weights (where the gradient is large:
-    at the end it is near 0 and a ratio to it means little), the mean over ``GRADIENT_BATCHES``
-    batches of ``batch`` training images of ‖g_acc − g_big‖/‖g_big‖ and of the cosine between
-    the accumulated gradient and the big batch's."""
-
-    config: AccumulationConfig
-    counted: dict[str, int] = field(default_factory=dict)
-    eval_running: dict[str, float] = field(default_factory=dict)
-    eval_exact: dict[str, float] = field(default_factory=dict)
-    mean_error: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    var_error: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    mean_spread: dict[int, tuple[float, ...]] = field(default_factory=dict)
-    var_spread: dict[int, tuple[float, ...]] = field(default_factory=dict)
-    grad_difference: float = math.nan
-    grad_cosine: float = math.nan
-
-
-def _spread(model: nn.Module, x: Tensor, batches: list[Tensor], pop: Stats) -> tuple[tuple[float, ...], ...]:
-    """Per layer: the standard deviation over ``batches`` of the batch means (in population σ)
-    and of the unbiased batch variances (in population variance), averaged over live units."""
-    means: list[list[Tensor]] = []
-    variances: list[list[Tensor]] = []
-    with kept(model), torch.no_grad():
-        model.train()
-        for idx in batches:
-            inputs = layer_inputs(model, x[idx])
-            means.append([h.double().mean(0) for h in inputs])  # (n, C) -> (C,)
-            variances.append([h.double().var(0) for h in inputs])
-    mean_sd, var_sd = [], []
-    for k in range(len(pop.mean)):
-        units = live(pop, k)
-        m = torch.stack([row[k] for row in means]).std(0)  # (batches, C) -> (C,)
-        v = torch.stack([row[k] for row in variances]).std(0)
-        mean_sd.append(_avg([float(m[j]) / math.sqrt(pop.var[k][j]) for j in units]))
-        var_sd.append(_avg([float(v[j]) / pop.var[k][j] for j in units]))
-    return tuple(mean_sd), tuple(var_sd)
-
-
-def _gradient(model: nn.Module, x: Tensor, y: Tensor, micro: int) -> Tensor:
-    """The flattened gradient of one step (``mlp.step_loss``), buffers and grads put back."""
-    params = list(model.parameters())
-    with kept(model):
-        model.train()
-        saved = [p.grad for p in params]
-        for p in params:
-            p.grad = None
-        mlp.step_loss(model, x, y, micro=micro)
-        g = torch.cat([p.grad.reshape(-1) for p in params]).double()
-        for p, s in zip(params, saved, strict=True):
-            p.grad = s
-    return g
-
-
-def run_accumulation(config: AccumulationConfig, stopped: Callable[[], bool] = _never,
-                     progress: Callable[[float], None] = _noop_progress) -> AccumulationReport:  # fmt: skip
-    """Section 4: one batch against accumulated micro-batches; spreads, buffers and gradients."""
-    _check(config)
-    c = config
-    data = load_digits()
-    ticker = Ticker(2 * c.steps, stopped, progress)
-    arch = _relu(c.width, momentum=c.momentum)
-    adjusted = adjusted_momentum(c.momentum, c.micro)
-    big, micro = _Models(), _Models((adjusted,))
-    train_group({"big": arch}, Schedule(c.lr, c.steps, c.batch, c.seed, c.steps), data, ticker, big)
-    train_group({"micro": arch}, Schedule(c.lr, c.steps, c.batch, c.seed, c.steps, micro=c.micro), data, ticker, micro)
-    _check_stop(stopped)
-    assert micro.shadows is not None
-    micro.shadows.remove()
-    with one_thread():
-        models = {"big": big.models["big"], "micro": micro.models["micro"]}
-        pops = {v: exact_stats(m, data.train_x) for v, m in models.items()}
-        runnings = {"big": buffers(models["big"]), "micro": buffers(models["micro"]),
-                    "micro-adjusted": micro.shadows.stats(adjusted)}  # fmt: skip
-        weights = {"big": "big", "micro": "micro", "micro-adjusted": "micro"}
-        eval_running, eval_exact, merr, verr = {}, {}, {}, {}
-        for v, w in weights.items():
-            model, pop = models[w], pops[w]
-            with holding(model, runnings[v]):
-                eval_running[v] = eval_accuracy(model, data.test_x, data.test_y)
-            with holding(model, pop):
-                eval_exact[v] = eval_accuracy(model, data.test_x, data.test_y)
-            merr[v], verr[v] = mean_error(runnings[v], pop), var_error(runnings[v], pop)
-        counted = {"big": int(batch_norms(models["big"])[0].num_batches_tracked),
-                   "micro": int(batch_norms(models["micro"])[0].num_batches_tracked),
-                   "micro-adjusted": micro.shadows.counts(adjusted)[0]}  # fmt: skip
-        spreads = {size: _spread(models["micro"], data.train_x,
-                                 shuffled_batches(len(data.train_y), size, c.seed), pops["micro"])
-                   for size in (c.micro_batch, c.batch)}  # fmt: skip
-        start = build(arch, c.seed)  # the initial weights both trainings start from
-        differences, cosines = [], []
-        for idx in shuffled_batches(len(data.train_y), c.batch, c.seed, stream=6)[:GRADIENT_BATCHES]:
-            x, y = data.train_x[idx], data.train_y[idx]
-            g_big, g_acc = _gradient(start, x, y, 1), _gradient(start, x, y, c.micro)
-            differences.append(float((g_acc - g_big).norm() / g_big.norm()))
-            cosines.append(float(F.cosine_similarity(g_acc, g_big, dim=0)))
-    ticker.finish()
-    return AccumulationReport(
-        config=c,
-        counted=counted,
-        eval_running=eval_running,
-        eval_exact=eval_exact,
-        mean_error=merr,
-        var_error=verr,
-        mean_spread={size: s[0] for size, s in spreads.items()},
-        var_spread={size: s[1] for size, s in spreads.items()},
-        grad_difference=_avg(differences),
-        grad_cosine=_avg(cosines),
-    )
-
-
-# --- 5. two forward passes against one concatenated batch ------------------------------------------
-
-
-@dataclass(frozen=True)
-class PassesReport:
-    """Outputs, over the ``pairs`` pairs, for A's images in training mode — separately against
-    as the first half of the concatenated batch: ``max_logit_difference`` (largest |Δ| of a logit),
-    ``mean_logit_difference`` (mean |Δ|) and ``logit_scale`` (mean |logit| of the separate pass),
-    ``changed`` (fraction of A's images whose predicted class differs) and ``accuracy_separate``/
-    ``accuracy_together`` (A's accuracy each way). Running statistics, starting from the trained
-    network's: ``counted`` (``num_batches_tracked`` added by the pairs, per way),
-    ``between_mean``/``between_var`` per layer (the two ways' running statistics against each
-    other: ``mean_error`` and ``var_error`` with the concatenated way's as reference),
-    ``real_mean_error`` per way and layer (against the exact statistics of the real training
-    images), and ``eval_accuracy`` per way: test accuracy with those running statistics (and
-    ``"trained"``: with the trained network's own). ``logits``: (separate, together) for every
-    logit of the first pair's first ``SCATTER_IMAGES`` images of A, for a scatter plot."""
-
-    config: PassesConfig
-    max_logit_difference: float = math.nan
-    mean_logit_difference: float = math.nan
-    logit_scale: float = math.nan
-    changed: float = math.nan
-    accuracy_separate: float = math.nan
-    accuracy_together: float = math.nan
-    counted: dict[str, int] = field(default_factory=dict)
-    between_mean: tuple[float, ...] = ()
-    between_var: tuple[float, ...] = ()
-    real_mean_error: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    eval_accuracy: dict[str, float] = field(default_factory=dict)
-    logits: tuple[tuple[float, float], ...] = ()
-
-
-def make_pair(x: Tensor, kind: str, g: torch.Generator) -> tuple[Tensor, Tensor]:
-    """(A, B) from the images ``x``: real and pixel-shuffled fakes, or two augmented views."""
-    if kind == "real-fake":
-        order = torch.argsort(torch.rand(x.shape, generator=g), dim=1)  # a permutation of pixels per image
-        return x, torch.gather(x, 1, order)
-    views = [(x + VIEW_NOISE * torch.randn(x.shape, generator=g)).clamp(0, 1) for _ in range(2)]
-    return views[0], views[1]
-
-
-def run_passes(config: PassesConfig, stopped: Callable[[], bool] = _never,
-               progress: Callable[[float], None] = _noop_progress) -> PassesReport:  # fmt: skip
-    """Section 5: train, then the pairs both ways; outputs and buffers compared."""
-    _check(config)
-    c = config
-    data = load_digits()
-    ticker = Ticker(c.network_steps(), stopped, progress)
-    probe = _Models()
-    train_group({"bn": _relu(c.width)}, Schedule(c.lr, c.steps, c.batch, c.seed, c.steps), data, ticker, probe)
-    model = probe.models["bn"]
-    g = generator(c.seed, 7)
-    with one_thread(), torch.no_grad():
-        rows = [torch.randperm(len(data.train_y), generator=g)[: c.batch] for _ in range(c.pairs)]
-        pairs = [(*make_pair(data.train_x[idx], c.pair, g), data.train_y[idx]) for idx in rows]
-        diffs, scales, changed, right, points = [], [], [], [0, 0], []
-        with kept(model):
-            model.train()
-            for a, b, y in pairs:
-                _check_stop(stopped)
-                alone = model(a)
-                together = model(torch.cat([a, b]))[: len(a)]
-                if not points:
-                    points = list(zip(alone[:SCATTER_IMAGES].reshape(-1).tolist(),
-                                      together[:SCATTER_IMAGES].reshape(-1).tolist(), strict=True))  # fmt: skip
-                diffs.append((alone - together).abs())
-                scales.append(alone.abs().mean())
-                changed.append((alone.argmax(1) != together.argmax(1)).double().mean())
-                right[0] += int((alone.argmax(1) == y).sum())
-                right[1] += int((together.argmax(1) == y).sum())
-        after: dict[str, Stats] = {}
-        counted: dict[str, int] = {}
-        for way in ("separate", "together"):
-            with kept(model):
-                model.train()
-                start = int(batch_norms(model)[0].num_batches_tracked)
-                for a, b, _ in pairs:
-                    if way == "separate":
-                        model(a)
-                        model(b)
-                    else:
-                        model(torch.cat([a, b]))
-                after[way] = buffers(model)
-                counted[way] = int(batch_norms(model)[0].num_batches_tracked) - start
-            ticker.step(c.pairs, 0, 0)
-        real = exact_stats(model, data.train_x)
-        eval_acc = {"trained": eval_accuracy(model, data.test_x, data.test_y)}
-        for way, s in after.items():
-            with holding(model, s):
-                eval_acc[way] = eval_accuracy(model, data.test_x, data.test_y)
-    ticker.finish()
-    d = torch.cat(diffs)
-    n = c.pairs * c.batch
-    return PassesReport(
-        config=c,
-        max_logit_difference=float(d.max()),
-        mean_logit_difference=float(d.mean()),
-        logit_scale=float(torch.stack(scales).mean()),
-        changed=float(torch.stack(changed).mean()),
-        accuracy_separate=right[0] / n,
-        accuracy_together=right[1] / n,
-        counted=counted,
-        between_mean=mean_error(after["separate"], after["together"]),
-        between_var=var_error(after["separate"], after["together"]),
-        real_mean_error={w: mean_error(s, real) for w, s in after.items()},
-        eval_accuracy=eval_acc,
-        logits=tuple(points),
-    )
-
-
-# --- 6. activation checkpointing -------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class CheckpointReport:
-    """Per variant (``CHECKPOINT_VARIANTS``): ``counted``, ``num_batches_tracked`` per layer;
-    ``first_mean``/``first_var``, the first ``TABLE_UNITS`` units of the first batch norm's
-    running statistics; ``mean_difference``/``var_difference``, the largest |Δ| over all layers
-    and units of ``running_mean``/``running_var`` against the unchecked network of the same
-    layer (``CHECKPOINT_REFERENCE``); ``weight_difference``, the largest |Δ| of any parameter
-    against it; and ``eval_accuracy``, test accuracy in eval mode."""
-
-    config: CheckpointConfig
-    counted: dict[str, tuple[int, ...]] = field(default_factory=dict)
-    first_mean: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    first_var: dict[str, tuple[float, ...]] = field(default_factory=dict)
-    mean_difference: dict[str, float] = field(default_factory=dict)
-    var_difference: dict[str, float] = field(default_factory=dict)
-    weight_difference: dict[str, float] = field(default_factory=dict)
-    eval_accuracy: dict[str, float] = field(default_factory=dict)
-
-
-def _largest(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:
-    return max(float((x.detach().double() - y.detach().double()).abs().max()) for x, y in zip(a, b, strict=True))
-
-
-def run_checkpoint(config: CheckpointConfig, stopped: Callable[[], bool] = _never,
-                   progress: Callable[[float], None] = _noop_progress) -> CheckpointReport:  # fmt: skip
-    """Section 6: every variant trained in lockstep; buffers side by side."""
-    _check(config)
-    c = config
-    data = load_digits()
-    ticker = Ticker(c.network_steps() // 2, stopped, progress)
-    probe = _Models()
-    curves = train_group(c.archs(), Schedule(c.lr, c.steps, c.batch, c.seed, c.steps), data, ticker, probe)
-    models = probe.models
-    report: dict[str, dict[str, Any]] = {k: {} for k in ("counted", "first_mean", "first_var", "mean_difference",
-                                                         "var_difference", "weight_difference")}  # fmt: skip
-    for v, model in models.items():
-        layers, ref = batch_norms(model), batch_norms(models[CHECKPOINT_REFERENCE[v]])
-        report["counted"][v] = tuple(int(m.num_batches_tracked) for m in layers)
-        report["first_mean"][v] = tuple(layers[0].running_mean[:TABLE_UNITS].double().tolist())
-        report["first_var"][v] = tuple(layers[0].running_var[:TABLE_UNITS].double().tolist())
-        report["mean_difference"][v] = _largest([m.running_mean for m in layers], [m.running_mean for m in ref])
-        report["var_difference"][v] = _largest([m.running_var for m in layers], [m.running_var for m in ref])
-        report["weight_difference"][v] = _largest(list(model.parameters()),
-                                                  list(models[CHECKPOINT_REFERENCE[v]].parameters()))  # fmt: skip
-    ticker.finish()
-    return CheckpointReport(c, **report, eval_accuracy={v: curves[v].final_accuracy for v in CHECKPOINT_VARIANTS})
-
-
-# --- memory ----------------------------------------------------------------------------------------
-
-
-# --- refusals --------------------------------------------------------------------------------------
-
-
 # --- running ---------------------------------------------------------------------------------------
 
 AnyReport = BatchesReport | LagReport | DropoutReport | AccumulationReport | PassesReport | CheckpointReport
@@ -957,7 +419,8 @@ RUNS: dict[type, Callable[..., Any]] = {
 CONFIGS: dict[str, type] = dict(zip(SECTIONS, RUNS, strict=True))  # section name → its config class
 
 
-def run(config: AnyConfig, stopped: Callable[[], bool] = _never,
-        progress: Callable[[float], None] = _noop_progress) -> AnyReport:  # fmt: skip
+def run(config: AnyConfig, stopped: Callable[[], bool] = never,
+        progress: Callable[[float], None] = ignore) -> AnyReport:  # fmt: skip
     """Run the section ``config`` describes."""
     return RUNS[type(config)](config, stopped, progress)
+

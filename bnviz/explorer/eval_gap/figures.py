@@ -12,17 +12,9 @@ from __future__ import annotations
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from bnviz.explorer.eval_gap.engine import (
-    ACCUMULATION_VARIANTS,
-    ORDERS,
-    TABLE_UNITS,
-    AccumulationReport,
-    BatchesReport,
-    CheckpointReport,
-    DropoutReport,
-    LagReport,
-    PassesReport,
-)
+from bnviz.explorer.eval_gap.engine import ORDERS, BatchesReport, DropoutReport, LagReport
+from bnviz.explorer.eval_gap.measure import TABLE_UNITS
+from bnviz.explorer.eval_gap.steps import ACCUMULATION_VARIANTS, AccumulationReport, CheckpointReport, PassesReport
 from bnviz.explorer.eval_gap.url import CHECKPOINT_VARIANTS, DROPOUT_VARIANTS
 from bnviz.explorer.theme import (
     BNVIZ_COLOR,

@@ -8,15 +8,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bnviz.explorer.eval_gap.engine import (
+from bnviz.explorer.eval_gap.engine import ISOLATED_DRAWS, BatchesReport, DropoutReport, LagReport
+from bnviz.explorer.eval_gap.measure import VIEW_NOISE
+from bnviz.explorer.eval_gap.steps import (
     GRADIENT_BATCHES,
-    ISOLATED_DRAWS,
-    VIEW_NOISE,
     AccumulationReport,
-    BatchesReport,
     CheckpointReport,
-    DropoutReport,
-    LagReport,
     PassesReport,
     adjusted_momentum,
 )

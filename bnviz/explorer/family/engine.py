@@ -26,12 +26,12 @@ from plotly.subplots import make_subplots
 from torch import Tensor
 
 import bnviz
+from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
 from bnviz.explorer.data import sample_batch
 from bnviz.explorer.family.url import MEMBERS, FamilyConfig
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import Cells, Grouping, cells, cells_figure, cube_svg, spatial_names
 from bnviz.explorer.theme import BNVIZ_COLOR, LAYOUT, TORCH_COLOR, VALUE_TICKS, bars, outline
-from bnviz.hosting.serve import Cancelled
 
 FONT, PICTURE_SCALE = 16, 36  # five pictures side by side, three to a row: small boxes, large words
 BINS = 40
@@ -176,18 +176,18 @@ def _run_member(config: FamilyConfig, member: str, x: Tensor, other: Tensor) -> 
     )
 
 
-def run_family(config: FamilyConfig, should_stop: Callable[[], bool] | None = None) -> FamilyReport:
+def run(config: FamilyConfig, stopped: Stopped = never, progress: Progress = ignore) -> FamilyReport:
     """Every member on the config's tensor, against torch; raises ValueError for a refused config.
-    ``should_stop`` is asked before each member; when it says yes the run raises ``serve.Cancelled``."""
+    ``stopped`` is asked before each member (``check_stop``), ``progress`` told after it."""
     reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
     x, other = batches(config)
     members = []
-    for m in MEMBERS:
-        if should_stop is not None and should_stop():
-            raise Cancelled("stopped: the view is no longer wanted")
+    for k, m in enumerate(MEMBERS):
+        check_stop(stopped)
         members.append(_run_member(config, m, x, other))
+        progress((k + 1) / len(MEMBERS))
     return FamilyReport(config, tuple(members))
 
 

@@ -37,7 +37,7 @@ class FamilyConfig:
         return self.shape[1:] if self.ln_over == "sample" else self.shape[-1:]
 
     def estimate_bytes(self) -> int:
-        """The peak memory ``run_family`` adds: five members, each bnviz, torch and float64 with
+        """The peak memory ``engine.run`` adds: five members, each bnviz, torch and float64 with
         gradients, one member at a time (measured 110–113 bytes per value at a million)."""
         return BASE + 136 * self.numel
 

@@ -28,27 +28,22 @@ too, from fixed words and numbers only, so the page does no arithmetic and they 
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import statistics
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import plotly.graph_objects as go
 import torch
-from plotly.subplots import make_subplots
 from torch import Tensor, nn
 
 import bnviz
+from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
 from bnviz.explorer.inference.url import CLASSES, DTYPES, TIMING_REPEATS, VARIANTS, InferenceConfig
 from bnviz.explorer.parity import diff, tolerance
-from bnviz.explorer.text import sci
-from bnviz.explorer.theme import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR
+from bnviz.explorer.theme import BNVIZ_COLOR, TORCH_COLOR
 from bnviz.fold import BATCH_NORMS, FrozenBatchNorm
-from bnviz.hosting.serve import Cancelled
 
 SHIFT_SCALE = 1.5  # fine-tuning inputs: x · SHIFT_SCALE + shift
 WEIGHT_VALUES = 6  # weights shown per channel in the formula
@@ -361,17 +356,15 @@ def _fine_tune(
 # ---------------------------------------------------------------------------------------------
 
 
-def run_inference(config: InferenceConfig, should_stop: Callable[[], bool] | None = None) -> InferenceReport:
+def run(config: InferenceConfig, stopped: Stopped = never, progress: Progress = ignore) -> InferenceReport:
     """Train, fold and fine-tune as the module docstring describes; raises ``ValueError`` for a
-    refused config. ``should_stop`` is asked between steps and variants; when it says yes the run
-    raises ``serve.Cancelled``."""
+    refused config. ``stopped`` is asked between steps and variants (``check_stop``)."""
     reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
 
     def check() -> None:
-        if should_stop is not None and should_stop():
-            raise Cancelled("stopped: the view is no longer wanted")
+        check_stop(stopped)
 
     model = build_network(config)
     layers_before = _layers(model)
@@ -404,352 +397,4 @@ def run_inference(config: InferenceConfig, should_stop: Callable[[], bool] | Non
             "channels": list(range(min(config.channels, PLOT_CHANNELS))),
             "variants": variants,
         },
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# Figures
-# ---------------------------------------------------------------------------------------------
-
-
-def _short(values: list[float]) -> list[float]:
-    """Six significant digits: what a hover label shows, in a third of the JSON."""
-    return [float(f"{v:.6g}") for v in values]
-
-
-def _step_axis(fig: go.Figure, steps: int) -> None:
-    """Integer ticks on every x axis (they count fine-tuning steps): at most about six, a round
-    number of steps apart, so that they fit a phone-wide subplot."""
-    dtick = next((d for d in STEP_TICKS if steps / d <= 6), STEP_TICKS[-1])
-    fig.update_xaxes(tickformat="d", dtick=dtick, rangemode="tozero")
-
-
-def fold_difference_figure(report: InferenceReport) -> go.Figure:
-    """log10 |difference| histograms: folded vs unfolded in eval (rounding), and the fold vs the
-    training-mode output (batch statistics against running ones)."""
-    fig = go.Figure()
-    rows = (
-        ("vs unfolded, eval: rounding", report.outputs, BNVIZ_COLOR),
-        ("vs training mode: wrong statistics", report.train_mode, INPUT_COLOR),
-    )
-    for name, part, color in rows:
-        h = part.get("histogram")
-        if not h:
-            continue
-        edges = h["edges"]
-        centers = [round((lo + hi) / 2, 6) for lo, hi in itertools.pairwise(edges)]
-        fig.add_trace(
-            go.Bar(
-                x=centers,
-                y=h["counts"],
-                width=edges[1] - edges[0],
-                name=name,
-                marker_color=color,
-                opacity=0.7,
-                hovertemplate=f"{name}<br>|difference| ≈ 10^%{{x:.2f}}: %{{y}} values<extra></extra>",
-            )
-        )
-    lo, hi = int(LOG_EDGES[0]), int(LOG_EDGES[1])
-    ticks = list(range(lo, hi + 1, 2))
-    fig.update_xaxes(
-        title_text="|difference| (log scale)", tickvals=ticks, ticktext=[f"1e{t}" for t in ticks], range=[lo, hi]
-    )
-    fig.update_yaxes(title_text="how many scores")
-    fig.update_layout(barmode="overlay", height=360, title="How far the folded output is off", **LAYOUT)
-    return fig
-
-
-def _stat_ranges(report: InferenceReport) -> dict[str, list[float]]:
-    """Per statistic, one y range for every variant's chart, so a flat line and a drifting one
-    are drawn on the same scale."""
-    out = {}
-    for stat in ("running_mean", "running_var"):
-        values = [x for v in report.freezing.get("variants", {}).values() for step in v[stat] for x in step]
-        if not values:
-            continue
-        lo, hi = min(values), max(values)
-        pad = 0.06 * (hi - lo) or 0.05 * max(abs(hi), 1e-3)
-        out[stat] = [lo - pad, hi + pad]
-    return out
-
-
-def running_stats_figure(report: InferenceReport, variant: str) -> go.Figure:
-    """One variant: the first batch norm's running mean (left) and variance (right) per
-    fine-tuning step, a line per channel; every variant's chart on the same y ranges."""
-    v = report.freezing.get("variants", {}).get(variant)
-    steps = report.freezing.get("steps", [])
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.14, subplot_titles=("running_mean", "running_var"))
-    if v is None:
-        return fig
-    color, _ = VARIANT_STYLE[variant]
-    ranges = _stat_ranges(report)
-    for col, stat in ((1, "running_mean"), (2, "running_var")):
-        for c in report.freezing["channels"]:
-            fig.add_trace(
-                go.Scatter(
-                    x=steps,
-                    y=_short([s[c] for s in v[stat]]),
-                    mode="lines+markers",
-                    name=f"channel {c}",
-                    legendgroup=f"c{c}",
-                    showlegend=col == 1,
-                    line=dict(color=color, width=1.5),
-                    marker=dict(size=6, symbol=CHANNEL_SYMBOLS[c % len(CHANNEL_SYMBOLS)]),
-                    opacity=1.0 - 0.15 * c,
-                    hovertemplate=f"{stat}, channel {c}, step %{{x}}: %{{y:.6g}}<extra></extra>",
-                ),
-                row=1,
-                col=col,
-            )
-        if stat in ranges:
-            fig.update_yaxes(range=ranges[stat], row=1, col=col)
-    _step_axis(fig, len(steps))
-    fig.update_xaxes(title_text="fine-tuning step")
-    number = list(VARIANTS).index(variant) + 1
-    fig.update_layout(height=340, title=f"First batch norm, variant {number}", **LAYOUT)
-    return fig
-
-
-def output_drift_figure(report: InferenceReport) -> go.Figure:
-    """The change due to the batch norms' state alone — today's network vs today's with step 0's batch
-    norms put back (top) — and all of the eval output's change since step 0 (bottom): mean |change|
-    on the probe batch."""
-    variants = report.freezing.get("variants", {})
-    steps = report.freezing.get("steps", [])
-    fig = make_subplots(
-        rows=2,
-        cols=1,
-        shared_xaxes=True,
-        vertical_spacing=0.14,
-        subplot_titles=("the part due to the batch norms", "all of it (the network fine-tunes)"),
-    )
-    for number, (key, v) in enumerate(variants.items(), start=1):
-        color, dash = VARIANT_STYLE[key]
-        for row, stat in ((1, "bn_drift"), (2, "output_drift")):
-            fig.add_trace(
-                go.Scatter(
-                    x=steps,
-                    y=_short(v[stat]),
-                    mode="lines+markers",
-                    name=f"{number}. {v['label']}",
-                    legendgroup=key,
-                    showlegend=row == 1,
-                    line=dict(color=color, dash=dash),
-                    hovertemplate=f"{v['label']}, step %{{x}}: %{{y:.3g}}<extra></extra>",
-                ),
-                row=row,
-                col=1,
-            )
-    _step_axis(fig, len(steps))
-    fig.update_xaxes(title_text="fine-tuning step", row=2, col=1)
-    fig.update_yaxes(title_text="mean |Δ output|", rangemode="tozero")
-    layout = {**LAYOUT, "margin": {**LAYOUT["margin"], "b": 110}}  # the legend may take two rows
-    fig.update_layout(height=520, title="How far the output moves", **layout)
-    return fig
-
-
-def all_figures(report: InferenceReport) -> dict[str, go.Figure]:
-    """Every chart of a report, by name: the fold's differences, one running-statistics chart per
-    freezing variant (``running_stats_<variant>``) and the output's drift."""
-    return {
-        "fold_difference": fold_difference_figure(report),
-        **{f"running_stats_{key}": running_stats_figure(report, key) for key in VARIANTS},
-        "output_drift": output_drift_figure(report),
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# Words: the page's sentences with the report's numbers (fixed text and numbers only, never user
-# text, so the page can render them as Markdown)
-# ---------------------------------------------------------------------------------------------
-
-
-def _g(v: float) -> str:
-    """A value as the page prints it: six significant digits, a true minus sign."""
-    return f"{v:.6g}".replace("-", "−")
-
-
-def _g7(v: float) -> str:
-    """A score with the 7 significant digits float32 carries."""
-    return f"{v:.7g}".replace("-", "−")
-
-
-def _paren(v: float) -> str:
-    """A value to subtract or multiply: negative ones in parentheses."""
-    return f"({_g(v)})" if v < 0 else _g(v)
-
-
-def verdict_detail(report: InferenceReport) -> str:
-    """The badge's line: how far the folded output is from the unfolded one, against the rounding allowed."""
-    out, dtype = report.outputs, report.config.dtype
-    allowed = f"allowed: {out['atol']:g} + {out['rtol']:g} × |value|"
-    if report.verdict == "match":
-        return (
-            f"Folding is exact: the folded network's outputs equal the unfolded one's up to {sci(out['max_abs'])}, "
-            f"{dtype} rounding ({allowed})."
-        )
-    return f"The folded network's outputs differ from the unfolded one's by up to {sci(out['max_abs'])} ({allowed})."
-
-
-def network_text(report: InferenceReport) -> str:
-    """The network and its training, in one paragraph."""
-    config, c = report.config, report.config.channels
-    losses = report.train_losses
-    trained = (
-        f"It is trained for {len(losses)} SGD steps (loss {losses[0]:.3g} → {losses[-1]:.3g})"
-        if losses
-        else "It is not trained (0 steps), so its running statistics are still their starting values 0 and 1"
-    )
-    return (
-        f"Conv2d({CLASSES}→{c}) → **BatchNorm2d({c})** → ReLU → Conv2d({c}→{c}, no bias) → **BatchNorm2d({c})** → "
-        f"ReLU → average pool → Linear({c}→{CLASSES}), with bnviz's batch-norm layers. {trained} on batches of "
-        f"{config.batch_size} random {config.image_size}×{config.image_size} images in {CLASSES} classes (class k "
-        "brightens input channel k), then put in eval mode with `model.eval()`. Every comparison below runs on one "
-        f"fixed probe batch of {config.batch_size} more images from the same task."
-    )
-
-
-def pair_text(pair: dict[str, Any]) -> str:
-    """The fold of one conv → batch norm pair for one channel, with the numbers in the formula."""
-    c, eps, scale = pair["channel"], f"{pair['eps']:g}", _g(pair["scale"])
-    conv = f"bias b = {_g(pair['b_before'])}" if pair["has_bias"] else "no bias, so b = 0 (the folded conv gets one)"
-    lines = [
-        f"**{pair['pair']}, channel {c}**",
-        f"- batch norm: γ = {_g(pair['gamma'])}, β = {_g(pair['beta'])}, mean = {_g(pair['running_mean'])}, "
-        f"var = {_g(pair['running_var'])}, eps = {eps}",
-        f"- conv: {pair['weights']} weights W make channel {c}; {conv}",
-        f"- s = γ / √(var + eps) = {_g(pair['gamma'])} / √({_g(pair['running_var'])} + {eps}) = **{scale}**",
-        f"- W′ = W · s: every weight times {scale} (the first {len(pair['w_before'])} in the table)",
-        f"- b′ = (b − mean) · s + β = ({_g(pair['b_before'])} − {_paren(pair['running_mean'])}) · {scale} + "
-        f"{_paren(pair['beta'])} = **{_g(pair['b_after'])}**",
-    ]
-    return "\n".join(lines)
-
-
-def weight_rows(pair: dict[str, Any]) -> list[dict[str, str]]:
-    """The first weights of the pair's channel, before and after folding."""
-    return [
-        {"W": _g(w), "W′ = W · s": _g(w_folded)} for w, w_folded in zip(pair["w_before"], pair["w_after"], strict=True)
-    ]
-
-
-def output_rows(report: InferenceReport) -> list[dict[str, str]]:
-    """The first probe image's class scores, unfolded and folded (both in eval mode)."""
-    out = report.outputs
-    return [{"unfolded": _g7(u), "folded": _g7(f)} for u, f in zip(out["unfolded"], out["folded"], strict=True)]
-
-
-def difference_text(report: InferenceReport) -> str:
-    """What the difference chart shows, with its numbers."""
-    out, train = report.outputs, report.train_mode
-    h = out["histogram"]
-    return (
-        f"Over the {h['total']} scores of the {report.config.batch_size} probe images, folded and unfolded differ by "
-        f"at most {sci(out['max_abs'])} (mean {sci(out['mean_abs'])}); {h['exact']} of them are bit-identical (a "
-        "zero has no place on a log axis). The differences come from rounding: the folded network multiplies by s "
-        "before summing, the unfolded one after. The grey bars are the training-mode network's scores against the "
-        f"folded ones: up to {_g(train['max_abs'])}."
-    )
-
-
-def timing_text(report: InferenceReport) -> str:
-    """The forward times of both networks."""
-    t = report.timing
-    return (
-        f"One forward pass of the {report.config.batch_size} probe images (median of {t['repeats']}): unfolded "
-        f"{t['unfolded_ms']:.3f} ms, folded {t['folded_ms']:.3f} ms, so the folded network is {t['speedup']:.2f}× "
-        "as fast: two layers fewer to run. The gain depends on the machine and the network; here it is measured, "
-        "on this server's CPU."
-    )
-
-
-def train_mode_text(report: InferenceReport) -> str:
-    """Why the training-mode network cannot be folded, and by how much the fold would be off."""
-    train, out = report.train_mode, report.outputs
-    first = f"first probe image's scores: ({', '.join(_g(v) for v in train['train_output'])}) in training mode, " + (
-        f"({', '.join(_g(v) for v in train['folded'])}) folded"
-    )
-    if train["max_abs"] <= out["atol"] + out["rtol"] * train["output_scale"]:
-        return (
-            "In training mode a batch norm normalizes with the statistics of the batch it is given, not the running "
-            f"ones. Here the training-mode scores happen to equal the folded ones (up to {sci(train['max_abs'])}; "
-            f"the {first}): this network's output no longer depends on its batch norms (every ReLU may be silent, "
-            "as a large learning rate can make them). In general they differ, and folding a training-mode network "
-            "is refused:"
-        )
-    return (
-        "**Folding a network in training mode gives the wrong answer.** In training mode a batch norm normalizes "
-        "with the mean and variance of the batch it is given; the fold bakes in the running ones. On the probe "
-        f"batch the training-mode scores differ from the folded ones by up to {_g(train['max_abs'])} (mean "
-        f"{_g(train['mean_abs'])}), {train['relative']:.3g}× the scores' mean size of {_g(train['output_scale'])}; "
-        f"the {first}. So `bnviz.fold_batch_norms` refuses a model in training mode (torch's and bnviz's "
-        "`fuse_conv_bn_eval` raise `AssertionError: Fusion only for eval!`):"
-    )
-
-
-def finetune_text(report: InferenceReport) -> str:
-    """How the fine-tuning runs."""
-    config = report.config
-    shown = report.freezing["channels"]
-    channels = f"channel {shown[0]}" if len(shown) == 1 else f"channels {shown[0]}–{shown[-1]}"
-    return (
-        f"The trained network is fine-tuned on new data, its inputs scaled by {SHIFT_SCALE:g} and shifted by "
-        f'{_g(config.shift)}, for {config.finetune_steps} SGD steps, in {len(VARIANTS)} copies. Each copy "freezes" '
-        "its batch norms in one common way, and the loop calls `model.train()` before every step, as training loops "
-        f"do. The charts follow the first batch norm (layer 1), {channels}, on the same scales for all of them."
-    )
-
-
-def variant_text(report: InferenceReport, variant: str) -> str:
-    """What happened to the first batch norm in one freezing variant, with the numbers."""
-    v = report.freezing["variants"][variant]
-    moved = v["moved"]
-    steps = len(v["bn_training"])
-    training = sum(v["bn_training"])
-    stats = f"running_mean moved by up to {_g(moved['running_mean'])} and running_var by {_g(moved['running_var'])}"
-    if variant == "requires_grad":
-        return (
-            f"γ and β stop learning (γ moved by {_g(moved['weight'])}), but the layer is still in training mode: it "
-            f"normalizes each batch with that batch's own statistics and keeps updating its running ones — {stats}. "
-            "`requires_grad` stops the optimizer; the running statistics are not learned, they are updated by the "
-            "forward pass itself."
-        )
-    if variant == "bn_eval":
-        return (
-            "`bn.eval()` puts the batch norm in eval mode — until the loop's `model.train()`, which sets every "
-            f"submodule back to training mode: the batch norm was in training mode at {training} of {steps} steps. "
-            f"The freeze is silently undone: {stats}, and γ, still learnable, by {_g(moved['weight'])}."
-        )
-    if variant == "eval_after_train":
-        still = "nothing moved" if not any(moved.values()) else f"{stats}, γ by {_g(moved['weight'])}"
-        return (
-            "The fix in plain PyTorch is the order: put the batch norms in eval *after* `model.train()`, at every "
-            f"step, and stop their parameters' gradients. The batch norm was in training mode at {training} of "
-            f"{steps} steps, and {still}."
-        )
-    still = (
-        "nothing moved: running_mean, running_var and γ are exactly their step-0 values"
-        if not any(moved.values())
-        else f"{stats}, γ by {_g(moved['weight'])}"
-    )
-    return (
-        "`freeze_batch_norm` replaces each batch norm by a FrozenBatchNorm holding the same numbers. It normalizes "
-        "with its stored statistics in every mode, and its γ, β are buffers, not parameters, so neither "
-        f"`model.train()` nor the optimizer reaches them. It was in training mode at {training} of {steps} steps, "
-        f"and {still}."
-    )
-
-
-def drift_text(report: InferenceReport) -> str:
-    """What the output-drift chart shows, with each variant's last value."""
-    variants = report.freezing["variants"]
-    last = ", ".join(f"{i}: {_g(v['bn_drift'][-1])}" for i, v in enumerate(variants.values(), start=1))
-    still = [f"{i}" for i, v in enumerate(variants.values(), start=1) if not any(v["bn_drift"])]
-    held = (f"{' and '.join(still)} keep{'s' if len(still) == 1 else ''} it at zero" if still
-            else "none keeps it at zero")  # fmt: skip
-    return (
-        "How much the network's eval-mode scores on the probe images changed since step 0 (mean |change|). Top: the "
-        "part due to the batch norms alone — today's network against today's with step 0's batch norms put back — "
-        f"after the last step: {last}; {held}. Bottom: all of the change; it grows in every variant, as it should: "
-        "the convs and the linear layer are being fine-tuned."
     )

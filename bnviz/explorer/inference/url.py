@@ -61,7 +61,7 @@ class InferenceConfig:
         return self.batch_values * self.passes
 
     def estimate_bytes(self) -> int:
-        """The peak memory ``run_inference`` adds: a small network and its batches (capped at
+        """The peak memory ``engine.run`` adds: a small network and its batches (capped at
         32,768 activation values per batch)."""
         itemsize = DTYPES[self.dtype].itemsize if self.dtype in DTYPES else 8
         return BASE + 64 * itemsize * self.batch_values

@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 import bnviz
 from bnviz.autograd import reduce_dims
 from bnviz.explorer import picture
+from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
 from bnviz.explorer.data import population_stats, sample_batch
 from bnviz.explorer.layer.url import DTYPES, Config
 from bnviz.explorer.parity import (
@@ -34,7 +36,6 @@ from bnviz.explorer.parity import (
     tolerance,
 )
 from bnviz.explorer.picture import Cells
-from bnviz.hosting.serve import Cancelled
 
 PLOT_CHANNELS = 8  # channels drawn in the per-channel plots
 BINS = 40
@@ -373,22 +374,12 @@ def _run_side(module: nn.Module, config: Config, shown: Tensor, upstream: Tensor
     }
 
 
-def _checker(should_stop: Callable[[], bool] | None) -> Callable[[], None]:
-    """Raises ``Cancelled`` between steps once ``should_stop()`` says the view is no longer wanted."""
-
-    def check() -> None:
-        if should_stop is not None and should_stop():
-            raise Cancelled("stopped: the view is no longer wanted")
-
-    return check
-
-
-def run_comparison(config: Config, should_stop: Callable[[], bool] | None = None) -> Report:
+def run(config: Config, stopped: Stopped = never, progress: Progress = ignore) -> Report:
     """Run ``config`` on both sides and report every difference; never raises for bad set-ups.
 
     A set-up that makes either side raise is reported as an ``ErrorReport`` with both messages
-    and where they were raised. ``should_stop`` is asked between steps; when it says yes the run
-    raises ``serve.Cancelled`` (a visitor changed the view or left).
+    and where they were raised. ``stopped`` is asked between steps (``check_stop``: a visitor
+    changed the view or left); the run is short, so ``progress`` is not called.
 
     Memory: the training batches are drawn one at a time, the displayed batch is not copied per
     side, the train/eval probes are summarized one mode at a time, differences are taken in blocks
@@ -398,7 +389,7 @@ def run_comparison(config: Config, should_stop: Callable[[], bool] | None = None
     reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
-    check = _checker(should_stop)
+    check = partial(check_stop, stopped)
     dtype = DTYPES[config.dtype]
     rtol, atol = tolerance(dtype)
     modules, errors = {}, {}

@@ -92,7 +92,7 @@ class Config:
         return math.prod(self.train_shape) * self.steps + self.numel
 
     def estimate_bytes(self) -> int:
-        """The peak memory ``run_comparison`` adds: the larger of the displayed batch's phase and a
+        """The peak memory ``engine.run`` adds: the larger of the displayed batch's phase and a
         training batch's (one at a time), plus what grows with the channels."""
         n, c = self.numel, max(self.num_features, 1)
         shown = COMPARE_PER_VALUE.get(self.dtype, 90) * n
@@ -101,14 +101,14 @@ class Config:
         return BASE + max(shown, train) + SMALL_BLOCKS * min(n, 2**18) + COMPARE_PER_CHANNEL * c
 
     def speed_bytes(self) -> int:
-        """The peak of ``bench.measure_config``: the batch (drawn in float64), its upstream
+        """The peak of ``timing.measure_config``: the batch (drawn in float64), its upstream
         gradient, the output and the gradient of each side; per channel, the statistics
         (measured: float32 26, float64 52 bytes per value; 150 per channel)."""
         e = ITEMSIZE.get(self.dtype, 8)
         return BASE + math.ceil((24 + 4.5 * e) * self.numel) + SPEED_PER_CHANNEL * max(self.num_features, 1)
 
     def compiled_speed_bytes(self) -> int:
-        """``bench.measure_config_compiled``: the forked process and its compilers, and the
+        """``timing.measure_config_compiled``: the forked process and its compilers, and the
         timing's own data as ``speed_bytes`` counts it (measured 478 MB at 2000×1000 float64)."""
         return COMPILE_PROCESS_BYTES + self.speed_bytes() - BASE
 

@@ -34,11 +34,11 @@ import torch
 from torch import Tensor, nn
 
 import bnviz
+from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
 from bnviz.explorer.network.url import CLASSES, HIDDEN, NetworkConfig
-from bnviz.explorer.parity import as_accurate, diff, grad_input_atol, normalized, sum_tolerance, tolerance
+from bnviz.explorer.parity import as_accurate, diff, grad_input_atol, max_abs, normalized, sum_tolerance, tolerance
 from bnviz.explorer.picture import Grouping, cube_svg
 from bnviz.explorer.theme import BNVIZ_COLOR, INPUT_COLOR, LAYOUT, TORCH_COLOR, log_ticks
-from bnviz.hosting.serve import Cancelled
 
 BN_KINDS = {"2d": (nn.BatchNorm2d, bnviz.BatchNorm2d), "1d": (nn.BatchNorm1d, bnviz.BatchNorm1d)}
 
@@ -223,12 +223,9 @@ def _stops(config: NetworkConfig) -> tuple[BatchNormStop, ...]:
     return tuple(stops)
 
 
-def _max_abs(a: Tensor, b: Tensor) -> float:
-    return float((a.detach().double() - b.detach().double()).abs().max()) if a.numel() else 0.0
-
 
 def _param_gap(a: nn.Module, b: nn.Module) -> float:
-    return max(_max_abs(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
+    return max(max_abs(p, q) for p, q in zip(a.parameters(), b.parameters(), strict=True))
 
 
 def _sgd_step(model: nn.Module, x: Tensor, y: Tensor, lr: float) -> float:
@@ -244,14 +241,14 @@ def _sgd_step(model: nn.Module, x: Tensor, y: Tensor, lr: float) -> float:
     return loss.item()
 
 
-def run_network(config: NetworkConfig, should_stop: Callable[[], bool] | None = None) -> NetworkReport:
+def run(config: NetworkConfig, stopped: Stopped = never, progress: Progress = ignore) -> NetworkReport:
     """Train torch's network for ``config.steps`` SGD steps. At every step, each of bnviz's
     batch-norm layers takes the state torch's layer had before the step, and the input and upstream
     gradient torch's layer got; the two layers' outputs, gradients and running statistics are
     compared (``LayerCheck``). Then bnviz's network takes torch's final state, and both evaluate a
     fresh batch in ``config.mode``. Apart, bnviz's network and a float64 one also train on their
-    own paths, and their distance from torch's is measured after every step. ``should_stop`` is
-    asked before each step; when it says yes the run raises ``Cancelled``."""
+    own paths, and their distance from torch's is measured after every step. ``stopped`` is asked
+    before each step (``check_stop``), ``progress`` told after it."""
     reason = config.refusal()
     if reason is not None:
         raise ValueError(reason)
@@ -277,8 +274,8 @@ def run_network(config: NetworkConfig, should_stop: Callable[[], bool] | None = 
     hooks += [torch_net.get_submodule(n).register_full_backward_hook(
         lambda m, gin, gout, n=n: keep(n, "g")(m, None, gout)) for n in norms]  # fmt: skip
     for step in range(config.steps):
-        if should_stop is not None and should_stop():
-            raise Cancelled("stopped: the view is no longer wanted")
+        check_stop(stopped)
+        progress(step / max(config.steps, 1))
         x, y = batch(config, step)
         before = {n: copy.deepcopy(torch_net.get_submodule(n).state_dict()) for n in norms}
         seen.clear()
@@ -298,8 +295,7 @@ def run_network(config: NetworkConfig, should_stop: Callable[[], bool] | None = 
         divergence["torch float32 vs float64"].append(_param_gap(torch_net, free["truth"]))
     for h in hooks:
         h.remove()
-    if should_stop is not None and should_stop():
-        raise Cancelled("stopped: the view is no longer wanted")
+    check_stop(stopped)
     x, y = batch(config, config.steps)
     state = torch_net.state_dict()
     for side in ("bnviz", "truth"):

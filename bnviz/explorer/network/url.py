@@ -42,7 +42,7 @@ class NetworkConfig:
         return conv1 + conv2 + linear
 
     def estimate_bytes(self) -> int:
-        """The peak memory ``run_network`` adds. Three networks (bnviz, torch, float64): per image
+        """The peak memory ``engine.run`` adds. Three networks (bnviz, torch, float64): per image
         pixel, the float64 conv's unfolded input (27 values) and every layer's activations
         (∝ channels), twice that with training's saved activations and gradients; per parameter
         of the classifier's first linear layer (2c·(H/2)²·32), the weights and gradients of the

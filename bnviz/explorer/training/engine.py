@@ -38,6 +38,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from bnviz.explorer.contract import ignore, never
 from bnviz.explorer.digits import load_digits
 from bnviz.explorer.mlp import (
     Curve,
@@ -115,16 +116,10 @@ def _check(config: AnyConfig) -> None:
         raise ValueError(reason)
 
 
-def _noop_progress(fraction: float) -> None:
-    return None
 
 
-def _never() -> bool:
-    return False
-
-
-def run_drift(config: DriftConfig, stopped: Callable[[], bool] = _never,
-              progress: Callable[[float], None] = _noop_progress) -> DriftReport:  # fmt: skip
+def run_drift(config: DriftConfig, stopped: Callable[[], bool] = never,
+              progress: Callable[[float], None] = ignore) -> DriftReport:  # fmt: skip
     """Experiment 1: train both networks; ``Cancelled`` when ``stopped()`` turns True."""
     _check(config)
     ticker = Ticker(config.network_steps(), stopped, progress)
@@ -133,8 +128,8 @@ def run_drift(config: DriftConfig, stopped: Callable[[], bool] = _never,
     return DriftReport(config, curves)
 
 
-def run_sweep(config: SweepConfig, stopped: Callable[[], bool] = _never,
-              progress: Callable[[float], None] = _noop_progress) -> SweepReport:  # fmt: skip
+def run_sweep(config: SweepConfig, stopped: Callable[[], bool] = never,
+              progress: Callable[[float], None] = ignore) -> SweepReport:  # fmt: skip
     """Experiment 2: every learning rate × seed, both networks, evaluated at the end only."""
     _check(config)
     ticker = Ticker(config.network_steps(), stopped, progress)
@@ -161,14 +156,14 @@ def _run_seeds(config: NoiseConfig | PlacementConfig, stopped: Callable[[], bool
     return SeedsReport(config, {n: tuple(r[n] for r in runs) for n in config.archs()})
 
 
-def run_noise(config: NoiseConfig, stopped: Callable[[], bool] = _never,
-              progress: Callable[[float], None] = _noop_progress) -> SeedsReport:  # fmt: skip
+def run_noise(config: NoiseConfig, stopped: Callable[[], bool] = never,
+              progress: Callable[[float], None] = ignore) -> SeedsReport:  # fmt: skip
     """Experiment 3: the four variants for every seed."""
     return _run_seeds(config, stopped, progress)
 
 
-def run_placement(config: PlacementConfig, stopped: Callable[[], bool] = _never,
-                  progress: Callable[[float], None] = _noop_progress) -> SeedsReport:  # fmt: skip
+def run_placement(config: PlacementConfig, stopped: Callable[[], bool] = never,
+                  progress: Callable[[float], None] = ignore) -> SeedsReport:  # fmt: skip
     """Experiment 4: batch norm before and after the ReLU, for every seed."""
     return _run_seeds(config, stopped, progress)
 
@@ -178,8 +173,8 @@ RUNS: dict[type, Callable[..., Any]] = {
 }  # fmt: skip
 
 
-def run(config: AnyConfig, stopped: Callable[[], bool] = _never,
-        progress: Callable[[float], None] = _noop_progress) -> DriftReport | SweepReport | SeedsReport:  # fmt: skip
+def run(config: AnyConfig, stopped: Callable[[], bool] = never,
+        progress: Callable[[float], None] = ignore) -> DriftReport | SweepReport | SeedsReport:  # fmt: skip
     """Run the experiment ``config`` describes."""
     return RUNS[type(config)](config, stopped, progress)
 

@@ -12,7 +12,8 @@ import pytest
 
 from bnviz.explorer.data_parallel import engine as data_parallel
 from bnviz.explorer.data_parallel import worker as dp_worker
-from bnviz.explorer.data_parallel.engine import WorldError, all_figures, rank_rows, run_data_parallel
+from bnviz.explorer.data_parallel.engine import WorldError, all_figures, rank_rows
+from bnviz.explorer.data_parallel.engine import run as run_data_parallel
 from bnviz.explorer.data_parallel.url import DataParallelConfig
 
 CASES = [

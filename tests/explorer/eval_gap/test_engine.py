@@ -22,9 +22,12 @@ import bnviz
 from bnviz.explorer import mlp
 from bnviz.explorer.digits import load_digits
 from bnviz.explorer.eval_gap import engine as eval_gap
+from bnviz.explorer.eval_gap import measure, steps
 from bnviz.explorer.eval_gap import url as eval_gap_url
-from bnviz.explorer.eval_gap.engine import ShadowStats, adjusted_momentum, run
+from bnviz.explorer.eval_gap.engine import run
 from bnviz.explorer.eval_gap.figures import checkpoint_table, figures
+from bnviz.explorer.eval_gap.measure import ShadowStats
+from bnviz.explorer.eval_gap.steps import adjusted_momentum
 from bnviz.explorer.eval_gap.url import (
     CHECKPOINT_VARIANTS,
     DEFAULT_SECTIONS,
@@ -135,10 +138,10 @@ def test_shadow_running_statistics_equal_real_layers_with_that_momentum():
     data = load_digits()
     schedule = mlp.Schedule(0.3, 15, 20, 2, 15)
     archs = {"shadowed": eval_gap_url._relu(8), **{f"m={m}": eval_gap_url._relu(8, momentum=m) for m in momenta}}
-    probe = eval_gap._Models()
+    probe = measure._Models()
     shadows: dict[str, ShadowStats] = {}
 
-    class Attach(eval_gap._Models):
+    class Attach(measure._Models):
         def attach(self, name: str, model: nn.Sequential) -> None:
             probe.attach(name, model)
             if name == "shadowed":
@@ -146,7 +149,7 @@ def test_shadow_running_statistics_equal_real_layers_with_that_momentum():
 
     mlp.train_group(archs, schedule, data, mlp.Ticker(1, lambda: False, lambda f: None), Attach())
     for m in momenta:
-        real = eval_gap.batch_norms(probe.models[f"m={m}"])
+        real = measure.batch_norms(probe.models[f"m={m}"])
         shadow = shadows["shadowed"].shadows[m]
         for a, b in zip(real, shadow, strict=True):
             assert torch.equal(a.running_mean, b.running_mean) and torch.equal(a.running_var, b.running_var), m
@@ -160,7 +163,7 @@ def test_paused_shadows_and_kept_buffers_see_nothing_of_a_measurement():
     with torch.no_grad():
         model(x)
     before = [b.clone() for b in model.buffers()], shadows.stats(0.1)
-    with shadows.paused(), eval_gap.kept(model):
+    with shadows.paused(), measure.kept(model):
         model(x + 1)
         model.eval()
     assert all(torch.equal(a, b) for a, b in zip(model.buffers(), before[0], strict=True)) and model.training
@@ -174,17 +177,17 @@ def test_paused_shadows_and_kept_buffers_see_nothing_of_a_measurement():
 def test_exact_statistics_are_the_population_mean_and_unbiased_variance_of_the_first_layers_input():
     model = mlp.build(eval_gap_url._relu(8), 1)
     x = load_digits().train_x
-    pop = eval_gap.exact_stats(model, x)
+    pop = measure.exact_stats(model, x)
     with torch.no_grad():
         h = model[0](x).double()  # the first batch norm's input
     assert torch.allclose(torch.tensor(pop.mean[0], dtype=torch.float64), h.mean(0), atol=1e-6)
     assert torch.allclose(torch.tensor(pop.var[0], dtype=torch.float64), h.var(0), rtol=1e-5)
-    assert all(int(m.num_batches_tracked) == 0 for m in eval_gap.batch_norms(model))  # put back
+    assert all(int(m.num_batches_tracked) == 0 for m in measure.batch_norms(model))  # put back
 
 
 def test_sorted_batches_are_the_minibatches_training_sorts():
     data = load_digits()
-    ours = eval_gap.sorted_batches(data.train_y, 72)
+    ours = measure.sorted_batches(data.train_y, 72)
     theirs = mlp.minibatches(len(data.train_y), 72, torch.Generator(), data.train_y)
     for idx in ours:
         assert torch.equal(idx, next(theirs))
@@ -197,12 +200,12 @@ def test_sorted_batches_are_the_minibatches_training_sorts():
 @pytest.mark.parametrize("kind", eval_gap_url.PAIRS)
 def test_the_pairs_are_fakes_with_real_pixels_or_two_noisy_views(kind):
     x = load_digits().train_x[:16]
-    a, b = eval_gap.make_pair(x, kind, torch.Generator().manual_seed(0))
+    a, b = steps.make_pair(x, kind, torch.Generator().manual_seed(0))
     assert a.shape == b.shape == x.shape
     if kind == "real-fake":
         assert torch.equal(a, x) and torch.equal(b.sort(1).values, x.sort(1).values) and not torch.equal(b, x)
     else:
-        assert float((a - x).std()) == pytest.approx(eval_gap.VIEW_NOISE, rel=0.3) and not torch.equal(a, b)
+        assert float((a - x).std()) == pytest.approx(measure.VIEW_NOISE, rel=0.3) and not torch.equal(a, b)
         assert float(a.min()) >= 0 and float(a.max()) <= 1
 
 
@@ -252,10 +255,10 @@ def test_every_section_runs_at_a_tiny_size_with_the_right_shapes(name, tiny):
     elif name == "passes":
         assert report.counted == {"separate": 6, "together": 3}
         assert set(report.eval_accuracy) == {"trained", "separate", "together"}
-        assert len(report.logits) == eval_gap.SCATTER_IMAGES * 10 or len(report.logits) == config.batch * 10
+        assert len(report.logits) == measure.SCATTER_IMAGES * 10 or len(report.logits) == config.batch * 10
     else:
         assert set(report.counted) == set(CHECKPOINT_VARIANTS)
-        assert all(len(v) == eval_gap.TABLE_UNITS for v in report.first_var.values())
+        assert all(len(v) == measure.TABLE_UNITS for v in report.first_var.values())
     for key, fig in figures(report).items():
         assert fig.data and fig.layout.title.text, key
         assert len(fig.to_json()) <= 60_000, key
@@ -427,7 +430,7 @@ def test_no_module_of_the_page_imports_streamlit():
 
 def test_bnviz_batch_norm_is_the_layer_of_every_section_but_the_checkpoint_comparison():
     model = mlp.build(eval_gap_url._relu(8), 0)
-    assert all(isinstance(m, bnviz.BatchNorm1d) for m in eval_gap.batch_norms(model))
+    assert all(isinstance(m, bnviz.BatchNorm1d) for m in measure.batch_norms(model))
     torch_model = mlp.build(CheckpointConfig(width=8).archs()["torch-fix"], 0)
-    assert all(type(m) is nn.BatchNorm1d for m in eval_gap.batch_norms(torch_model))
-    assert eval_gap.batch_norms(torch_model)[0].momentum == pytest.approx(twice_momentum(0.1))
+    assert all(type(m) is nn.BatchNorm1d for m in measure.batch_norms(torch_model))
+    assert measure.batch_norms(torch_model)[0].momentum == pytest.approx(twice_momentum(0.1))

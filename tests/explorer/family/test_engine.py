@@ -17,8 +17,10 @@ from bnviz.explorer.family.engine import (
     member_cells,
     member_pictures,
     output_figure,
-    run_family,
     universal_rows,
+)
+from bnviz.explorer.family.engine import (
+    run as run_family,
 )
 from bnviz.explorer.family.url import FamilyConfig
 

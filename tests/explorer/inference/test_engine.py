@@ -14,8 +14,10 @@ import pytest
 import torch
 
 from bnviz.explorer.inference import engine as inference
+from bnviz.explorer.inference import figures, words
 from bnviz.explorer.inference import url as inference_url
-from bnviz.explorer.inference.engine import all_figures, run_inference
+from bnviz.explorer.inference.engine import run as run_inference
+from bnviz.explorer.inference.figures import all_figures
 from bnviz.explorer.inference.url import InferenceConfig
 from bnviz.explorer.layer.figures import figure_bytes
 from bnviz.explorer.parity import tolerance
@@ -237,7 +239,7 @@ def test_figure_contents(report):
 @pytest.mark.parametrize("steps, dtick", [(1, 1), (6, 1), (8, 2), (30, 5), (100, 20)])
 def test_step_axis_has_a_few_round_ticks(steps, dtick):
     fig = go.Figure()
-    inference._step_axis(fig, steps)
+    figures._step_axis(fig, steps)
     assert fig.layout.xaxis.dtick == dtick and fig.layout.xaxis.tickformat == "d"
 
 
@@ -247,8 +249,8 @@ def test_verdict_is_the_folds_exactness(report):
     assert (out["rtol"], out["atol"]) == tolerance(torch.float32)
     broken = dataclasses.replace(report, outputs={**out, "ok": False})
     assert broken.verdict == "mismatch"
-    assert "Folding is exact" in inference.verdict_detail(report)
-    assert "Folding is exact" not in inference.verdict_detail(broken)
+    assert "Folding is exact" in words.verdict_detail(report)
+    assert "Folding is exact" not in words.verdict_detail(broken)
 
 
 def test_fold_of_a_training_mode_network_is_refused(report):
@@ -271,24 +273,24 @@ def test_moved_summarises_every_channel(report):
 
 def test_pair_words_carry_the_reports_numbers(report):
     first, second = report.pairs
-    text = inference.pair_text(first)
+    text = words.pair_text(first)
     for value in ("gamma", "beta", "running_mean", "running_var", "scale", "b_before", "b_after"):
         assert f"{first[value]:.6g}".replace("-", "−") in text, value
     assert f"{first['weights']} weights" in text and first["weights"] == inference_url.CLASSES * 9
-    assert "no bias, so b = 0" in inference.pair_text(second) and second["weights"] == InferenceConfig().channels * 9
-    rows = inference.weight_rows(first)
+    assert "no bias, so b = 0" in words.pair_text(second) and second["weights"] == InferenceConfig().channels * 9
+    rows = words.weight_rows(first)
     assert len(rows) == inference.WEIGHT_VALUES and list(rows[0]) == ["W", "W′ = W · s"]
 
 
 def test_words_for_the_page(report):
     texts = {
-        "network": inference.network_text(report),
-        "difference": inference.difference_text(report),
-        "timing": inference.timing_text(report),
-        "train_mode": inference.train_mode_text(report),
-        "finetune": inference.finetune_text(report),
-        "drift": inference.drift_text(report),
-        **{key: inference.variant_text(report, key) for key in inference_url.VARIANTS},
+        "network": words.network_text(report),
+        "difference": words.difference_text(report),
+        "timing": words.timing_text(report),
+        "train_mode": words.train_mode_text(report),
+        "finetune": words.finetune_text(report),
+        "drift": words.drift_text(report),
+        **{key: words.variant_text(report, key) for key in inference_url.VARIANTS},
     }
     steps = InferenceConfig().finetune_steps
     assert f"{len(report.train_losses)} SGD steps" in texts["network"]
@@ -302,9 +304,9 @@ def test_words_for_the_page(report):
     assert "at 0 of" in texts["eval_after_train"] and "nothing moved" in texts["eval_after_train"]
     for name, text in texts.items():  # Markdown-safe: fixed words and numbers only
         assert not re.search(r"[<>$]|:\w+\[", text), name
-    assert len(inference.output_rows(report)) == inference_url.CLASSES
+    assert len(words.output_rows(report)) == inference_url.CLASSES
 
 
 def test_words_when_training_mode_happens_to_agree(report):
     same = dataclasses.replace(report, train_mode={**report.train_mode, "max_abs": 0.0})
-    assert "happen to equal" in inference.train_mode_text(same)
+    assert "happen to equal" in words.train_mode_text(same)

@@ -14,7 +14,7 @@ import bnviz
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.layer import engine as compare
 from bnviz.explorer.layer import url as layer_url
-from bnviz.explorer.layer.engine import run_comparison
+from bnviz.explorer.layer.engine import run as run_comparison
 from bnviz.explorer.layer.url import Config
 from bnviz.explorer.query import MAX_RANK
 from tests.conftest import assert_close

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bnviz.explorer.layer.engine import run_comparison
+from bnviz.explorer.layer.engine import run as run_comparison
 from bnviz.explorer.layer.figures import all_figures, figure_bytes
 from bnviz.explorer.layer.url import Config
 from bnviz.explorer.theme import BNVIZ_COLOR, TORCH_COLOR

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from bnviz.explorer.layer.engine import run_comparison
+from bnviz.explorer.layer.engine import run as run_comparison
 from bnviz.explorer.layer.url import DTYPES, Config
 from bnviz.explorer.layer.words import (
     channel_table,

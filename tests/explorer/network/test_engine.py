@@ -10,7 +10,8 @@ import torch
 from torch import nn
 
 from bnviz.explorer.network import engine as network
-from bnviz.explorer.network.engine import all_figures, build, run_network, stop_pictures, stop_text
+from bnviz.explorer.network.engine import all_figures, build, stop_pictures, stop_text
+from bnviz.explorer.network.engine import run as run_network
 from bnviz.explorer.network.url import NetworkConfig
 
 CASES = [
