@@ -11,7 +11,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	rm -f .venv/.installed-* && touch $@
 
-# glibc: blocks from 256 KiB up are their own mappings (returned when freed), 2 heaps (bnviz.explorer.serve)
+# glibc: blocks from 256 KiB up are their own mappings (returned when freed), 2 heaps (bnviz.hosting.serve)
 app: setup
 	MALLOC_MMAP_THRESHOLD_=262144 MALLOC_ARENA_MAX=2 $(PY) -m streamlit run app.py
 

@@ -8,33 +8,40 @@ Exits 0 when every configuration matches, 1 otherwise.
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 
-from bnviz.explorer.family.engine import run as run_family
-from bnviz.explorer.family.url import FamilyConfig
-from bnviz.explorer.layer.engine import Quantity
-from bnviz.explorer.layer.engine import run as run_comparison
-from bnviz.explorer.layer.url import Config
+from bnviz._extra import require_app
 
-CONFIGS = [
-    Config(layer="BatchNorm1d", shape=(32, 16), steps=3),
-    Config(layer="BatchNorm1d", shape=(16, 8, 20), mode="eval", momentum=None),
-    Config(layer="BatchNorm2d", shape=(8, 3, 16, 16)),
-    Config(layer="BatchNorm2d", shape=(8, 3, 16, 16), mode="eval", dtype="bfloat16"),
-    Config(layer="BatchNorm3d", shape=(4, 4, 4, 8, 8), affine=False, dtype="float64"),
-    Config(layer="BatchNorm", shape=(2, 3, 4, 4, 4, 4), momentum=0.37, dist="heavy-tailed"),
-    Config(layer="BatchNorm2d", shape=(8, 3, 16, 16), track_running_stats=False, mode="eval", dist="bimodal"),
-    Config(layer="BatchNorm1d", shape=(1, 16)),
-    Config(layer="BatchNorm2d", shape=(8, 3, 16)),
-]
+if TYPE_CHECKING:
+    from bnviz.explorer.family.url import FamilyConfig
+    from bnviz.explorer.layer.engine import Quantity
+    from bnviz.explorer.layer.url import Config
 
 
-FAMILY_CONFIGS = [
-    FamilyConfig(shape=(8, 6, 8, 8), groups=2),
-    FamilyConfig(shape=(4, 64, 16), groups=8, ln_over="last", dist="heavy-tailed"),
-    FamilyConfig(shape=(2, 4, 3, 4, 4), groups=4, dist="large-mean"),
-]
+def configs() -> tuple[list[Config], list[FamilyConfig]]:
+    """The batch-norm configurations, then the family's (the explorer's: the app's extra)."""
+    from bnviz.explorer.family.url import FamilyConfig
+    from bnviz.explorer.layer.url import Config
+
+    batch_norm = [
+        Config(layer="BatchNorm1d", shape=(32, 16), steps=3),
+        Config(layer="BatchNorm1d", shape=(16, 8, 20), mode="eval", momentum=None),
+        Config(layer="BatchNorm2d", shape=(8, 3, 16, 16)),
+        Config(layer="BatchNorm2d", shape=(8, 3, 16, 16), mode="eval", dtype="bfloat16"),
+        Config(layer="BatchNorm3d", shape=(4, 4, 4, 8, 8), affine=False, dtype="float64"),
+        Config(layer="BatchNorm", shape=(2, 3, 4, 4, 4, 4), momentum=0.37, dist="heavy-tailed"),
+        Config(layer="BatchNorm2d", shape=(8, 3, 16, 16), track_running_stats=False, mode="eval", dist="bimodal"),
+        Config(layer="BatchNorm1d", shape=(1, 16)),
+        Config(layer="BatchNorm2d", shape=(8, 3, 16)),
+    ]
+    family = [
+        FamilyConfig(shape=(8, 6, 8, 8), groups=2),
+        FamilyConfig(shape=(4, 64, 16), groups=8, ln_over="last", dist="heavy-tailed"),
+        FamilyConfig(shape=(2, 4, 3, 4, 4), groups=4, dist="large-mean"),
+    ]
+    return batch_norm, family
 
 
 def describe_family(c: FamilyConfig) -> str:
@@ -54,13 +61,18 @@ def _cell(q: Quantity, width: int) -> str:
 
 
 def main() -> int:
+    require_app("python -m bnviz")
+    from bnviz.explorer.family.engine import run as run_family
+    from bnviz.explorer.layer.engine import run as run_comparison
+
+    batch_norm, family = configs()
     print(f"bnviz vs torch {torch.__version__} — max |bnviz − torch| per quantity (bit-exact share of the output)\n")
     columns = [("running_var", 11), ("grad input", 10), ("grad weight", 11)]
     header = f"{'configuration':60s} {'verdict':9s} {'output':>18s} " + " ".join(f"{n:>{w}s}" for n, w in columns)
     print(header)
     print("-" * len(header))
     ok = True
-    for config in CONFIGS:
+    for config in batch_norm:
         r = run_comparison(config)
         ok &= r.verdict == "match"
         if r.error is not None:
@@ -74,7 +86,7 @@ def main() -> int:
     header = f"{'tensor':34s} {'member':14s} {'verdict':9s} {'output':>9s} {'gradients':>10s}"
     print(header)
     print("-" * len(header))
-    for config in FAMILY_CONFIGS:
+    for config in family:
         for m in run_family(config).members:
             ok &= m.ok
             grads = max(v for k, v in m.max_abs.items() if k != "output")

@@ -20,6 +20,11 @@ from pathlib import Path
 
 import torch
 
+from bnviz._extra import require_app
+
+if __name__ == "__main__":  # run as a tool: one line on what is missing rather than a traceback
+    require_app("python -m bnviz.training")
+
 from bnviz.explorer.training.engine import run_drift, to_csv
 from bnviz.explorer.training.url import DriftConfig
 
