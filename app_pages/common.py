@@ -117,17 +117,21 @@ def finished(key: Hashable) -> bool:
     return server().reports.get(key) is not serve.MISSING
 
 
-def on_button(key: str, job: Hashable, reason: str | None, seconds: float, load: Callable[[], T | None]) -> T | None:
+def on_button(
+    key: str, job: Hashable, reason: str | None, seconds: float, load: Callable[[], T | None], ready: bool = False
+) -> T | None:
     """A run that costs more, behind its button (``key``): run when pressed — and, until its
     settings change, on every rerun — or shown at once when the server already has the report of
-    ``job``. A link carries the settings and starts nothing by itself. "Not run: <reason>." instead
-    for settings the engine refuses."""
+    ``job``, or it is ``ready`` (computed ahead: a page's default view). A link carries the settings
+    and starts nothing by itself. "Not run: <reason>." instead for settings the engine refuses."""
     if reason is not None:
         st.error(f"Not run: {reason}.")
         return None
+    if ready or finished(job):
+        return load()
     if st.button(f"Run it (about {seconds:.0f} s)", key=key, type="primary"):
         st.session_state[key + ".ran"] = job
-    if st.session_state.get(key + ".ran") == job or finished(job):
+    if st.session_state.get(key + ".ran") == job:
         return load()
     st.caption("Runs when you press the button, on this server, within its budget; the result is then kept for "
                "every visitor. A link carries these settings, and opening it starts nothing by itself.")  # fmt: skip

@@ -21,6 +21,7 @@ from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.family import engine
 from bnviz.explorer.family.engine import (
     FamilyReport,
+    dependence_note,
     dependence_rows,
     member_cells,
     member_pictures,
@@ -85,9 +86,10 @@ def main() -> None:
         else f"Differ from torch: {', '.join(failing)}",
     )
     st.markdown(
-        "Each member computes a mean and a variance over a set of values, normalizes every value with its set's "
-        "statistics, then scales and shifts by γ and β. They differ **only in which values share a statistic** — "
-        "the shaded block in each picture (the set that holds sample 0 and the channel in focus)."
+        "Each member computes statistics over a set of values — a mean and a variance, or for RMSNorm only the mean "
+        "of the squares (no mean is taken out) — normalizes every value with its set's statistics, then scales by γ "
+        "(and shifts by β; RMSNorm has no β). They differ **mostly in which values share a statistic** — the shaded "
+        "block in each picture (the set that holds sample 0 and the channel in focus)."
     )
     st.session_state[FOCUS_PREFIX + "channel"] = channel
     st.segmented_control("Channel in focus", list(range(channels)), key=FOCUS_PREFIX + "channel", required=True,
@@ -115,17 +117,13 @@ def main() -> None:
                "Running statistics are kept per channel (instance norm averages its samples' into them). RMSNorm "
                "divides by the root mean square: no mean is taken out, so it has no β.")  # fmt: skip
 
-    st.subheader("Batch size matters to batch norm only")
+    st.subheader("Batch size matters to batch norm only, and only in training")
     st.markdown(
         "Keep sample 0, replace every other sample of the batch (other values, three times the spread, shifted by 2), "
         "and run each member again. How far does **sample 0's** output move?"
     )
     st.markdown(markdown_table(dependence_rows(report)))
-    st.caption(
-        "BatchNorm's statistics come from the whole batch, so one sample's output depends on the others — and with "
-        "a small batch those statistics are noisy. The others take statistics within each sample: the batch size "
-        "does not enter."
-    )
+    st.caption(dependence_note(report))
 
     st.subheader("Outputs against torch")
     chart(views["outputs"], "chart-outputs")

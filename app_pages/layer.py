@@ -28,15 +28,19 @@ from bnviz.explorer.layer.figures import all_figures, cube
 from bnviz.explorer.layer.timing import measure_config, measure_config_compiled
 from bnviz.explorer.layer.url import DTYPES, FOCUS, LAYER, LAYERS, LAYOUTS, MODES, Config, Focus
 from bnviz.explorer.layer.words import (
+    agreement_note,
     bit_exact_note,
     channel_rows,
     channels_first_fix,
     code_snippet,
     empty_note,
+    eps_rows,
+    eps_text,
     error_hint,
     explorer_note,
     features_last_warning,
     focus_label,
+    gradient_text,
     mode_note,
     modes_text,
     momentum_note,
@@ -44,6 +48,7 @@ from bnviz.explorer.layer.words import (
     precision_warning,
     quantity_cells,
     reduced_axes,
+    speed_text,
     truth_cells,
 )
 from bnviz.explorer.picture import cells_note
@@ -111,17 +116,36 @@ def sidebar() -> None:
     sb.number_input("Training batch size", step=1, key="train_n", help="N of each training batch before the shown one.")
 
 
-def proof_section(report: Report) -> None:
-    st.subheader("Proof: bnviz against torch")
-    st.markdown(markdown_table([quantity_cells(q) for q in report.quantities]))
-    if report.config.dtype != "float64":
-        st.markdown(markdown_table([truth_cells(q) for q in report.quantities if not q.absent]))
-    st.caption(
-        f"{E_NOTATION} max abs diff is the largest |bnviz − torch| over the values. A quantity agrees when it is "
-        f"within {report.config.dtype}'s tolerance of torch (rtol={report.rtol:g}, atol={report.atol:g}), or when "
-        "bnviz is about as close as torch to a float64 run of the same values (the second table: within 8× of torch's "
-        "error; at a large mean both are at float32's limit)."
-    )
+def proof_section(report: Report, figures: dict) -> None:
+    """The proof, after the lesson: the verdict, then — folded — every compared quantity, the
+    differences' histograms, the gradients side by side, and the timing."""
+    config = report.config
+    st.subheader("The proof: bnviz against torch", anchor="proof")
+    failing = [q.name for q in report.quantities if not q.ok]
+    verdict_badge(
+        report.verdict,
+        "bnviz's from-scratch layer and torch's give the same numbers on this tensor: every output, gradient and "
+        "running statistic, compared value by value below." if not failing
+        else f"bnviz and torch differ beyond {config.dtype} rounding on: {', '.join(failing)}",
+    )  # fmt: skip
+    with st.expander("The comparison, value by value: tables, differences, gradients and timing",
+                     expanded=bool(failing)):  # fmt: skip
+        st.markdown(markdown_table([quantity_cells(q) for q in report.quantities]))
+        if config.dtype != "float64":
+            st.markdown(markdown_table([truth_cells(q) for q in report.quantities if not q.absent]))
+        st.caption(
+            f"{E_NOTATION} max abs diff is the largest |bnviz − torch| over the values. A quantity agrees when it is "
+            f"within {config.dtype}'s tolerance of torch (rtol={report.rtol:g}, atol={report.atol:g}), or when bnviz "
+            "is about as close as torch to a float64 run of the same values (the second table: within 8× of torch's "
+            "error; at a large mean both are at float32's limit)."
+        )
+        st.markdown("**Differences from torch**")
+        chart(figures["differences"], "chart-differences")
+        st.caption(bit_exact_note(report))
+        st.markdown("**The gradients, both sides**")
+        st.caption("Backpropagated from the same fixed upstream gradient (every value N(0, 1)) on both sides.")
+        chart(figures["gradients"], "chart-gradients", "Nothing to draw.")
+        performance_section(config)
 
 
 def teach_section(report: Report, figures: dict, channel: int) -> None:
@@ -144,6 +168,14 @@ def teach_section(report: Report, figures: dict, channel: int) -> None:
     for note in (precision_warning(report), empty_note(report)):
         if note:
             st.warning(note)
+    agreement = agreement_note(report)
+    if agreement:
+        st.info(agreement, icon=":material/info:")
+    if report.eps is not None:
+        with st.expander("What eps changes: torch's 1e-5 against Keras' 1e-3, measured on this batch",
+                         expanded=config.eps != Config().eps):  # fmt: skip
+            st.markdown(eps_text(report, channel))
+            st.markdown(markdown_table(eps_rows(report)))
 
 
 def modes_section(report: Report, figures: dict, channel: int) -> None:
@@ -249,13 +281,6 @@ def main() -> None:
         error_section(report)
         code_section(config)
         return
-    failing = [q.name for q in report.quantities if not q.ok]
-    verdict_badge(
-        report.verdict,
-        "bnviz's from-scratch layer and torch's give the same numbers on this tensor (the comparison is below)."
-        if not failing
-        else f"bnviz and torch differ beyond {config.dtype} rounding on: {', '.join(failing)}",
-    )
     wrong_axis = features_last_warning(config)
     if wrong_axis:
         st.warning(wrong_axis, icon=":material/warning:")
@@ -266,6 +291,8 @@ def main() -> None:
                              format_func=lambda c: f"{short}={c}")  # fmt: skip
     figures = common.figures(config, (channel,), draw, report)
     teach_section(report, figures, channel)
+    if wrong_axis:
+        fix_section(config)
     modes_section(report, figures, channel)
     nothing = "Nothing to draw: an empty batch has no values." if not config.numel else "Nothing to draw."
     st.subheader("Distributions")
@@ -277,17 +304,13 @@ def main() -> None:
                    "the other channels in grey. Step 0 is the initial state, the last step the displayed batch.")
     chart(figures["running"], "chart-running", "Nothing to draw: with track_running_stats=False there are no running "
           "statistics.")  # fmt: skip
-    st.subheader("Gradients")
-    st.caption("Backpropagated from the same fixed random upstream gradient on both sides.")
-    chart(figures["gradients"], "chart-gradients", nothing)
-    proof_section(report)
-    if wrong_axis:
-        fix_section(config)
-    st.subheader("Differences from torch")
-    chart(figures["differences"], "chart-differences")
-    st.caption(bit_exact_note(report))
+    st.subheader("What the gradient through batch norm looks like", anchor="gradients")
+    left, right = st.columns([2, 3], gap="medium")
+    left.markdown(gradient_text(report, channel))
+    with right:
+        chart(figures["gradient_lesson"], "chart-gradient-lesson", nothing)
+    proof_section(report, figures)
     code_section(config)
-    performance_section(config)
 
 
 def code_section(config: Config) -> None:
@@ -307,18 +330,22 @@ def timing_row(speed: dict[str, float], suffix: str) -> None:
 
 
 def performance_section(config: Config) -> None:
-    """Speed on this configuration, on demand: timing costs the server real work."""
-    st.subheader("Performance")
+    """Speed on this configuration: the default view's measured on opening (then shared through the
+    cache), any other on demand — timing costs the server real work."""
+    st.markdown("**Speed on this tensor**")
     what = "forward + backward" if config.mode == "train" else "forward"
     st.caption(
-        f"Median time of one {what} on this shape, bnviz and torch interleaved on this server. "
-        "Measured only when asked, then cached; `python -m bnviz.bench` runs the full benchmark."
+        f"One {what} on this shape, bnviz and torch interleaved round by round, each with one thread, on this "
+        "shared server. The default view is timed when first opened and kept for every visitor; any other view when "
+        "asked. `python -m bnviz.bench` runs the full benchmark."
     )
-    if st.button("Measure bnviz vs torch", key="measure") or st.session_state.get("measured") == config:
+    ready = config == Config()
+    if ready or st.button("Measure bnviz vs torch", key="measure") or st.session_state.get("measured") == config:
         st.session_state["measured"] = config
         speed = load_speed(config)
         if speed is not None:  # else over the budget: the reason is shown
             timing_row(speed, "")
+            st.caption(speed_text(speed))
 
     st.caption(
         "Under `torch.compile`: both layers compiled by inductor (C++ on CPU, Triton on GPU) in a fresh process, "

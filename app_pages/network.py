@@ -23,7 +23,9 @@ from bnviz.explorer.network import engine
 from bnviz.explorer.network.engine import (
     NetworkReport,
     all_figures,
+    divergence_heading,
     divergence_text,
+    eval_samples,
     stop_pictures,
     stop_text,
 )
@@ -104,8 +106,8 @@ def main() -> None:
     acc = report.accuracy
     st.caption(
         f"Loss: torch's network; dotted, bnviz's network and torch's float64 network, each on its own path (see "
-        f"below). Accuracy on the evaluation batch ({config.mode} mode), from torch's final state: bnviz "
-        f"{acc['bnviz']:.0%}, torch {acc['torch']:.0%}."
+        f"below). Accuracy on {eval_samples(config)}, in {config.mode} mode, from torch's final state: "
+        f"bnviz {acc['bnviz']:.0%}, torch {acc['torch']:.0%}."
     )
 
     st.subheader("Layer by layer")
@@ -130,7 +132,7 @@ def main() -> None:
     )
     chart(figures["layers"], "chart-layers")
 
-    st.subheader("On their own paths: when training is chaotic", anchor="free-running")
+    st.subheader(divergence_heading(report), anchor="free-running")
     chart(figures["divergence"], "chart-divergence", "No training steps (steps = 0).")
     st.markdown(divergence_text(report))
     if report.config.batch > 2:

@@ -15,7 +15,7 @@ from bnviz.explorer.mlp import seconds_estimate
 from bnviz.explorer.query import QuerySpec
 from bnviz.explorer.training import engine as training
 from bnviz.explorer.training import url as training_url
-from bnviz.explorer.training.engine import command_line, to_csv
+from bnviz.explorer.training.engine import DEAD_INIT, TEN_SEEDS, command_line, to_csv
 from bnviz.explorer.training.figures import drift_figures, noise_figures, placement_figures, sweep_figure
 from bnviz.explorer.training.url import (
     TRAINING_DRIFT,
@@ -36,7 +36,7 @@ from bnviz.explorer.training.words import (
 )
 
 PREFIX = "tr."
-INTS = ("steps", "seed", "every", "width", "batch", "sweep_steps", "noise_steps", "relu_steps")
+INTS = ("steps", "every", "width", "batch", "sweep_steps", "noise_steps", "relu_steps")
 KINDS = {name: "int" for name in INTS}
 EXPERIMENTS: dict[str, tuple[QuerySpec, Any]] = {  # name: (its URL, its defaults)
     "drift": (TRAINING_DRIFT, DriftConfig()),
@@ -61,16 +61,23 @@ def cached_figures(config: Any, report: Any) -> dict:
     return common.figures(config, (), DRAW[type(config)], report)
 
 
-def sentences(words: Sentences) -> None:
+def sentences(words: Sentences, config: Any) -> None:
     st.markdown(f"**The paper.** {words.claim}")
     st.markdown(f"**This run.** {words.shows}")
     st.markdown(f"**Why a small reproduction may differ.** {words.differs}")
+    if training.computed_ahead(config):
+        st.caption("These numbers were computed ahead for this default view (python scripts/store_defaults.py, "
+                   "with this code; the tests rerun seed 0 and find them again). Change any setting to train "
+                   "live.")  # fmt: skip
+    else:
+        st.caption("Trained live on this server for this view.")
 
 
 def on_demand(name: str, config: Any, doing: str) -> Any:
-    """An experiment that costs more: on its button (``common.on_button``)."""
+    """An experiment that costs more: on its button (``common.on_button``) — shown at once when it
+    is a view computed ahead."""
     return on_button(f"{PREFIX}run.{name}", config, config.refusal(), seconds_estimate(config),
-                     lambda: load_experiment(config, doing))  # fmt: skip
+                     lambda: load_experiment(config, doing), ready=training.computed_ahead(config))  # fmt: skip
 
 
 def sidebar() -> None:
@@ -78,7 +85,8 @@ def sidebar() -> None:
     sb.header("1. Ioffe & Szegedy's Figure 1")
     sb.text_input("Learning rate", key=PREFIX + "lr", help="Plain SGD. The paper's network; try 0.1, 0.5 and 8.")
     sb.number_input("SGD steps", step=100, key=PREFIX + "steps", help=f"1 to {mlp.MAX_STEPS:,}.")
-    sb.number_input("Seed", step=1, key=PREFIX + "seed")
+    sb.text_input("Seeds", key=PREFIX + "seeds", help=f"1 to {training_url.MAX_SEEDS}, comma-separated; a verdict "
+                  "needs 3 or more.")  # fmt: skip
     sb.text_input("Initial weights' std", key=PREFIX + "init",
                   help="Gaussian N(0, std²), the paper's small weights; default: torch's initialisation.")  # fmt: skip
     sb.number_input("Evaluate every … steps", step=10, key=PREFIX + "every")
@@ -90,8 +98,8 @@ def drift_section(config: DriftConfig) -> None:
     st.subheader("1. Activations that stop drifting (Ioffe & Szegedy 2015, Figure 1)", anchor="why-it-helps")
     st.caption(
         f"A 64 → {config.width} → {config.width} → {config.width} → 10 network of sigmoid units, trained twice from "
-        "the same initial weights on the same minibatches: plain, and with bnviz.BatchNorm1d before each sigmoid. "
-        "The controls are in the sidebar."
+        "the same initial weights on the same minibatches: plain, and with bnviz.BatchNorm1d before each sigmoid — "
+        f"once per seed ({len(config.seeds)}). The controls are in the sidebar."
     )
     report = report_or_reason(config.refusal(), lambda: load_experiment(config, "Training both networks…"))
     if report is None:
@@ -99,7 +107,14 @@ def drift_section(config: DriftConfig) -> None:
     figures = cached_figures(config, report)
     chart(figures["accuracy"], "chart-accuracy")
     chart(figures["percentiles"], "chart-percentiles")
-    sentences(drift_sentences(report))
+    sentences(drift_sentences(report), config)
+    if config.init_std != DEAD_INIT.init_std:
+        st.page_link("app_pages/training.py", label="A second view: the paper's smallest weights (std 0.01), where the "
+                     "plain network never learns", query_params=TRAINING_DRIFT.to_query(replace(config,
+                     init_std=DEAD_INIT.init_std)))  # fmt: skip
+    else:
+        st.page_link("app_pages/training.py", label="Back to weights of std 0.1, where both networks learn",
+                     query_params=TRAINING_DRIFT.to_query(replace(config, init_std=DriftConfig().init_std)))
     if config.init_std is not None:
         st.page_link("app_pages/training.py", label="The same run with torch's default initialisation",
                      query_params=TRAINING_DRIFT.to_query(replace(config, init_std=None)))  # fmt: skip
@@ -122,7 +137,7 @@ def sweep_section(config: SweepConfig) -> None:
     if report is None:
         return
     chart(cached_figures(config, report)["sweep"], "chart-sweep")
-    sentences(sweep_sentences(report))
+    sentences(sweep_sentences(report), config)
 
 
 def noise_section(config: NoiseConfig) -> None:
@@ -132,15 +147,18 @@ def noise_section(config: NoiseConfig) -> None:
     a.text_input("Learning rate", key=PREFIX + "noise_lr")
     b.number_input("Steps", step=100, key=PREFIX + "noise_steps")
     c.text_input("Seeds", key=PREFIX + "noise_seeds")
-    d.text_input("Noise mean range n_μ", key=PREFIX + "noise_mean", help="Each step, each unit: μ ~ U(−n_μ, n_μ).")
-    e.text_input("Noise std range n_σ", key=PREFIX + "noise_std", help="Each step, each unit: σ ~ U(1, n_σ).")
-    report = on_demand("noise", config, "Training four networks per seed…")
+    strong = "The fifth network's stronger additive noise (the paper's own noise keeps the paper's values): "
+    d.text_input("Stronger noise: mean range n_μ", key=PREFIX + "noise_mean",
+                 help=strong + "each step, each unit gets μ ~ U(−n_μ, n_μ).")  # fmt: skip
+    e.text_input("Stronger noise: std range n_σ", key=PREFIX + "noise_std",
+                 help=strong + "each step, each unit gets σ ~ U(1, n_σ).")  # fmt: skip
+    report = on_demand("noise", config, "Training five networks per seed…")
     if report is None:
         return
     figures = cached_figures(config, report)
     chart(figures["accuracy"], "chart-noise")
     chart(figures["smoothness"], "chart-smoothness")
-    sentences(noise_sentences(report))
+    sentences(noise_sentences(report), config)
 
 
 def placement_section(config: PlacementConfig) -> None:
@@ -153,7 +171,10 @@ def placement_section(config: PlacementConfig) -> None:
     if report is None:
         return
     chart(cached_figures(config, report)["placement"], "chart-placement")
-    sentences(placement_sentences(report))
+    sentences(placement_sentences(report), config)
+    other = TEN_SEEDS if config != TEN_SEEDS else PlacementConfig()
+    st.page_link("app_pages/training.py", label=f"The same over {len(other.seeds)} seeds (computed ahead)",
+                 query_params=TRAINING_PLACEMENT.to_query(other))  # fmt: skip
 
 
 def main() -> None:
@@ -166,10 +187,11 @@ def main() -> None:
                            for k, v in spec.to_query(configs[name]).items()})  # fmt: skip
     st.title("Why batch norm helps training")
     st.caption(
-        "The papers' experiments, run live on this server with bnviz's layers, on scikit-learn's digits: 1,797 "
-        "handwritten digits of 8×8 pixels, 1,438 to train on and 359 to test. Experiment 1 runs when the page "
-        "opens; the others on their buttons. Every control is in the URL. Where this small run disagrees with a "
-        "paper, the text says so."
+        "The papers' experiments, run with bnviz's layers on scikit-learn's digits: 1,797 handwritten digits of 8×8 "
+        "pixels, 1,438 to train on and 359 to test. Each runs five seeds by default, and each claim's verdict says "
+        "on how many of them it holds (\"as in the paper\" only when on all). The default views were computed "
+        "ahead; any other setting trains live on this server. Every control is in the URL. Where this small run "
+        "disagrees with a paper, the text says so."
     )
     for warning in warnings:
         st.warning(warning)

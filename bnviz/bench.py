@@ -161,9 +161,9 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def time_case(case: Case, device: str, rounds: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
-    """Median ms per implementation, interleaved round by round, and each compiled
-    implementation's compile time in seconds (its first call, less its median)."""
+def time_samples(case: Case, device: str, rounds: int, warmup: int) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Every round's ms per implementation, interleaved round by round (round ``r`` of each is
+    ``samples[impl][r]``), and each compiled implementation's first call in seconds."""
     first: dict[str, float] = {}
     for impl in case.compiled:  # compile first, timed on its own
         _sync(device)
@@ -180,6 +180,13 @@ def time_case(case: Case, device: str, rounds: int, warmup: int) -> tuple[dict[s
             _sync(device)
             if r >= warmup:
                 samples[impl].append((time.perf_counter() - t) * 1e3)
+    return samples, first
+
+
+def time_case(case: Case, device: str, rounds: int, warmup: int) -> tuple[dict[str, float], dict[str, float]]:
+    """Median ms per implementation, interleaved round by round, and each compiled
+    implementation's compile time in seconds (its first call, less its median)."""
+    samples, first = time_samples(case, device, rounds, warmup)
     medians = {impl: statistics.median(v) for impl, v in samples.items()}
     return medians, {impl: first[impl] - medians[impl] / 1e3 for impl in case.compiled}
 

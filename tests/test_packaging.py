@@ -81,3 +81,5 @@ def test_the_wheel_holds_every_module_and_its_version(tmp_path):
     held = set(zipfile.ZipFile(wheel).namelist())
     modules = {p.relative_to(ROOT).as_posix() for p in (ROOT / "bnviz").rglob("*.py")}
     assert modules <= held, f"missing from the wheel: {sorted(modules - held)}"
+    data = {p.relative_to(ROOT).as_posix() for p in (ROOT / "bnviz").rglob("*.json")}  # the stored default views
+    assert data and data <= held, f"missing from the wheel: {sorted(data - held)}"

@@ -55,6 +55,19 @@ def _standard(dist: str, shape: tuple[int, ...], gen: torch.Generator) -> Tensor
     raise ValueError(f"unknown distribution {dist!r}; choose one of {', '.join(DISTRIBUTIONS)}")
 
 
+UPSTREAM_SEED = 7919  # the upstream gradient's stream: the page's seed plus this
+
+
+def upstream_gradient(
+    shape: tuple[int, ...], seed: int, dtype: torch.dtype = torch.float32, device: str = "cpu"
+) -> Tensor:
+    r"""The fixed upstream gradient :math:`\partial L / \partial y` the pages backpropagate: every
+    value N(0, 1), independently — zero mean in every channel, so no channel's gradient is dominated
+    by a constant. Seeded like ``sample_batch`` (seed + ``UPSTREAM_SEED``, step 0), float64 on the CPU, then cast."""
+    gen = torch.Generator().manual_seed((seed + UPSTREAM_SEED) * 1_000_003)
+    return torch.randn(shape, generator=gen, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
 def channel_sample(
     dist: str, num_channels: int, channel: int, shape: tuple[int, ...], seed: int, step: int = 0
 ) -> Tensor:

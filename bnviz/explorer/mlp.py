@@ -57,9 +57,22 @@ STEP_SECONDS, MACS_PER_SECOND = 0.9e-3, 3.5e13  # the measured cost of one netwo
 
 
 @dataclass(frozen=True)
+class NoiseSpec:
+    """Santurkar et al.'s "noisy BatchNorm" noise (``kind="paper"``, their Appendix A.2.1 and
+    Algorithm 1, with their values: n_μ = 0.5, n_σ = 1.25, r_μ = r_σ = 0.1), or this page's earlier,
+    stronger additive Gaussian noise (``kind="additive"``: ``mu`` is n_μ, ``sigma`` n_σ). See ``Noise``."""
+
+    kind: str = "paper"
+    mu: float = 0.5
+    sigma: float = 1.25
+    r_mu: float = 0.1
+    r_sigma: float = 0.1
+
+
+@dataclass(frozen=True)
 class Arch:
-    """One network of a comparison: where batch norm sits, the activation, and noise (``(n_μ,
-    n_σ)`` after each batch norm or where it would be, or None). The rest serve the eval-gap
+    """One network of a comparison: where batch norm sits, the activation, and noise (a
+    ``NoiseSpec`` after each batch norm or where it would be, or None). The rest serve the eval-gap
     page: ``dropout`` p (torch's convention: drop with probability p, scale what is kept by
     1/(1 − p); 0: no dropout layer) right before every batch norm (``dropout_at="bn"``) or once,
     before the output layer (``"head"``); the batch norms' ``momentum``; whose batch norm
@@ -70,7 +83,7 @@ class Arch:
     width: int
     activation: str = "sigmoid"
     placement: str = "before"  # batch norm: "none", "before" (Linear → BN → act) or "after" (Linear → act → BN)
-    noise: tuple[float, float] | None = None
+    noise: NoiseSpec | None = None
     init_std: float | None = 0.01  # None: torch's default initialisation
     dropout: float = 0.0
     dropout_at: str = "bn"
@@ -82,33 +95,41 @@ class Arch:
 class Noise(nn.Module):
     r"""Noise after a batch norm (Santurkar et al.'s "noisy BatchNorm"), in training only.
 
-    At every training step each unit :math:`j` gets a new noise distribution, its mean and
-    standard deviation drawn uniformly,
+    At every training step each unit :math:`j` gets a new noise distribution, its parameters drawn
+    uniformly: :math:`\mu_j \sim U(-n_\mu, n_\mu)`, :math:`\sigma_j \sim U(1, n_\sigma)`. Then every
+    sample's activation gets its own draw from it, i.i.d. over the batch —
 
-    .. math::
-        \mu_j \sim U(-n_\mu, n_\mu), \qquad \sigma_j \sim U(1, n_\sigma),
+    - ``kind="paper"`` (their Algorithm 1): :math:`a_{ij} \leftarrow s_{ij}\, a_{ij} + m_{ij}` with
+      :math:`m_{ij} \sim U(\mu_j - r_\mu, \mu_j + r_\mu)` and :math:`s_{ij} \sim N(\sigma_j, r_\sigma^2)`
+      (their :math:`N(\sigma, r_\sigma)` read with :math:`r_\sigma` as the standard deviation: the paper
+      does not say). A zero-mean, unit-variance batch-norm output leaves with mean :math:`\approx
+      \mu_j` and variance :math:`\approx \sigma_j^2`;
+    - ``kind="additive"`` (stronger): :math:`a_{ij} \leftarrow a_{ij} + \varepsilon_{ij}`,
+      :math:`\varepsilon_{ij} \sim N(\mu_j, \sigma_j^2)`: variance :math:`1 + \sigma_j^2`.
 
-    and every sample's activation gets its own draw from it (i.i.d. over the batch):
-    :math:`y_{ij} = x_{ij} + \varepsilon_{ij}`, :math:`\varepsilon_{ij} \sim N(\mu_j, \sigma_j^2)`.
-    A zero-mean, unit-variance batch-norm output leaves with mean :math:`\mu_j` and variance
-    :math:`1 + \sigma_j^2`, different at every step: internal covariate shift put back on purpose.
-    In eval mode it is the identity (as dropout is). Draws come from the module's own generator.
+    Either way the distribution differs at every step: internal covariate shift put back on
+    purpose. In eval mode it is the identity (as dropout is). Draws come from the module's own
+    generator.
     """
 
-    def __init__(self, n_mu: float, n_sigma: float, generator: torch.Generator) -> None:
+    def __init__(self, spec: NoiseSpec, generator: torch.Generator) -> None:
         super().__init__()
-        self.n_mu, self.n_sigma, self.generator = n_mu, n_sigma, generator
+        self.spec, self.generator = spec, generator
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training:
             return x
-        c = x.shape[1]
-        mu = (torch.rand(c, generator=self.generator) * 2 - 1) * self.n_mu  # (C,)
-        sigma = 1 + torch.rand(c, generator=self.generator) * (self.n_sigma - 1)  # (C,)
-        return x + mu + sigma * torch.randn(x.shape, generator=self.generator)  # (N, C) + (C,) + (N, C)
+        s, g, c = self.spec, self.generator, x.shape[1]
+        mu = (torch.rand(c, generator=g) * 2 - 1) * s.mu  # (C,)
+        sigma = 1 + torch.rand(c, generator=g) * (s.sigma - 1)  # (C,)
+        if s.kind == "additive":
+            return x + mu + sigma * torch.randn(x.shape, generator=g)  # (N, C) + (C,) + (N, C)
+        m = mu + (torch.rand(x.shape, generator=g) * 2 - 1) * s.r_mu  # (N, C): U(μ − r_μ, μ + r_μ)
+        scale = sigma + torch.randn(x.shape, generator=g) * s.r_sigma  # (N, C): N(σ, r_σ²)
+        return scale * x + m
 
     def extra_repr(self) -> str:
-        return f"n_mu={self.n_mu}, n_sigma={self.n_sigma}"
+        return f"{self.spec}"
 
 
 class Dropout(nn.Module):
@@ -162,7 +183,7 @@ def build(arch: Arch, seed: int) -> nn.Sequential:
     noise_gen, drop_gen = generator(seed, 2), generator(seed, 3)
 
     def noise() -> list[nn.Module]:
-        return [Noise(*arch.noise, noise_gen)] if arch.noise is not None else []
+        return [Noise(arch.noise, noise_gen)] if arch.noise is not None else []
 
     def drop(at: str) -> list[nn.Module]:
         return [Dropout(arch.dropout, drop_gen)] if arch.dropout > 0 and arch.dropout_at == at else []
@@ -234,7 +255,9 @@ class Curve:
     """One network's training, measured at ``steps`` (0: the initial weights). ``loss`` is the
     minibatch loss of that SGD step (at step 0 the first minibatch's, before any update);
     ``test_accuracy`` and the percentiles ``p15, p50, p85`` of the last hidden layer's
-    activation input (unit ``UNIT``) are over the test split in eval mode after that step.
+    activation input (unit ``UNIT``) are over the test split in eval mode after that step;
+    ``dead``: the share of the last hidden layer's units whose activation input is ≤ 0 on every
+    test image (a ReLU that never fires; for a sigmoid, a unit that never reaches 0.5).
     ``probe_steps``/``smoothness``: the loss's range along the gradient (``loss_range``) at those
     steps, when probed; ``probe_losses`` the losses it is the range of, one row per probe."""
 
@@ -247,6 +270,7 @@ class Curve:
     probe_steps: tuple[int, ...] = ()
     smoothness: tuple[float, ...] = ()
     probe_losses: tuple[tuple[float, ...], ...] = ()
+    dead: tuple[float, ...] = ()
 
     @property
     def final_accuracy(self) -> float:
@@ -258,9 +282,15 @@ class Curve:
 
     @property
     def moved(self) -> float:
-        """How far the median moved over training: max − min of ``p50`` over its finite values (nan if none)."""
-        finite = [v for v in self.p50 if math.isfinite(v)]
+        """How far the median moved over training: max − min of ``p50`` over its finite values after
+        step 0 (the initial weights' evaluation uses the initial buffers: not training's drift; nan if none)."""
+        finite = [v for s, v in zip(self.steps, self.p50, strict=True) if s > 0 and math.isfinite(v)]
         return max(finite) - min(finite) if finite else math.nan
+
+    @property
+    def final_dead(self) -> float:
+        """The share of the last hidden layer's units that never fire on the test split, at the end."""
+        return self.dead[-1] if self.dead else math.nan
 
 
 @dataclass(frozen=True)
@@ -337,15 +367,17 @@ def step_loss(model: nn.Sequential, x: Tensor, y: Tensor, checkpoint: str = "non
 
 
 @torch.no_grad()
-def evaluate(model: nn.Sequential, cut: int, data: Digits) -> tuple[float, tuple[float, float, float]]:
-    """Test accuracy and the percentiles of unit ``UNIT``'s activation input, in eval mode."""
+def evaluate(model: nn.Sequential, cut: int, data: Digits) -> tuple[float, tuple[float, float, float], float]:
+    """Test accuracy, the percentiles of unit ``UNIT``'s activation input, and the share of the
+    last hidden layer's units whose input is ≤ 0 on every test image, in eval mode."""
     model.eval()
     h = model[:cut](data.test_x)  # (n_test, width): the last activation's input
     logits = model[cut:](h)
     accuracy = float((logits.argmax(1) == data.test_y).double().mean())
     q = torch.quantile(h[:, UNIT].double(), torch.tensor(PERCENTILES, dtype=torch.float64) / 100)  # linear
+    dead = float((h <= 0).all(0).double().mean())  # (n_test, width) -> (width,) -> share
     model.train()
-    return accuracy, (float(q[0]), float(q[1]), float(q[2]))
+    return accuracy, (float(q[0]), float(q[1]), float(q[2])), dead
 
 
 @torch.no_grad()
@@ -430,14 +462,15 @@ def lockstep(archs: dict[str, Arch], s: Schedule, data: Digits, ticker: Ticker,
     etas = tuple(s.lr * k for k in PROBE_MULTIPLES)
     evals, probes = set(s.eval_steps()), set(s.probe_steps())
     rows: dict[str, dict[str, list]] = {name: {k: [] for k in ("steps", "loss", "acc", "q", "probe", "range",
-                                                               "probe_losses")} for name in archs}  # fmt: skip
+                                                               "probe_losses", "dead")} for name in archs}  # fmt: skip
 
     def record(name: str, step: int) -> None:
-        acc, q = evaluate(models[name], cuts[name], data)
+        acc, q, dead = evaluate(models[name], cuts[name], data)
         r = rows[name]
         r["steps"].append(step)
         r["acc"].append(acc)
         r["q"].append(q)
+        r["dead"].append(dead)
         if probe is not None:
             probe.at(name, models[name], step)
 
@@ -483,6 +516,7 @@ def curve_of(r: dict[str, list]) -> Curve:
         probe_steps=tuple(r["probe"]),
         smoothness=tuple(r["range"]),
         probe_losses=tuple(r["probe_losses"]),
+        dead=tuple(r["dead"]),
     )
 
 

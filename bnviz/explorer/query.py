@@ -157,11 +157,14 @@ def format_any(value: Any) -> str:
 
 @dataclass(frozen=True)
 class Param:
-    """One control: its URL name, the config field it sets, and the parser of its URL text."""
+    """One control: its URL name, the config field it sets, and the parser of its URL text.
+    ``write=False``: an old name still read from a link (before the name that replaced it, which
+    wins when both are given), never written and never a widget."""
 
     name: str
     field: str
     parse: Callable[[str], Any]
+    write: bool = True
 
 
 class QuerySpec(Generic[T]):
@@ -173,7 +176,8 @@ class QuerySpec(Generic[T]):
 
     @property
     def names(self) -> tuple[str, ...]:
-        return tuple(self.params)
+        """The URL names written (and shown as widgets): every parameter but the old aliases."""
+        return tuple(name for name, p in self.params.items() if p.write)
 
     def format_value(self, name: str, config: T) -> str:
         """The URL text of one parameter."""
@@ -182,7 +186,7 @@ class QuerySpec(Generic[T]):
 
     def to_query(self, config: T) -> dict[str, str]:
         """Every parameter of ``config`` as URL text."""
-        return {name: self.format_value(name, config) for name in self.params}
+        return {name: self.format_value(name, config) for name in self.names}
 
     def parse(self, query: Mapping[str, str | list[str]], base: T) -> tuple[T, list[str]]:
         """Read the known parameters over ``base``; unknown ones are ignored. Returns the config

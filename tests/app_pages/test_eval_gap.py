@@ -46,11 +46,11 @@ def test_each_button_runs_its_section(name):
         assert len(at.dataframe) == 1, "the buffers side by side"
 
 
-NON_DEFAULT = {"order_lr": "0.2", "order_steps": "50", "order_batch": "40", "order_seed": "3",
-               "lag_momenta": "0.05,0.5", "lag_lr": "0.1", "lag_steps": "30", "lag_seed": "2", "p": "0.3",
-               "dropout_input": "before", "dropout_steps": "30", "dropout_seed": "1", "micro": "2", "micro_batch": "16",
-               "accum_momentum": "0.2", "accum_steps": "30", "pair": "views", "pairs": "3", "passes_steps": "20",
-               "ckpt_steps": "7", "ckpt_momentum": "0.3"}  # fmt: skip
+NON_DEFAULT = {"order_lr": "0.2", "order_steps": "50", "order_batch": "40", "order_seeds": "3",
+               "lag_momenta": "0.05,0.5", "lag_lr": "0.1", "lag_steps": "30", "lag_seeds": "2,4", "p": "0.3",
+               "dropout_input": "before", "dropout_steps": "30", "dropout_seeds": "1", "micro": "2",
+               "micro_batch": "16", "accum_momentum": "0.2", "accum_steps": "30", "pair": "views", "pairs": "3",
+               "passes_steps": "20", "ckpt_steps": "7", "ckpt_momentum": "0.3"}  # fmt: skip
 
 
 def test_every_control_reads_the_url_and_writes_it_back():
@@ -58,8 +58,25 @@ def test_every_control_reads_the_url_and_writes_it_back():
     assert not at.warning, [w.value for w in at.warning]
     assert set(NON_DEFAULT) == {n for spec in EVAL_GAP.values() for n in spec.names}, "every control in the table"
     assert at.text_input(key="eg.lag_momenta").value == "0.05,0.5" and at.selectbox(key="eg.pair").value == "views"
-    at.number_input(key="eg.order_seed").set_value(4).run()
-    assert dict(at.query_params) == {**NON_DEFAULT, "order_seed": "4"}
+    at.text_input(key="eg.order_seeds").set_value("4,5,6").run()
+    assert dict(at.query_params) == {**NON_DEFAULT, "order_seeds": "4,5,6"}
+
+
+def test_an_old_link_with_one_seed_shows_that_seed_alone():
+    at = run_app({**SMALL, "order_seed": "3"}, "eval_gap")
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.text_input(key="eg.order_seeds").value == "3"
+    assert "seed 3" in page_text(at)
+
+
+def test_the_default_view_shows_every_cause_computed_ahead_with_its_verdict_over_five_seeds():
+    at = run_app({}, "eval_gap")
+    assert not [b for b in at.button if b.key.startswith("eg.run.")], "every default section is computed ahead"
+    keys = {c.key.split("-")[1] for c in at.get("plotly_chart")}
+    assert keys == set(eval_gap_url.SECTIONS), keys
+    text = page_text(at)
+    assert text.count("**Symptom.**") == 6, text
+    assert "Eval mode collapses on all 5 seeds." in text and "Hendrycks & Gimpel" in text
 
 
 def test_refused_settings_say_why():

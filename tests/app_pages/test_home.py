@@ -47,14 +47,14 @@ def test_the_home_page_opens_with_one_sentence_then_every_question():
     index = next(b for b in bodies if "bnviz-questions" in b)
     assert index_links(index) == [link.href for _, link in LINKS]
     assert [q.number for q in QUESTIONS] == list(range(1, len(QUESTIONS) + 1)), "numbered as in the product brief"
-    assert not at.expander, "the index is open on the home page"
+    assert not [e for e in at.expander if "bnviz-questions" in e.markdown[0].value], "the index is open at home"
     assert dict(at.query_params) == {}, "the home page keeps its empty URL"
     assert at.subheader[0].value == "The layer explorer"
 
 
 def test_a_view_in_the_url_folds_the_index_away_above_the_page():
     at = run_app({"mode": "eval"})
-    assert len(at.expander) == 1 and "bnviz-questions" in at.expander[0].markdown[0].value
+    assert "bnviz-questions" in at.expander[0].markdown[0].value, "the first expander holds the index"
     assert WHAT_BATCH_NORM_DOES not in [m.value for m in at.markdown]
     assert at.query_params["mode"] == "eval"
 
@@ -63,7 +63,7 @@ def test_changing_a_control_on_the_home_page_writes_the_view_and_folds_the_index
     at = run_app()
     at.sidebar.radio(key="mode").set_value("eval").run()
     assert at.query_params["mode"] == "eval" and at.query_params["shape"] == "8,3,16,16"
-    assert len(at.expander) == 1
+    assert "bnviz-questions" in at.expander[0].markdown[0].value
 
 
 @pytest.mark.parametrize(("name", "link"), LINKS, ids=[name for name, _ in LINKS])

@@ -12,7 +12,8 @@ from bnviz.explorer.layer.url import PARAMS, Config, to_query
 from tests.app_pages.helpers import outside_code, page_text, run_app, verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-CHARTS = 6  # cells, train-vs-eval, distributions, running statistics, gradients, differences (the cube is an image)
+CHARTS = 7  # cells, train-vs-eval, distributions, running statistics, the gradient's lesson; in the proof the
+# differences and both sides' gradients (the cube is an image)
 
 
 def test_default_view_teaches_first_and_proves_below():
@@ -25,8 +26,12 @@ def test_default_view_teaches_first_and_proves_below():
     at.toggle(key="code").set_value(True).run()
     assert "import bnviz" in at.code[0].value and at.query_params["code"] == "true"
     headers = [h.value for h in at.subheader]
-    assert headers.index("What batch norm does to this tensor") < headers.index("Proof: bnviz against torch")
-    assert headers[:2] == ["The layer explorer", "What batch norm does to this tensor"]
+    assert headers[:8] == [  # the lesson, then the proof
+        "The layer explorer", "What batch norm does to this tensor", "Train mode and eval mode on this batch",
+        "Distributions", "Running statistics", "What the gradient through batch norm looks like",
+        "The proof: bnviz against torch", "Code"], headers  # fmt: skip
+    proof = next(e for e in at.expander if e.label.startswith("The comparison, value by value"))
+    assert "| output | " in proof.markdown[0].value, "the parity table, folded under the proof"
     text = page_text(at)
     assert "n = 2,048" in text and "| output | " in text, "the parity table is selectable text"
     assert "1.2 × 10⁻⁷" in text, "e-notation is explained"
@@ -208,14 +213,17 @@ def test_hostile_link_falls_back_with_warnings():
     assert not at.warning, "the link's warnings go once the reader changes the view"
 
 
-def test_performance_is_measured_on_demand_only():
+def test_the_default_views_timing_is_shown_at_once_and_any_other_on_demand():
     at = run_app()
-    assert not at.metric, "no timing before the button"
-    at.button(key="measure").click().run()
-    assert not at.exception
     values = {m.label: m.value for m in at.metric}
-    assert set(values) == {"torch", "bnviz", "bnviz / torch"}
+    assert set(values) == {"torch", "bnviz", "bnviz / torch"}, "the default view is timed on opening"
     assert values["bnviz / torch"].endswith("×") and float(values["bnviz / torch"][:-1]) > 0
+    caption = " ".join(c.value for c in at.caption)
+    assert "both layers with 1 thread" in caption and "quartiles" in caption and "The server was" in caption
+    other = run_app({"shape": "4,3,4,4"})
+    assert not other.metric, "no timing before the button"
+    other.button(key="measure").click().run()
+    assert not other.exception and {m.label for m in other.metric} == {"torch", "bnviz", "bnviz / torch"}
 
 
 def test_compiled_performance_is_measured_on_demand_with_its_compile_times():

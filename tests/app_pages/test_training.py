@@ -32,15 +32,28 @@ def fresh_cache():
     server.clear()
 
 
-def test_experiment_one_runs_on_opening_and_the_others_wait_for_their_button():
-    at = run_app(SMALL, "training")
+def test_the_default_views_computed_ahead_show_at_once_and_say_so():
+    at = run_app({}, "training")
+    keys = [c.key for c in at.get("plotly_chart")]
+    assert keys == ["chart-accuracy", "chart-percentiles", "chart-sweep", "chart-noise", "chart-smoothness",
+                    "chart-placement"], keys  # fmt: skip
+    assert not [b for b in at.button if b.key.startswith("tr.run.")]
+    text = page_text(at)
+    assert text.count("These numbers were computed ahead for this default view") == 4, text
+    assert "Batch norm ends ahead on all 5 seeds, as in the paper." in text
+
+
+def test_a_changed_view_trains_live_and_the_costly_ones_wait_for_their_button():
+    at = run_app({**SMALL, **TINY}, "training")
     assert [c.key for c in at.get("plotly_chart")] == ["chart-accuracy", "chart-percentiles"]
     text = page_text(at)
-    for words in ("**The paper.**", "**This run.**", "python -m bnviz.training --lr 0.5 --steps 200 --seed 0"):
+    for words in ("**The paper.**", "**This run.**", "python -m bnviz.training --experiment drift --lr 0.5 --steps 200",
+                  "Trained live on this server for this view."):  # fmt: skip
         assert words in text, words
+    configs = [TRAINING_SWEEP.parse(TINY, SweepConfig())[0], TRAINING_NOISE.parse(TINY, NoiseConfig())[0],
+               TRAINING_PLACEMENT.parse(TINY, PlacementConfig())[0]]  # fmt: skip
     labels = [b.label for b in at.button if b.key.startswith("tr.run.")]
-    assert labels == [f"Run it (about {seconds_estimate(c):.0f} s)" for c in (SweepConfig(), NoiseConfig(),
-                                                                          PlacementConfig())], labels  # fmt: skip
+    assert labels == [f"Run it (about {seconds_estimate(c):.0f} s)" for c in configs], labels
     assert "opening it starts nothing by itself" in text
     assert len(at.get("download_button")) == 1
 
@@ -63,8 +76,8 @@ def test_the_other_buttons_run_theirs(name):
     assert not at.exception and ("chart-sweep" in keys if name == "sweep" else "chart-smoothness" in keys), keys
 
 
-NON_DEFAULT = {"lr": "8.0", "steps": "300", "seed": "3", "init": "default", "every": "30", "width": "20", "batch": "16",
-               "sweep_lrs": "0.5,2", "sweep_seeds": "4,5", "sweep_steps": "60", "sweep_act": "sigmoid",
+NON_DEFAULT = {"lr": "8.0", "steps": "300", "seeds": "3", "init": "default", "every": "30", "width": "20",
+               "batch": "16", "sweep_lrs": "0.5,2", "sweep_seeds": "4,5", "sweep_steps": "60", "sweep_act": "sigmoid",
                "sweep_init": "0.1", "noise_lr": "0.2", "noise_steps": "70", "noise_seeds": "1", "noise_mean": "0.5",
                "noise_std": "3.0", "relu_lr": "0.3", "relu_steps": "80", "relu_seeds": "2,9"}  # fmt: skip
 
@@ -76,8 +89,15 @@ def test_every_control_reads_the_url_and_a_link_reproduces_the_view():
                 **TRAINING_NOISE.to_query(NoiseConfig()), **TRAINING_PLACEMENT.to_query(PlacementConfig())}  # fmt: skip
     assert set(NON_DEFAULT) == set(expected), "every control of the page is in the table"
     assert at.sidebar.text_input(key="tr.lr").value == "8.0" and at.text_input(key="tr.sweep_lrs").value == "0.5,2"
-    at.sidebar.number_input(key="tr.seed").set_value(4).run()
-    assert dict(at.query_params) == {**NON_DEFAULT, "seed": "4"}
+    at.sidebar.text_input(key="tr.seeds").set_value("4,5").run()
+    assert dict(at.query_params) == {**NON_DEFAULT, "seeds": "4,5"}
+
+
+def test_an_old_link_with_one_seed_shows_that_seed_alone():
+    at = run_app({**SMALL, "seed": "3"}, "training")
+    assert not at.warning, [w.value for w in at.warning]
+    assert at.sidebar.text_input(key="tr.seeds").value == "3"
+    assert "seed 3" in page_text(at) and "there is no verdict" in page_text(at)
 
 
 def test_refused_settings_say_why_and_run_nothing():
@@ -86,7 +106,8 @@ def test_refused_settings_say_why_and_run_nothing():
     assert any("more than 200 evaluations" in e for e in errors), errors
     assert any("the sweep's learning rates repeat one" in e for e in errors), errors
     assert not [b for b in at.button if b.key == "tr.run.sweep"], "no button for a refused sweep"
-    assert not at.get("plotly_chart")
+    keys = [c.key for c in at.get("plotly_chart")]  # the two refused draw nothing; the defaults are shown
+    assert keys == ["chart-noise", "chart-smoothness", "chart-placement"], keys
 
 
 def test_hostile_values_are_inert():

@@ -42,6 +42,7 @@ CASES = {  # id: (what runs, config)
         "report", Config(layer=B1, shape=(8, 488), train_batch=4096, steps=2, dist="heavy-tailed")),
     "layer 2d 16x8x32x32, 10 steps": ("report", Config(shape=(16, 8, 32, 32), steps=10, train_batch=16)),
     "layer both refuse (2-D into BatchNorm2d)": ("report", Config(shape=(2000, 1000))),
+    "layer both refuse the displayed batch (no training steps)": ("report", Config(shape=(2000, 1000), steps=0)),
     "speed 2000x1000 float64": ("speed", Config(layer=B1, shape=(2000, 1000), dtype="float64")),
     "speed 2x1000000": ("speed", Config(layer=B1, shape=(2, 1_000_000), train_batch=2)),
     "compiled speed default": ("compiled", Config()),

@@ -170,12 +170,19 @@ OLD_LINKS = [  # (page's spec, its base, a query as the app wrote it before, the
      lambda: InferenceConfig(batch_size=8, channels=3, image_size=6, train_steps=4, finetune_steps=3, lr=0.1,
                              shift=-1.5, channel=2, seed=5, dtype="float64")),
     ("training", "?lr=0.5&steps=2000&seed=0&init=default&every=100&width=100&batch=60",
-     lambda: DriftConfig(init_std=None)),
-    ("eval-gap", "?order_lr=0.3&order_steps=500&order_batch=72&order_seed=0", lambda: BatchesConfig()),
+     lambda: DriftConfig(init_std=None, seeds=(0,))),  # one seed then: that seed alone, as it showed
+    ("eval-gap", "?order_lr=0.3&order_steps=500&order_batch=72&order_seed=0", lambda: BatchesConfig(seeds=(0,))),
 ]  # fmt: skip
 SPECS = {"layer": (LAYER, LayerConfig), "network": (NETWORK, NetworkConfig), "family": (FAMILY, FamilyConfig),
          "data-parallel": (DATA_PARALLEL, DataParallelConfig), "inference": (INFERENCE, InferenceConfig),
          "training": (TRAINING_DRIFT, DriftConfig), "eval-gap": (EVAL_GAP["batches"], BatchesConfig)}  # fmt: skip
+
+
+def test_a_view_of_several_seeds_writes_them_as_one_list_and_reads_them_back():
+    config = DriftConfig(seeds=(0, 3, 7))
+    query = TRAINING_DRIFT.to_query(config)
+    assert query["seeds"] == "0,3,7" and "seed" not in query, query
+    assert TRAINING_DRIFT.parse(query, DriftConfig()) == (config, [])
 
 
 @pytest.mark.parametrize("page, query, want", OLD_LINKS, ids=[f"{p}{q[:40]}" for p, q, _ in OLD_LINKS])

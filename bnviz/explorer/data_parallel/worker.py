@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 
 import bnviz
-from bnviz.explorer.data import sample_batch
+from bnviz.explorer.data import sample_batch, upstream_gradient
 from bnviz.hosting import procmem
 
 GLOO_TIMEOUT = datetime.timedelta(seconds=15)  # a collective waiting on a dead rank fails after this
@@ -33,7 +33,7 @@ def full_batch(sizes: tuple[int, ...], sample: tuple[int, ...], dist_name: str, 
     """The concatenated batch of every rank and its fixed upstream gradient (the same on every
     rank and in the parent: seeded)."""
     shape = (sum(sizes), *sample)
-    return sample_batch(dist_name, shape, seed, 0), sample_batch("normal", shape, seed + 7919, 0)
+    return sample_batch(dist_name, shape, seed, 0), upstream_gradient(shape, seed)
 
 
 def seeded_layer(cls: type, channels: int) -> torch.nn.Module:

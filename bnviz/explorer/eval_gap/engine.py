@@ -27,21 +27,23 @@ definitions they share: exact population statistics, live units, train-mode accu
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from bnviz.explorer import mlp
-from bnviz.explorer.contract import check_stop, ignore, never
+from bnviz.explorer.claims import ONE_IMAGE, SAME, Verdict, paired, verdict_word
+from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
 from bnviz.explorer.digits import Digits, load_digits
 from bnviz.explorer.eval_gap.measure import (
     LIVE,
     ShadowStats,
     Stats,
-    _avg,
     _check,
     _mean,
     _Models,
@@ -86,10 +88,12 @@ from bnviz.explorer.mlp import (
     one_thread,
     train_group,
 )
+from bnviz.explorer.stored import Store
 
 # --- 1. non-i.i.d. batches -------------------------------------------------------------------------
 
 ORDERS = ("sorted", "shuffled")  # the cause, then the fix
+COLLAPSE = 0.3  # a gap of this much (30 points) between train and eval mode is a collapse
 
 
 @dataclass(frozen=True)
@@ -124,9 +128,33 @@ class OrderResult:
 
 
 @dataclass(frozen=True)
-class BatchesReport:
-    config: BatchesConfig
+class BatchesRun:
+    """One seed of section 1: each order's result."""
+
+    seed: int
     orders: dict[str, OrderResult] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchesReport:
+    """Section 1 over the seeds: ``runs[k]`` is ``config.seeds[k]``'s."""
+
+    config: BatchesConfig
+    runs: tuple[BatchesRun, ...] = ()
+
+    def collapse(self) -> Verdict:
+        """"Sorted minibatches: train mode fine, eval mode collapses": train-mode minus eval-mode
+        test accuracy, seed by seed, beyond ``COLLAPSE``."""
+        s = [r.orders["sorted"] for r in self.runs]
+        return Verdict(tuple(o.train_mode_final - o.eval_test for o in s), COLLAPSE)
+
+    def shuffled_gap(self) -> tuple[float, ...]:
+        """Shuffled minibatches: train-mode minus eval-mode test accuracy, seed by seed."""
+        return tuple(r.orders["shuffled"].train_mode_final - r.orders["shuffled"].eval_test for r in self.runs)
+
+    @property
+    def verdict(self) -> str:
+        return f"eval collapses with sorted minibatches: {verdict_word(self.collapse())}"
 
 
 class _TrainModeProbe:
@@ -144,18 +172,14 @@ class _TrainModeProbe:
         self.accuracy.append(train_accuracy(model, self.data.train_x, self.data.train_y, self.batches))
 
 
-def run_batches(config: BatchesConfig, stopped: Callable[[], bool] = never,
-                progress: Callable[[float], None] = ignore) -> BatchesReport:  # fmt: skip
-    """Section 1: train on sorted and on shuffled minibatches; measure both modes."""
-    _check(config)
-    data = load_digits()
-    ticker = Ticker(config.network_steps(), stopped, progress)
+def _batches_seed(config: BatchesConfig, seed: int, data: Digits, ticker: Ticker) -> BatchesRun:
+    """Section 1, one seed: train on sorted and on shuffled minibatches; measure both modes."""
     made = {"sorted": sorted_batches(data.train_y, config.batch),
-            "shuffled": shuffled_batches(len(data.train_y), config.batch, config.seed)}  # fmt: skip
+            "shuffled": shuffled_batches(len(data.train_y), config.batch, seed)}  # fmt: skip
     results = {}
     for order in ORDERS:
         probe = _TrainModeProbe(data, made[order])
-        schedule = Schedule(config.lr, config.steps, config.batch, config.seed, config.eval_every, order=order)
+        schedule = Schedule(config.lr, config.steps, config.batch, seed, config.eval_every, order=order)
         curve = train_group({"bn": _relu(config.width)}, schedule, data, ticker, probe)["bn"]
         model = probe.models["bn"]
         with one_thread():
@@ -175,26 +199,36 @@ def run_batches(config: BatchesConfig, stopped: Callable[[], bool] = never,
                 var_ratio=var_ratio(running, pop),
                 batch_var_ratio=var_ratio(Stats(pop.mean, batch_vars), pop),
             )
+    return BatchesRun(seed, results)
+
+
+def run_batches(config: BatchesConfig, stopped: Stopped = never, progress: Progress = ignore) -> BatchesReport:
+    """Section 1, every seed."""
+    _check(config)
+    data = load_digits()
+    ticker = Ticker(config.network_steps(), stopped, progress)
+    runs = tuple(_batches_seed(config, seed, data, ticker) for seed in config.seeds)
     ticker.finish()
-    return BatchesReport(config, results)
+    return BatchesReport(config, runs)
 
 
 # --- 2. running statistics that lag ----------------------------------------------------------------
 
 
 @dataclass(frozen=True)
-class LagReport:
-    """``steps``: the checkpoints. ``accuracy[m][t]``: test accuracy at ``steps[t]`` with the
-    running statistics of momentum ``m`` (in ``config.momenta`` order); ``exact[t]``: with the
-    exact population statistics of that checkpoint's weights (PreciseBN). ``mean_error[m][t]`` and
-    ``var_error[m][t]``: how far the running statistics are from the exact ones then (averaged
-    over layers and live units: ``mean_error``/``var_error``).
+class LagRun:
+    """One seed of section 2. ``steps``: the checkpoints. ``accuracy[m][t]``: test accuracy at
+    ``steps[t]`` with the running statistics of momentum ``m`` (in ``config.momenta`` order);
+    ``unbiased[m][t]``: with the same running statistics once the initial buffers' share is taken
+    out (``unbias``); ``exact[t]``: with the exact population statistics of that checkpoint's
+    weights (PreciseBN). ``mean_error[m][t]`` and ``var_error[m][t]``: how far the running
+    statistics are from the exact ones then (averaged over layers and live units).
 
     At the end, per layer (ratios to the population variance, averaged over live units):
     ``batch_var``/``biased_batch_var``, the mean over one epoch of shuffled minibatches of their
     unbiased / biased variances; ``ema_var[m]``, the running variance at momentum ``m``."""
 
-    config: LagConfig
+    seed: int
     steps: tuple[int, ...] = ()
     accuracy: dict[float, tuple[float, ...]] = field(default_factory=dict)
     exact: tuple[float, ...] = ()
@@ -203,10 +237,53 @@ class LagReport:
     batch_var: tuple[float, ...] = ()
     biased_batch_var: tuple[float, ...] = ()
     ema_var: dict[float, tuple[float, ...]] = field(default_factory=dict)
+    unbiased: dict[float, tuple[float, ...]] = field(default_factory=dict)
 
     def gap(self, momentum: float) -> tuple[float, ...]:
         """Exact minus running-statistics accuracy at each checkpoint."""
         return tuple(e - a for e, a in zip(self.exact, self.accuracy[momentum], strict=True))
+
+    def unbiased_gap(self, momentum: float) -> tuple[float, ...]:
+        """Exact minus accuracy with the initial buffers' share taken out, at each checkpoint."""
+        return tuple(e - a for e, a in zip(self.exact, self.unbiased[momentum], strict=True))
+
+
+@dataclass(frozen=True)
+class LagReport:
+    """Section 2 over the seeds: ``runs[k]`` is ``config.seeds[k]``'s."""
+
+    config: LagConfig
+    runs: tuple[LagRun, ...] = ()
+
+    def lags(self, momentum: float) -> Verdict:
+        """"Momentum m lags": the largest shortfall against the exact statistics after step 0,
+        seed by seed, beyond ``SAME``."""
+        return Verdict(tuple(max((g for s, g in zip(r.steps, r.gap(momentum), strict=True) if s > 0),
+                                 default=math.nan) for r in self.runs), SAME)  # fmt: skip
+
+    def lags_unbiased(self, momentum: float) -> Verdict:
+        """The same once the initial buffers' share is taken out of the running statistics."""
+        return Verdict(tuple(max((g for s, g in zip(r.steps, r.unbiased_gap(momentum), strict=True) if s > 0),
+                                 default=math.nan) for r in self.runs), SAME)  # fmt: skip
+
+    @property
+    def verdict(self) -> str:
+        m = min(self.config.momenta)
+        return f"momentum {m:g} lags: {verdict_word(self.lags(m))}"
+
+
+def unbias(stats: Stats, momentum: float, updates: int) -> Stats:
+    r"""Running statistics with the initial buffers' share taken out. After t updates at momentum
+    m from the initial values (mean 0, variance 1) the running mean is
+    :math:`(1 - m)^t \cdot 0 + (1 - (1 - m)^t)\,ar\mu` — :math:`ar\mu` the average of the batch
+    statistics it has seen — so :math:`ar\mu = \hat\mu / (1 - (1-m)^t)` and
+    :math:`ar\sigma^2 = (\hat\sigma^2 - (1 - m)^t) / (1 - (1-m)^t)` (the same correction as
+    Adam's first step). Unchanged at t = 0."""
+    left = (1 - momentum) ** updates
+    if updates == 0 or left >= 1:
+        return stats
+    return Stats(tuple(tuple(v / (1 - left) for v in layer) for layer in stats.mean),
+                 tuple(tuple(max((v - left) / (1 - left), 0.0) for v in layer) for layer in stats.var))  # fmt: skip
 
 
 class _LagProbe:
@@ -214,7 +291,8 @@ class _LagProbe:
 
     def __init__(self, data: Digits, momenta: tuple[float, ...]) -> None:
         self.data, self.momenta = data, momenta
-        self.rows: list[tuple[int, dict[float, float], float, dict[float, float], dict[float, float]]] = []
+        self.rows: list[tuple[int, dict[float, float], float, dict[float, float], dict[float, float],
+                              dict[float, float]]] = []  # fmt: skip
         self.shadows: ShadowStats | None = None
         self.model: nn.Sequential | None = None
 
@@ -228,38 +306,35 @@ class _LagProbe:
             pop = exact_stats(model, d.train_x)
             with holding(model, pop):
                 exact = eval_accuracy(model, d.test_x, d.test_y)
-            acc, merr, verr = {}, {}, {}
+            acc, merr, verr, unbiased = {}, {}, {}, {}
             for m in self.momenta:
                 s = self.shadows.stats(m)
                 with holding(model, s):
                     acc[m] = eval_accuracy(model, d.test_x, d.test_y)
+                with holding(model, unbias(s, m, step)):
+                    unbiased[m] = eval_accuracy(model, d.test_x, d.test_y)
                 merr[m], verr[m] = _mean(mean_error(s, pop)), _mean(var_error(s, pop))
-        self.rows.append((step, acc, exact, merr, verr))
+        self.rows.append((step, acc, exact, merr, verr, unbiased))
 
 
-def run_lag(config: LagConfig, stopped: Callable[[], bool] = never,
-            progress: Callable[[float], None] = ignore) -> LagReport:  # fmt: skip
-    """Section 2: one training, its running averages at several momenta against PreciseBN."""
-    _check(config)
-    data = load_digits()
-    ticker = Ticker(config.steps, stopped, progress)
+def _lag_seed(config: LagConfig, seed: int, data: Digits, ticker: Ticker) -> LagRun:
+    """Section 2, one seed: one training, its running averages at several momenta against PreciseBN."""
     probe = _LagProbe(data, config.momenta)
-    schedule = Schedule(config.lr, config.steps, config.batch, config.seed, config.eval_every)
+    schedule = Schedule(config.lr, config.steps, config.batch, seed, config.eval_every)
     train_group({"bn": _relu(config.width)}, schedule, data, ticker, probe)
     assert probe.model is not None and probe.shadows is not None
     model, shadows = probe.model, probe.shadows
     with one_thread(), shadows.paused():
         pop = exact_stats(model, data.train_x)
-        epoch = shuffled_batches(len(data.train_y), config.batch, config.seed)
+        epoch = shuffled_batches(len(data.train_y), config.batch, seed)
         unbiased = batch_variances(model, data.train_x, epoch)
         n = config.batch
         biased = tuple(tuple(v * (n - 1) / n for v in layer) for layer in unbiased)
         ema_var = {m: var_ratio(shadows.stats(m), pop) for m in config.momenta}
     shadows.remove()
-    ticker.finish()
     rows = probe.rows
-    return LagReport(
-        config=config,
+    return LagRun(
+        seed=seed,
         steps=tuple(r[0] for r in rows),
         accuracy={m: tuple(r[1][m] for r in rows) for m in config.momenta},
         exact=tuple(r[2] for r in rows),
@@ -268,7 +343,18 @@ def run_lag(config: LagConfig, stopped: Callable[[], bool] = never,
         batch_var=var_ratio(Stats(pop.mean, unbiased), pop),
         biased_batch_var=var_ratio(Stats(pop.mean, biased), pop),
         ema_var=ema_var,
+        unbiased={m: tuple(r[5][m] for r in rows) for m in config.momenta},
     )
+
+
+def run_lag(config: LagConfig, stopped: Stopped = never, progress: Progress = ignore) -> LagReport:
+    """Section 2, every seed."""
+    _check(config)
+    data = load_digits()
+    ticker = Ticker(config.steps * len(config.seeds), stopped, progress)
+    runs = tuple(_lag_seed(config, seed, data, ticker) for seed in config.seeds)
+    ticker.finish()
+    return LagReport(config, runs)
 
 
 # --- 3. dropout before batch norm ------------------------------------------------------------------
@@ -318,22 +404,62 @@ ISOLATED_DRAWS = 4
 
 
 @dataclass(frozen=True)
-class DropoutReport:
-    """``train_mode[v]``/``eval_mode[v]``: test accuracy of network ``v`` in training mode (dropout
-    on; minibatches of ``config.batch`` of a seeded shuffle of the test split) and eval mode.
-    ``exact_eval``: the ``before-bn`` network in eval mode after ``recompute_batch_norm_stats``
-    with the model in eval mode (dropout off) over the training split (fix 2). ``layers``: one
-    ``ShiftLayer`` per batch norm."""
+class DropoutRun:
+    """One seed of section 3. ``train_mode[v]``/``eval_mode[v]``: test accuracy of network ``v`` in
+    training mode (dropout on; minibatches of ``config.batch`` of a seeded shuffle of the test
+    split) and eval mode. ``exact_eval``: the ``before-bn`` network in eval mode after
+    ``recompute_batch_norm_stats`` with the model in eval mode (dropout off) over the training split
+    (fix 2). ``layers``: one ``ShiftLayer`` per batch norm."""
 
-    config: DropoutConfig
+    seed: int
     train_mode: dict[str, float] = field(default_factory=dict)
     eval_mode: dict[str, float] = field(default_factory=dict)
     exact_eval: float = math.nan
     layers: tuple[ShiftLayer, ...] = ()
 
 
+@dataclass(frozen=True)
+class DropoutReport:
+    """Section 3 over the seeds: ``runs[k]`` is ``config.seeds[k]``'s. Each claim a ``Verdict``
+    over the seeds (margin: one test image)."""
+
+    config: DropoutConfig
+    runs: tuple[DropoutRun, ...] = ()
+
+    def _eval(self, variant: str) -> tuple[float, ...]:
+        return tuple(r.eval_mode[variant] for r in self.runs)
+
+    def drop(self) -> Verdict:
+        """"Dropout before batch norm does worse in eval mode than the same network without dropout"."""
+        return paired(self._eval("none"), self._eval("before-bn"), ONE_IMAGE)
+
+    def eval_above_train(self) -> Verdict:
+        """"The dropout network scores higher in eval mode than in train mode" (the same network)."""
+        return paired(self._eval("before-bn"), tuple(r.train_mode["before-bn"] for r in self.runs), ONE_IMAGE)
+
+    def fix_head(self) -> Verdict:
+        """Fix 1 against the broken network, in eval mode."""
+        return paired(self._eval("head"), self._eval("before-bn"), ONE_IMAGE)
+
+    def fix_exact(self) -> Verdict:
+        """Fix 2 (the statistics recomputed with dropout off) against the broken network, in eval mode."""
+        return paired(tuple(r.exact_eval for r in self.runs), self._eval("before-bn"), ONE_IMAGE)
+
+    @property
+    def verdict(self) -> str:
+        return f"dropout before BN drops eval accuracy: {verdict_word(self.drop())}"
+
+
+def _median(values: Sequence[float]) -> float:
+    """The median over units (NaN for none): one near-dead unit, whose ratio can be 1e17, moves a
+    mean over units anywhere; it does not move the median."""
+    finite = [v for v in values if math.isfinite(v)]
+    return statistics.median(finite) if finite else math.nan
+
+
 def _shift(real: Sequence[float], running: Sequence[float], units: list[int]) -> float:
-    return _avg([max(real[j] / running[j], running[j] / real[j]) for j in units if running[j] > 0])
+    """Li et al.'s shift of a layer, the median over its live units of max(real/running, running/real)."""
+    return _median([max(real[j] / running[j], running[j] / real[j]) for j in units if running[j] > 0])
 
 
 @torch.no_grad()
@@ -369,12 +495,12 @@ def _shift_layers(model: nn.Sequential, head: nn.Sequential, p: float, data: Dig
                 units=h.shape[1],
                 live=len(units),
                 shift=_shift(v.tolist(), running.var[k], units),
-                predicted=_avg([float(formula[j]) for j in units]),
+                predicted=_median([float(formula[j]) for j in units]),
                 simple=1 / (1 - p),
-                c2_over_v=_avg([float(c[j] ** 2 / v[j]) for j in units]),
-                isolated=_avg([float(draws[j] / vt[j]) for j in units_t]),
-                isolated_predicted=_avg([float(formula_t[j]) for j in units_t]),
-                centred=_avg([float(centred[j] / vt[j]) for j in units_t]),
+                c2_over_v=_median([float(c[j] ** 2 / v[j]) for j in units]),
+                isolated=_median([float(draws[j] / vt[j]) for j in units_t]),
+                isolated_predicted=_median([float(formula_t[j]) for j in units_t]),
+                centred=_median([float(centred[j] / vt[j]) for j in units_t]),
                 shift_exact=_shift(exact_real[k], exact.var[k], units),
                 shift_head=_shift(head_real[k], head_running.var[k],
                                   [j for j in range(len(head_real[k])) if head_real[k][j] > LIVE]),
@@ -382,18 +508,14 @@ def _shift_layers(model: nn.Sequential, head: nn.Sequential, p: float, data: Dig
     return tuple(out)
 
 
-def run_dropout(config: DropoutConfig, stopped: Callable[[], bool] = never,
-                progress: Callable[[float], None] = ignore) -> DropoutReport:  # fmt: skip
-    """Section 3: the three networks; the variance shift per layer; fix 2 on the first's weights."""
-    _check(config)
-    data = load_digits()
-    ticker = Ticker(config.network_steps(), stopped, progress)
+def _dropout_seed(config: DropoutConfig, seed: int, data: Digits, ticker: Ticker) -> DropoutRun:
+    """Section 3, one seed: the three networks; the variance shift per layer; fix 2 on the first's weights."""
     probe = _Models()
-    schedule = Schedule(config.lr, config.steps, config.batch, config.seed, config.steps)
+    schedule = Schedule(config.lr, config.steps, config.batch, seed, config.steps)
     curves = train_group(config.archs(), schedule, data, ticker, probe)
-    check_stop(stopped)
+    check_stop(ticker.stopped)
     with one_thread():
-        test_batches = shuffled_batches(len(data.test_y), config.batch, config.seed)
+        test_batches = shuffled_batches(len(data.test_y), config.batch, seed)
         models = probe.models
         train_mode = {v: train_accuracy(models[v], data.test_x, data.test_y, test_batches) for v in DROPOUT_VARIANTS}
         model = models["before-bn"]
@@ -403,9 +525,18 @@ def run_dropout(config: DropoutConfig, stopped: Callable[[], bool] = never,
         with holding(model, exact):
             exact_eval = eval_accuracy(model, data.test_x, data.test_y)
         layers = _shift_layers(model, models["head"], config.p, data, exact)
-    ticker.finish()
     eval_mode = {v: curves[v].final_accuracy for v in DROPOUT_VARIANTS}
-    return DropoutReport(config, train_mode, eval_mode, exact_eval, layers)
+    return DropoutRun(seed, train_mode, eval_mode, exact_eval, layers)
+
+
+def run_dropout(config: DropoutConfig, stopped: Stopped = never, progress: Progress = ignore) -> DropoutReport:
+    """Section 3, every seed."""
+    _check(config)
+    data = load_digits()
+    ticker = Ticker(config.network_steps(), stopped, progress)
+    runs = tuple(_dropout_seed(config, seed, data, ticker) for seed in config.seeds)
+    ticker.finish()
+    return DropoutReport(config, runs)
 
 
 # --- running ---------------------------------------------------------------------------------------
@@ -419,8 +550,25 @@ RUNS: dict[type, Callable[..., Any]] = {
 CONFIGS: dict[str, type] = dict(zip(SECTIONS, RUNS, strict=True))  # section name → its config class
 
 
-def run(config: AnyConfig, stopped: Callable[[], bool] = never,
-        progress: Callable[[float], None] = ignore) -> AnyReport:  # fmt: skip
-    """Run the section ``config`` describes."""
-    return RUNS[type(config)](config, stopped, progress)
+REPORTS: dict[type, type] = {
+    BatchesConfig: BatchesReport, LagConfig: LagReport, DropoutConfig: DropoutReport,
+    AccumulationConfig: AccumulationReport, PassesConfig: PassesReport, CheckpointConfig: CheckpointReport,
+}  # fmt: skip
+STORE = Store(Path(__file__).with_name("stored.json"), lambda config: REPORTS[type(config)])
+AHEAD: tuple[AnyConfig, ...] = tuple(cls() for cls in RUNS)  # every section's default view
 
+
+def computed_ahead(config: AnyConfig) -> bool:
+    """Whether ``config``'s report is one of those computed ahead (``STORE``)."""
+    return STORE.has(config)
+
+
+def run(config: AnyConfig, stopped: Stopped = never, progress: Progress = ignore, live: bool = False) -> AnyReport:
+    """Run the section ``config`` describes: from the reports computed ahead when it is one of them
+    (unless ``live``), else here."""
+    stored = None if live else STORE.get(config)
+    if stored is not None:
+        _check(config)
+        progress(1.0)
+        return stored
+    return RUNS[type(config)](config, stopped, progress)

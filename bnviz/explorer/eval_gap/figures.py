@@ -82,10 +82,11 @@ def _bar(name: str, x: list[str], y: list[float], color: str, fmt: str = ".3f", 
 def batches_accuracy_figure(report: BatchesReport) -> go.Figure:
     """Accuracy over training, sorted minibatches left and shuffled right: train mode (on the
     training images, in minibatches made the training's way) and eval mode (test split)."""
+    run = report.runs[0]
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
                         subplot_titles=[ORDER_NAMES[o] for o in ORDERS])  # fmt: skip
     for col, order in enumerate(ORDERS, start=1):
-        r = report.orders[order]
+        r = run.orders[order]
         steps = list(r.curve.steps)
         for mode, ys, color in (("train mode", r.train_mode, TRAIN_COLOR), ("eval mode", r.curve.test_accuracy,
                                                                              EVAL_COLOR)):  # fmt: skip
@@ -95,30 +96,60 @@ def batches_accuracy_figure(report: BatchesReport) -> go.Figure:
                                                    "<extra></extra>"), row=1, col=col)  # fmt: skip
         fig.update_xaxes(title_text="SGD step", rangemode="tozero", row=1, col=col)
         _accuracy_axis(fig, row=1, col=col)
-    fig.update_layout(height=380, title="Accuracy, train mode and eval mode", **LAYOUT)  # fmt: skip
+    fig.update_layout(height=380, title=f"Accuracy, train mode and eval mode (seed {run.seed})", **LAYOUT)
     return fig
 
 
 def batches_statistics_figure(report: BatchesReport) -> go.Figure:
     """Per batch norm, as a ratio to the exact population variance: the running variance, and
     the mean of the minibatches' variances, for each order."""
-    n = len(report.orders["sorted"].var_ratio)
+    run = report.runs[0]
+    n = len(run.orders["sorted"].var_ratio)
     fig = go.Figure()
     for order in ORDERS:
-        r = report.orders[order]
+        r = run.orders[order]
         fig.add_trace(_bar(f"{ORDER_NAMES[order]}: running variance", _layers(n), list(r.var_ratio),
                            ORDER_COLORS[order]))  # fmt: skip
         fig.add_trace(_bar(f"{ORDER_NAMES[order]}: mean of the minibatches' variances", _layers(n),
                            list(r.batch_var_ratio), ORDER_COLORS[order], marker_pattern_shape="/"))  # fmt: skip
     _one_line(fig)
     fig.update_yaxes(title_text="÷ population variance")
-    fig.update_layout(barmode="group", height=360, title="Variances ÷ the exact variance", **LAYOUT)
+    fig.update_layout(barmode="group", height=360, title=f"Variances ÷ the exact variance (seed {run.seed})", **LAYOUT)
     return fig
+
+
+def seeds_figure(title: str, rows: list[tuple[str, tuple[float, ...], str]], seeds: tuple[int, ...],
+                 axis: str = "test accuracy", percent: bool = True) -> go.Figure:  # fmt: skip
+    """Every seed's value of each quantity (``rows``: label, one value per seed, colour) as dots, and
+    their mean as a wide dash: the spread a verdict over the seeds is made from."""
+    fig = go.Figure()
+    fmt = ".1%" if percent else ".3g"
+    for label, values, color in rows:
+        fig.add_trace(go.Scatter(x=[label] * len(values), y=[finite(v) for v in values], mode="markers",
+                                 marker=dict(color=color, size=9, opacity=0.75), showlegend=False,
+                                 text=[f"seed {s}" for s in seeds],
+                                 hovertemplate=f"%{{text}}: %{{y:{fmt}}}<extra>{label}</extra>"))  # fmt: skip
+        mean = [v for v in values if v == v]
+        fig.add_trace(go.Scatter(x=[label], y=[sum(mean) / len(mean) if mean else None], mode="markers",
+                                 marker=dict(symbol="line-ew-open", size=40, line=dict(width=3, color=color)),
+                                 showlegend=False, hovertemplate=f"mean: %{{y:{fmt}}}<extra>{label}</extra>"))
+    fig.update_yaxes(title_text=axis, tickformat=".0%" if percent else None)
+    fig.update_layout(height=360, title=f"{title} — each of {len(seeds)} seeds, and the mean", **LAYOUT)
+    return fig
+
+
+def batches_seeds_figure(report: BatchesReport) -> go.Figure:
+    """Final train-mode and eval-mode accuracy of each order, every seed."""
+    rows = [(f"{ORDER_NAMES[o]}, {mode}", tuple(getattr(r.orders[o], attr) for r in report.runs), color)
+            for o in ORDERS for mode, attr, color in (("train mode", "train_mode_final", TRAIN_COLOR),
+                                                      ("eval mode", "eval_test", EVAL_COLOR))]  # fmt: skip
+    return seeds_figure("Final accuracy", rows, report.config.seeds)
 
 
 def batches_figures(report: BatchesReport) -> dict[str, go.Figure]:
     """Section 1's charts by name."""
-    return {"accuracy": batches_accuracy_figure(report), "statistics": batches_statistics_figure(report)}
+    return {"seeds": batches_seeds_figure(report), "accuracy": batches_accuracy_figure(report),
+            "statistics": batches_statistics_figure(report)}  # fmt: skip
 
 
 # --- 2. running statistics that lag ----------------------------------------------------------------
@@ -132,33 +163,35 @@ def _momentum_colors(momenta: tuple[float, ...]) -> dict[float, str]:
 def lag_accuracy_figure(report: LagReport) -> go.Figure:
     """Test accuracy in eval mode over training: with the running statistics of each momentum,
     and with the exact population statistics of the same weights (PreciseBN)."""
+    run = report.runs[0]
     fig = go.Figure()
-    steps, colors = list(report.steps), _momentum_colors(report.config.momenta)
+    steps, colors = list(run.steps), _momentum_colors(report.config.momenta)
     for m in report.config.momenta:
-        fig.add_trace(go.Scatter(x=steps, y=list(report.accuracy[m]), mode="lines+markers", name=f"momentum {m:g}",
+        fig.add_trace(go.Scatter(x=steps, y=list(run.accuracy[m]), mode="lines+markers", name=f"momentum {m:g}",
                                  line=dict(color=colors[m], width=2.5),
                                  hovertemplate=f"momentum {m:g}, step %{{x}}: %{{y:.1%}}<extra></extra>"))  # fmt: skip
-    fig.add_trace(go.Scatter(x=steps, y=list(report.exact), mode="lines", name="exact statistics (PreciseBN)",
+    fig.add_trace(go.Scatter(x=steps, y=list(run.exact), mode="lines", name="exact statistics (PreciseBN)",
                              line=dict(color=EXACT_COLOR, width=2, dash="dash"),
                              hovertemplate="exact statistics, step %{x}: %{y:.1%}<extra></extra>"))  # fmt: skip
     fig.update_xaxes(title_text="SGD step", rangemode="tozero")
     _accuracy_axis(fig)
-    fig.update_layout(height=380, title="Eval-mode test accuracy", **LAYOUT)  # fmt: skip
+    fig.update_layout(height=380, title=f"Eval-mode test accuracy (seed {run.seed})", **LAYOUT)
     return fig
 
 
 def lag_distance_figure(report: LagReport) -> go.Figure:
     """How far each momentum's running variance is from the exact one, over training (log axis)."""
+    run = report.runs[0]
     fig = go.Figure()
-    steps, colors = list(report.steps), _momentum_colors(report.config.momenta)
+    steps, colors = list(run.steps), _momentum_colors(report.config.momenta)
     for m in report.config.momenta:
-        fig.add_trace(go.Scatter(x=steps, y=[finite(v) for v in report.var_error[m]], mode="lines+markers",
+        fig.add_trace(go.Scatter(x=steps, y=[finite(v) for v in run.var_error[m]], mode="lines+markers",
                                  name=f"momentum {m:g}", line=dict(color=colors[m], width=2.5),
                                  hovertemplate=f"momentum {m:g}, step %{{x}}: %{{y:.3g}}<extra></extra>"))  # fmt: skip
     fig.update_xaxes(title_text="SGD step", rangemode="tozero")
-    ticks, labels = log_ticks([v for m in report.config.momenta for v in report.var_error[m]])
+    ticks, labels = log_ticks([v for m in report.config.momenta for v in run.var_error[m]])
     fig.update_yaxes(type="log", title_text="mean |running var ÷ exact var − 1|", tickvals=ticks, ticktext=labels)
-    fig.update_layout(height=360, title="Running variance against exact", **LAYOUT)
+    fig.update_layout(height=360, title=f"Running variance against exact (seed {run.seed})", **LAYOUT)
     return fig
 
 
@@ -166,26 +199,39 @@ def lag_variance_figure(report: LagReport) -> go.Figure:
     """At the end, per batch norm, as a ratio to the exact population variance: the mean over an
     epoch of shuffled minibatches of their unbiased and their biased variances (the running
     variances are on the distance chart)."""
-    n = len(report.batch_var)
+    run = report.runs[0]
+    n = len(run.batch_var)
     fig = go.Figure()
-    fig.add_trace(_bar("mean of minibatch variances (unbiased, ÷ (n − 1))", _layers(n), list(report.batch_var),
+    fig.add_trace(_bar("mean of minibatch variances (unbiased, ÷ (n − 1))", _layers(n), list(run.batch_var),
                        FIX_COLOR, fmt=".4f"))  # fmt: skip
-    fig.add_trace(_bar("mean of minibatch variances (biased, ÷ n)", _layers(n), list(report.biased_batch_var),
+    fig.add_trace(_bar("mean of minibatch variances (biased, ÷ n)", _layers(n), list(run.biased_batch_var),
                        FIX_COLOR, fmt=".4f", marker_pattern_shape="/"))  # fmt: skip
     fig.add_hline(y=1.0, line=dict(color=EXACT_COLOR, dash="dash", width=1.5), annotation_text="exact population",
                   annotation_position="top left")  # fmt: skip
-    values = [v for v in (*report.batch_var, *report.biased_batch_var, 1.0) if v == v]
+    values = [v for v in (*run.batch_var, *run.biased_batch_var, 1.0) if v == v]
     pad = max(0.01, (max(values) - min(values)) * 0.3)
     fig.update_yaxes(title_text="÷ exact population variance", range=[min(values) - pad, max(values) + pad])
-    fig.update_layout(barmode="group", height=360, title="Batch variances ÷ exact variance",
+    fig.update_layout(barmode="group", height=360, title=f"Batch variances ÷ exact variance (seed {run.seed})",
                       **LAYOUT)  # fmt: skip
     return fig
 
 
+def lag_seeds_figure(report: LagReport) -> go.Figure:
+    """Each momentum's largest shortfall against the exact statistics after step 0, as the running
+    statistics are and with the initial buffers' share taken out, every seed."""
+    colors = _momentum_colors(report.config.momenta)
+    rows = []
+    for m in report.config.momenta:
+        rows.append((f"momentum {m:g}", report.lags(m).differences, colors[m]))
+        rows.append((f"momentum {m:g}, initial buffers out", report.lags_unbiased(m).differences, EXACT_COLOR))
+    return seeds_figure("Largest shortfall against the exact statistics", rows, report.config.seeds,
+                        axis="accuracy points below the exact statistics")  # fmt: skip
+
+
 def lag_figures(report: LagReport) -> dict[str, go.Figure]:
     """Section 2's charts by name."""
-    return {"accuracy": lag_accuracy_figure(report), "distance": lag_distance_figure(report),
-            "variance": lag_variance_figure(report)}  # fmt: skip
+    return {"seeds": lag_seeds_figure(report), "accuracy": lag_accuracy_figure(report),
+            "distance": lag_distance_figure(report), "variance": lag_variance_figure(report)}  # fmt: skip
 
 
 # --- 3. dropout before batch norm ------------------------------------------------------------------
@@ -195,9 +241,10 @@ def dropout_shift_figure(report: DropoutReport) -> go.Figure:
     """Left, the dropout alone on the same inputs: measured variance ratio against the formula,
     and for the inputs centred to zero mean against 1/(1 − p). Right, in the network: the
     variance shift max(real/running, running/real) before the fix, the formula's, and after each fix."""
+    run = report.runs[0]
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("dropout alone", "in the network"))  # fmt: skip
-    layers = report.layers
+    layers = run.layers
     names = _layers(len(layers))
     left = (("measured", [s.isolated for s in layers], CAUSE_COLOR, ""),
             ("formula", [s.isolated_predicted for s in layers], PREDICTED_COLOR, ""),
@@ -215,28 +262,43 @@ def dropout_shift_figure(report: DropoutReport) -> go.Figure:
         _one_line(fig, row=1, col=col)
     fig.update_yaxes(title_text="train ÷ eval variance", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="variance shift", rangemode="tozero", row=1, col=2)
-    fig.update_layout(barmode="group", height=420, title=f"Variance shift, dropout p = {report.config.p:g}",
-                      **LAYOUT)  # fmt: skip
+    fig.update_layout(barmode="group", height=420, title=f"Variance shift, dropout p = {report.config.p:g} (seed "
+                      f"{run.seed}; medians over units)", **LAYOUT)  # fmt: skip
     return fig
 
 
 def dropout_accuracy_figure(report: DropoutReport) -> go.Figure:
     """Test accuracy of each network in train mode (dropout on) and eval mode, and of the first
     network with its statistics recomputed in eval mode (fix 2)."""
+    run = report.runs[0]
     names = [DROPOUT_NAMES[v] for v in DROPOUT_VARIANTS] + ["fix 2: statistics recomputed in eval mode"]
     fig = go.Figure()
-    fig.add_trace(_bar("train mode", names[:3], [report.train_mode[v] for v in DROPOUT_VARIANTS], TRAIN_COLOR,
+    fig.add_trace(_bar("train mode", names[:3], [run.train_mode[v] for v in DROPOUT_VARIANTS], TRAIN_COLOR,
                        fmt=".1%"))  # fmt: skip
-    fig.add_trace(_bar("eval mode", names, [report.eval_mode[v] for v in DROPOUT_VARIANTS] + [report.exact_eval],
+    fig.add_trace(_bar("eval mode", names, [run.eval_mode[v] for v in DROPOUT_VARIANTS] + [run.exact_eval],
                        EVAL_COLOR, fmt=".1%"))  # fmt: skip
     _accuracy_axis(fig)
-    fig.update_layout(barmode="group", height=380, title="Test accuracy, train and eval mode", **LAYOUT)
+    fig.update_layout(barmode="group", height=380, title=f"Test accuracy, train and eval mode (seed {run.seed})",
+                      **LAYOUT)  # fmt: skip
     return fig
+
+
+def dropout_seeds_figure(report: DropoutReport) -> go.Figure:
+    """The dropout network's test accuracy in train and eval mode, and in eval mode the same
+    network without dropout and the two fixes, every seed."""
+    runs = report.runs
+    rows = [(f"{DROPOUT_NAMES['before-bn']}, train mode", tuple(r.train_mode["before-bn"] for r in runs), TRAIN_COLOR),
+            (f"{DROPOUT_NAMES['before-bn']}, eval mode", tuple(r.eval_mode["before-bn"] for r in runs), CAUSE_COLOR),
+            (DROPOUT_NAMES["none"], tuple(r.eval_mode["none"] for r in runs), INPUT_COLOR),
+            (DROPOUT_NAMES["head"], tuple(r.eval_mode["head"] for r in runs), FIX_COLOR),
+            ("fix 2: statistics recomputed, dropout off", tuple(r.exact_eval for r in runs), EXACT_COLOR)]  # fmt: skip
+    return seeds_figure("Test accuracy", rows, report.config.seeds)
 
 
 def dropout_figures(report: DropoutReport) -> dict[str, go.Figure]:
     """Section 3's charts by name."""
-    return {"shift": dropout_shift_figure(report), "accuracy": dropout_accuracy_figure(report)}
+    return {"seeds": dropout_seeds_figure(report), "shift": dropout_shift_figure(report),
+            "accuracy": dropout_accuracy_figure(report)}  # fmt: skip
 
 
 # --- 4. micro-batches and gradient accumulation ----------------------------------------------------

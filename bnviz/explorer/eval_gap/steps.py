@@ -93,6 +93,11 @@ class AccumulationReport:
     grad_difference: float = math.nan
     grad_cosine: float = math.nan
 
+    @property
+    def verdict(self) -> str:
+        c = self.counted
+        return f"k micro-batches count as k batches: {c.get('micro', 0)} updates against {c.get('big', 0)}"
+
 
 def _spread(model: nn.Module, x: Tensor, batches: list[Tensor], pop: Stats) -> tuple[tuple[float, ...], ...]:
     """Per layer: the standard deviation over ``batches`` of the batch means (in population σ)
@@ -219,6 +224,10 @@ class PassesReport:
     eval_accuracy: dict[str, float] = field(default_factory=dict)
     logits: tuple[tuple[float, float], ...] = ()
 
+    @property
+    def verdict(self) -> str:
+        return f"two passes are not one: {100 * self.changed:.1f} % of A's predicted classes change"
+
 
 def make_pair(x: Tensor, kind: str, g: torch.Generator) -> tuple[Tensor, Tensor]:
     """(A, B) from the images ``x``: real and pixel-shuffled fakes, or two augmented views."""
@@ -318,6 +327,14 @@ class CheckpointReport:
     var_difference: dict[str, float] = field(default_factory=dict)
     weight_difference: dict[str, float] = field(default_factory=dict)
     eval_accuracy: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def verdict(self) -> str:
+        steps = self.config.steps
+        twice = all(n == 2 * steps for n in self.counted.get("torch-non-reentrant", ()))
+        once = all(n == steps for n in self.counted.get("bnviz-non-reentrant", ()))
+        return "torch counts each checkpointed step twice, bnviz once" if twice and once else \
+            "the counts are not torch's twice and bnviz's once"
 
 
 def _largest(a: Sequence[Tensor], b: Sequence[Tensor]) -> float:

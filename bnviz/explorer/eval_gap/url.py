@@ -22,11 +22,13 @@ from bnviz.explorer.mlp import (
     Schedule,
     range_check,
 )
-from bnviz.explorer.query import Param, QuerySpec, choice, float_in, int_in, number_list
+from bnviz.explorer.query import Param, QuerySpec, choice, float_in, int_in, number_list, whole_list
 
 SECTIONS = ("batches", "lag", "dropout", "accumulation", "passes", "checkpoint")
 DEFAULT_SECTIONS = ("batches", "lag")  # run on navigation (≈ 3 s together here); the others on a button
 MAX_MOMENTA = 6
+MAX_SEEDS = 10
+SEEDS = (0, 1, 2, 3, 4)  # sections 1–3 run five seeds by default: their claims' verdicts (claims.py) count them
 MAX_PAIRS = 200
 MAX_MICRO = 16  # micro-batches per step (k)
 MIN_MICRO_BATCH, MAX_MICRO_BATCH = 2, 128  # values per micro-batch (n): batch norm needs 2 or more
@@ -56,16 +58,17 @@ class BatchesConfig:
     batch: int = 72  # about half a class (each has 143–146 training images): most minibatches hold one
     width: int = 100
     eval_every: int = 50
-    seed: int = 0
+    seeds: tuple[int, ...] = SEEDS
 
     def network_steps(self) -> int:
-        return 2 * self.steps
+        return 2 * self.steps * len(self.seeds)
 
     def evaluations(self) -> int:
-        return len(Schedule(self.lr, self.steps, self.batch, self.seed, self.eval_every).eval_steps())
+        return len(Schedule(self.lr, self.steps, self.batch, self.seeds[0], self.eval_every).eval_steps())
 
     def estimate_bytes(self) -> int:
-        return _estimate(self.width, self.batch, 2, 6 * self.evaluations())  # one order's network at a time
+        # one order's network at a time
+        return _estimate(self.width, self.batch, 2, 6 * self.evaluations() * len(self.seeds))
 
     def refusal(self) -> str | None:
         """Why this section is not run (a value out of range, or too much work), or None — checked
@@ -86,17 +89,18 @@ class LagConfig:
     width: int = 100
     momenta: tuple[float, ...] = (0.001, 0.01, 0.1)
     eval_every: int = 20
-    seed: int = 0
+    seeds: tuple[int, ...] = SEEDS
 
     def network_steps(self) -> int:
-        return self.steps + self.steps * len(self.momenta) // 3  # a shadow costs about a third of a step
+        # a shadow costs about a third of a step
+        return (self.steps + self.steps * len(self.momenta) // 3) * len(self.seeds)
 
     def evaluations(self) -> int:
-        return len(Schedule(self.lr, self.steps, self.batch, self.seed, self.eval_every).eval_steps())
+        return len(Schedule(self.lr, self.steps, self.batch, self.seeds[0], self.eval_every).eval_steps())
 
     def estimate_bytes(self) -> int:
         points = (4 + 4 * len(self.momenta)) * self.evaluations()
-        return _estimate(self.width, self.batch, 1, points)  # a shadow is 3 small batch norms
+        return _estimate(self.width, self.batch, 1, points * len(self.seeds))  # a shadow is 3 small batch norms
 
     def refusal(self) -> str | None:
         """Why this section is not run (a value out of range, or too much work), or None — checked
@@ -123,7 +127,7 @@ class DropoutConfig:
     steps: int = 600
     batch: int = 60
     width: int = 64
-    seed: int = 0
+    seeds: tuple[int, ...] = SEEDS
 
     def archs(self) -> dict[str, Arch]:
         kw = dict(activation="relu", placement=self.placement, init_std=None)
@@ -134,7 +138,7 @@ class DropoutConfig:
         }
 
     def network_steps(self) -> int:
-        return 3 * self.steps
+        return 3 * self.steps * len(self.seeds)
 
     def estimate_bytes(self) -> int:
         return _estimate(self.width, self.batch, 3, 60, rows=2 * TRAIN_ROWS)  # inputs kept, masks drawn
@@ -331,11 +335,20 @@ def _first(config: AnyConfig, *checks: str | None) -> str | None:
     return next((c for c in checks if c), None) or mlp.work_refusal(config)  # type: ignore[arg-type]
 
 
+def _seeds(seeds: Any) -> str | None:
+    if not isinstance(seeds, tuple) or not 1 <= len(seeds) <= MAX_SEEDS:
+        return f"{len(seeds) if isinstance(seeds, tuple) else seeds!r} seeds were given; give 1 to {MAX_SEEDS}"
+    if len(set(seeds)) != len(seeds):
+        return f"the seeds {', '.join(map(str, seeds))} repeat one; give each once"
+    return next((r for s in seeds if (r := range_check(s, 0, MAX_SEED, "a seed"))), None)
+
+
 def _trainer(config: AnyConfig, batch: bool = True) -> tuple[str | None, ...]:
-    """The checks every section shares: steps, width, seed, learning rate (and the batch size)."""
+    """The checks every section shares: steps, width, seed(s), learning rate (and the batch size)."""
+    seeds = _seeds(config.seeds) if hasattr(config, "seeds") else range_check(config.seed, 0, MAX_SEED, "the seed")
     shared = (range_check(config.steps, 1, MAX_STEPS, "the number of steps"),
               range_check(config.width, MIN_WIDTH, MAX_WIDTH, "the width (units per hidden layer)"),
-              range_check(config.seed, 0, MAX_SEED, "the seed"), _lr(config.lr))  # fmt: skip
+              seeds, _lr(config.lr))  # fmt: skip
     return (*shared, range_check(config.batch, mlp.MIN_BATCH, MAX_BATCH, "the batch size")) if batch else shared
 
 
@@ -344,22 +357,29 @@ STEPS = int_in(1, mlp.MAX_STEPS)
 
 
 SEED = int_in(0, mlp.MAX_SEED)
+SEED_LIST = whole_list(0, mlp.MAX_SEED, MAX_SEEDS)
+
+
+def ONE_SEED(text: str) -> tuple[int, ...]:
+    """A link's old single seed: that seed alone."""
+    return (SEED(text),)
 
 
 EVAL_GAP = {  # section: its URL, one QuerySpec per config of bnviz.explorer.engine
     "batches": QuerySpec[BatchesConfig](
         [Param("order_lr", "lr", float_in(1e-6, mlp.MAX_LR)), Param("order_steps", "steps", STEPS),
-         Param("order_batch", "batch", int_in(2, MAX_BATCH)), Param("order_seed", "seed", SEED)]
+         Param("order_batch", "batch", int_in(2, MAX_BATCH)), Param("order_seed", "seeds", ONE_SEED, write=False),
+         Param("order_seeds", "seeds", SEED_LIST)]
     ),
     "lag": QuerySpec[LagConfig](
         [Param("lag_momenta", "momenta", number_list(1e-6, 1.0, MAX_MOMENTA)),
          Param("lag_lr", "lr", float_in(1e-6, mlp.MAX_LR)), Param("lag_steps", "steps", STEPS),
-         Param("lag_seed", "seed", SEED)]
+         Param("lag_seed", "seeds", ONE_SEED, write=False), Param("lag_seeds", "seeds", SEED_LIST)]
     ),
     "dropout": QuerySpec[DropoutConfig](
         [Param("p", "p", float_in(1e-6, MAX_P)), Param("dropout_input", "placement",
          choice(DROPOUT_INPUTS)), Param("dropout_steps", "steps", STEPS),
-         Param("dropout_seed", "seed", SEED)]
+         Param("dropout_seed", "seeds", ONE_SEED, write=False), Param("dropout_seeds", "seeds", SEED_LIST)]
     ),
     "accumulation": QuerySpec[AccumulationConfig](
         [Param("micro", "micro", int_in(1, MAX_MICRO)), Param("micro_batch", "micro_batch", int_in(2, 128)),

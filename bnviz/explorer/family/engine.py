@@ -27,7 +27,7 @@ from torch import Tensor
 
 import bnviz
 from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
-from bnviz.explorer.data import sample_batch
+from bnviz.explorer.data import sample_batch, upstream_gradient
 from bnviz.explorer.family.url import MEMBERS, FamilyConfig
 from bnviz.explorer.parity import as_accurate, diff, tolerance
 from bnviz.explorer.picture import Cells, Grouping, cells, cells_figure, cube_svg, spatial_names
@@ -99,7 +99,7 @@ class MemberReport:
     affine_shape: tuple[int, ...]
     max_abs: dict[str, float]  # output, grad input, grad weight, grad bias: max |bnviz − torch|
     ok: bool
-    sample0_change: float  # max |Δ| of sample 0's output when the other samples change
+    sample0_change: float | None  # max |Δ| of sample 0's output when the other samples change (None: a batch of one)
     histogram: dict[str, Any] = field(default_factory=dict)
     cells: Cells | None = None
 
@@ -110,10 +110,13 @@ class MemberReport:
 
 @dataclass(frozen=True)
 class FamilyReport:
-    """Everything the family page shows; plain data only."""
+    """Everything the family page shows; plain data only. ``eval_change``: batch norm in eval mode
+    (normalizing with running statistics, here those of this batch), how far sample 0's output
+    moves when the other samples change (None: a batch of one)."""
 
     config: FamilyConfig
     members: tuple[MemberReport, ...]
+    eval_change: float | None = None
 
     @property
     def verdict(self) -> str:
@@ -133,7 +136,7 @@ def _run_member(config: FamilyConfig, member: str, x: Tensor, other: Tensor) -> 
     ours, ref = functions(config, member)
     w, b = _params(config, member)
     rtol, atol = tolerance(torch.float32)
-    upstream = sample_batch("normal", config.shape, config.seed + 7919, 0)
+    upstream = upstream_gradient(config.shape, config.seed)
     results = []
     for fn, dtype in ((ours, torch.float32), (ref, torch.float32), (ref, torch.float64)):  # the last: the truth
         xr = x.to(dtype).requires_grad_()
@@ -150,8 +153,10 @@ def _run_member(config: FamilyConfig, member: str, x: Tensor, other: Tensor) -> 
         # within float32's tolerance of torch, or about as close as torch to the float64 run
         closer = as_accurate(float((a.double() - t).abs().max()), float((r.double() - t).abs().max()))
         max_abs[name], ok = d.max_abs, ok and (d.ok or closer)
-    with torch.no_grad():
-        change = float((ours(other, w, b)[0] - results[0][0][0]).abs().max())
+    change = None
+    if x.size(0) > 1:  # a batch of one has no other sample to change
+        with torch.no_grad():
+            change = float((ours(other, w, b)[0] - results[0][0][0]).abs().max())
     g = grouping(config, member)
     y = results[0][0].double().numpy().ravel()
     y_ref = results[1][0].double().numpy().ravel()
@@ -188,7 +193,21 @@ def run(config: FamilyConfig, stopped: Stopped = never, progress: Progress = ign
         check_stop(stopped)
         members.append(_run_member(config, m, x, other))
         progress((k + 1) / len(MEMBERS))
-    return FamilyReport(config, tuple(members))
+    return FamilyReport(config, tuple(members), eval_change(config, x, other))
+
+
+def eval_change(config: FamilyConfig, x: Tensor, other: Tensor) -> float | None:
+    """Batch norm in eval mode: sample 0's output moves by this much (max |Δ|) when the other
+    samples change, the running statistics being this batch's (mean and unbiased variance over N
+    and the spatial dims, as one training update with momentum 1 leaves them). None for a batch of one."""
+    if x.size(0) < 2:
+        return None
+    dims = [0, *range(2, x.dim())]
+    var, mean = torch.var_mean(x, dims)
+    w, b = _params(config, "BatchNorm")
+    with torch.no_grad():
+        ys = [bnviz.batch_norm(t, mean.clone(), var.clone(), w, b, False, 0.1, config.eps) for t in (x, other)]
+    return float((ys[0][0] - ys[1][0]).abs().max())
 
 
 def universal_rows(report: FamilyReport) -> tuple[list[dict[str, str]], list[dict[str, str]]]:
@@ -216,16 +235,42 @@ def universal_rows(report: FamilyReport) -> tuple[list[dict[str, str]], list[dic
     return sizes, kinds
 
 
+def _moves(change: float | None) -> tuple[str, str]:
+    if change is None:
+        return "—", "no other sample"
+    return ("0 (exactly)" if change == 0 else f"{change:.3g}"), ("yes" if change > 0 else "no")
+
+
 def dependence_rows(report: FamilyReport) -> list[dict[str, str]]:
-    """Batch dependence: how far sample 0's output moves when the other samples change."""
-    return [
-        {
-            "member": m.member,
-            "sample 0 output moves by": "0 (exactly)" if m.sample0_change == 0 else f"{m.sample0_change:.3g}",
-            "depends on the other samples": "yes" if m.sample0_change > 0 else "no",
-        }
-        for m in report.members
-    ]
+    """Batch dependence: how far sample 0's output moves when the other samples change — each
+    member in training mode, then batch norm in eval mode."""
+    rows = []
+    for name, change in [*((f"{m.member}" + (", train mode" if m.member == "BatchNorm" else ""), m.sample0_change)
+                           for m in report.members), ("BatchNorm, eval mode", report.eval_change)]:  # fmt: skip
+        moves, depends = _moves(change)
+        rows.append({"member": name, "sample 0 output moves by": moves, "depends on the other samples": depends})
+    return rows
+
+
+def dependence_note(report: FamilyReport) -> str:
+    """The batch-dependence table in words: a training-mode effect of batch norm alone; for a batch
+    of one, what batch norm's statistics then are."""
+    n = report.config.shape[0]
+    if n == 1:
+        spatial = "·".join(spatial_names(len(report.config.shape)))
+        return (
+            "A batch of one has no other sample to change. In training, batch norm then takes each channel's mean and "
+            f"variance over this one sample's {spatial} values — the very sets InstanceNorm uses (compare their rows "
+            "above): with one sample per batch, batch norm is instance norm plus running statistics. A (1, C) input "
+            "to BatchNorm1d has one value per channel, and torch refuses it in training (\"Expected more than 1 value "
+            "per channel\"); in eval mode the running statistics normalize, and a batch of one works."
+        )
+    return (
+        "In train mode batch norm's statistics come from the whole batch, so one sample's output depends on the "
+        "others — and with a small batch those statistics are noisy. In eval mode it normalizes with its running "
+        "statistics, fixed numbers: each sample on its own, like the others. The others take statistics within each "
+        "sample, in either mode: the batch size does not enter."
+    )
 
 
 def output_figure(report: FamilyReport) -> go.Figure:

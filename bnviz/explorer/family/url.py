@@ -47,7 +47,6 @@ class FamilyConfig:
         checks = [
             (not 3 <= len(shape) <= MAX_RANK, f"the family needs a shape of rank 3 to {MAX_RANK}: (N, C, spatial…)"),
             (any(d < 1 for d in shape), "every dimension needs at least 1"),
-            (shape[0] < 2 if shape else True, "the batch needs at least 2 samples to show batch dependence"),
             (self.numel > MAX_ELEMENTS, f"{self.numel:,} elements is over the limit of {MAX_ELEMENTS:,}"),
             (self.groups < 1, "groups must be at least 1"),
             (len(shape) > 1 and shape[1] % self.groups != 0,

@@ -23,7 +23,8 @@ import bnviz
 from bnviz.autograd import reduce_dims
 from bnviz.explorer import picture
 from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
-from bnviz.explorer.data import population_stats, sample_batch
+from bnviz.explorer.data import population_stats, sample_batch, upstream_gradient
+from bnviz.explorer.layer.lessons import EpsEffect, GradientLesson, eps_effect, gradient_lesson
 from bnviz.explorer.layer.url import DTYPES, Config
 from bnviz.explorer.parity import (
     Diff,
@@ -117,6 +118,8 @@ class Report:
     histograms: dict[str, Any] = field(default_factory=dict)
     modes: dict[str, Any] = field(default_factory=dict)
     cells: Cells | None = None
+    gradients: GradientLesson | None = None
+    eps: EpsEffect | None = None
 
     @property
     def verdict(self) -> str:
@@ -297,7 +300,8 @@ def shown_batch(config: Config, dtype: torch.dtype | None = None) -> tuple[Tenso
     """The displayed batch (batch ``steps`` of the stream) and the fixed upstream gradient."""
     dtype, first = dtype or DTYPES[config.dtype], config.channels_first()
     shown = _draw(config, first.shape, config.dist, config.seed, config.steps, dtype)
-    return shown, _draw(config, first.shape, "normal", config.seed + 7919, 0, dtype)
+    upstream = upstream_gradient(first.shape, config.seed, dtype, config.device)
+    return shown, upstream.movedim(1, -1) if config.features_last else upstream
 
 
 def config_batches(config: Config, dtype: torch.dtype | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
@@ -400,6 +404,9 @@ def run(config: Config, stopped: Stopped = never, progress: Progress = ignore) -
             errors[name] = SideError(exc, "while building the layer")
     records: dict[str, list] = {name: [] for name in ("bnviz", "torch", "truth")}
     _train(modules, config, records, errors, check)
+    if {"bnviz", "torch"} <= errors.keys():  # both refused a training batch: the displayed one is never drawn
+        return Report(config, rtol, atol, error=ErrorReport(str(errors["bnviz"]), str(errors["torch"]),
+                                                            errors["torch"].stage))  # fmt: skip
     shown, upstream = shown_batch(config)
     modes = _modes(modules["bnviz"], modules["torch"], shown, rtol) if {"bnviz", "torch"} <= modules.keys() else {}
     sides = {}
@@ -491,7 +498,15 @@ def run(config: Config, stopped: Stopped = never, progress: Progress = ignore) -
     }
     grouping = picture.Grouping(tuple(a["x"].shape), tuple(reduce_dims(a["x"])), features_last=config.features_last)
     cells = picture.cells(a["x"], grouping)
-    return Report(config, rtol, atol, quantities, None, history, _channel_stats(a), histograms, modes, cells)
+    lesson = None
+    if a["x"].numel() and a["grad_input"] is not None:
+        weight = _weight(config) if config.affine else None
+        lesson = gradient_lesson(config, a["x"], upstream, a["grad_input"], b["grad_input"], b["running_var"], weight,
+                                 PLOT_CHANNELS)  # fmt: skip
+    many = a["x"].numel() > a["x"].size(1)  # 2 or more values per channel
+    eps = eps_effect(config, a["x"], PLOT_CHANNELS) if many else None
+    return Report(config, rtol, atol, quantities, None, history, _channel_stats(a), histograms, modes, cells, lesson,
+                  eps)  # fmt: skip
 
 
 def _channel_stats(side: dict[str, Any]) -> dict[str, Any]:

@@ -169,6 +169,32 @@ def gradients_figure(report: Report) -> go.Figure:
     return fig
 
 
+def gradient_lesson_figure(report: Report) -> go.Figure:
+    """Per channel: the mean of the upstream gradient ∂L/∂y and of ∂L/∂x over the channel's values
+    (left), and each one's cosine with x̂ (right) — bnviz's ∂L/∂x as crosses, torch's as circles."""
+    lesson = report.gradients
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
+                        subplot_titles=("mean over the channel's values", "cosine with x̂"))  # fmt: skip
+    if lesson is not None:
+        series = (
+            ("upstream ∂L/∂y", lesson.mean_upstream, lesson.cos_upstream, INPUT_COLOR, "diamond", 10),
+            ("bnviz ∂L/∂x", lesson.mean_bnviz, lesson.cos_bnviz, BNVIZ_COLOR, "x", 9),
+            ("torch ∂L/∂x", lesson.mean_torch, lesson.cos_torch, TORCH_COLOR, "circle-open", 14),
+        )
+        for col in (1, 2):
+            for name, means, cosines, color, symbol, size in series:
+                values = means if col == 1 else cosines
+                fig.add_trace(go.Scatter(
+                    x=list(range(len(values))), y=list(values), mode="markers", name=name, showlegend=col == 1,
+                    marker=dict(color=color, symbol=symbol, size=size, line=dict(width=2, color=color)),
+                ), row=1, col=col)  # fmt: skip
+            fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dot"), row=1, col=col)
+            fig.update_xaxes(title_text="channel", row=1, col=col)
+            integer_axis(fig, row=1, col=col)
+    fig.update_layout(height=340, title="The gradient before batch norm (∂L/∂y) and after it (∂L/∂x)", **LAYOUT)
+    return plain_ticks(fig)
+
+
 def figure_bytes(fig: go.Figure) -> int:
     """Size of the figure's JSON, what the browser receives."""
     return len(fig.to_json().encode())
@@ -196,4 +222,5 @@ def all_figures(report: Report, channel: int = 0) -> dict[str, go.Figure]:
         "running": running_stats_figure(report, channel),
         "differences": diff_figure(report),
         "gradients": gradients_figure(report),
+        "gradient_lesson": gradient_lesson_figure(report),
     }

@@ -24,6 +24,7 @@ MAX_ELEMENTS = 2_000_000  # per batch
 MAX_STEPS = 100
 MAX_WORK = 16_000_000  # values of every batch together: bounds the time of one comparison (3 sides)
 MAX_TRAIN_BATCH = 4096
+LAYER_RANKS = {"BatchNorm1d": (2, 3), "BatchNorm2d": (4,), "BatchNorm3d": (5,)}  # BatchNorm: any rank ≥ 2
 # Memory (``Config.estimate_bytes``). The displayed batch, bytes per value (measured at 2,000,000
 # values: float64 82, float32 74, bfloat16 68), with 10% on top: both sides' outputs and
 # gradients, the batch and its upstream gradient, the float64 truth's (when the dtype is not
@@ -91,13 +92,25 @@ class Config:
         """Values processed: every training batch and the displayed one."""
         return math.prod(self.train_shape) * self.steps + self.numel
 
+    @property
+    def rank_refused(self) -> bool:
+        """Both layers refuse this rank at the first batch they see (torch's "expected 4D input"):
+        nothing after that batch runs."""
+        return len(self.shape) not in LAYER_RANKS.get(self.layer, range(2, MAX_RANK + 1))
+
     def estimate_bytes(self) -> int:
         """The peak memory ``engine.run`` adds: the larger of the displayed batch's phase and a
-        training batch's (one at a time), plus what grows with the channels."""
+        training batch's (one at a time), plus what grows with the channels. A rank both layers
+        refuse stops at the first batch: a training batch's draw, or with no training steps the
+        displayed batch's and its upstream gradient's (a draw's bytes per value, once: those of the
+        training batch's float64 copy are not needed)."""
         n, c = self.numel, max(self.num_features, 1)
-        shown = COMPARE_PER_VALUE.get(self.dtype, 90) * n
         per_train = TRAIN_PER_VALUE.get(self.dist, TRAIN_PER_VALUE_ELSE)
         train = per_train * math.prod(self.train_shape) if self.steps else 0
+        if self.rank_refused:
+            first = train if self.steps else per_train * n  # (measured: 23 bytes per value, normal)
+            return BASE + first + SMALL_BLOCKS * min(n, 2**18) + COMPARE_PER_CHANNEL * c
+        shown = COMPARE_PER_VALUE.get(self.dtype, 90) * n
         return BASE + max(shown, train) + SMALL_BLOCKS * min(n, 2**18) + COMPARE_PER_CHANNEL * c
 
     def speed_bytes(self) -> int:

@@ -12,8 +12,9 @@ from typing import Any
 
 import torch
 
-from bnviz.explorer.data import LARGE_MEAN, population_stats
+from bnviz.explorer.data import LARGE_MEAN, UPSTREAM_SEED, population_stats
 from bnviz.explorer.layer.engine import Quantity, Report, affine_of
+from bnviz.explorer.layer.lessons import EPS_SHRINK, KERAS_EPS, TORCH_EPS
 from bnviz.explorer.layer.url import DTYPES, Config
 from bnviz.explorer.picture import dim_names
 from bnviz.explorer.text import sci
@@ -200,6 +201,30 @@ def precision_warning(report: Report) -> str | None:
     )
 
 
+def agreement_note(report: Report) -> str | None:
+    """Why a difference beyond the dtype's tolerance still counts as agreement, on screen: for each
+    such quantity, both sides' error against a float64 run of the same values (``Quantity.ok``:
+    bnviz about as close to it as torch). None when every quantity is within tolerance."""
+    cfg = report.config
+    beyond = [q for q in report.quantities if q.ok and not q.within_tolerance and q.err_bnviz is not None]
+    if report.error is not None or not beyond:
+        return None
+    parts = [f"{q.name}: up to {sci(q.max_abs)} apart; against float64, bnviz is off by {sci(q.err_bnviz)} and torch "
+             f"by {sci(q.err_torch)}" for q in beyond]  # fmt: skip
+    why = ""
+    if cfg.dist == "large-mean" and cfg.dtype == "float32":
+        why = (f" Here the inputs sit near {LARGE_MEAN:,.0f}, where float32 holds a number to about "
+               f"{spacing(torch.float32, LARGE_MEAN):.2g}: subtracting the mean leaves few exact digits, and each "
+               "layer rounds its own way.")  # fmt: skip
+    closer = all(q.err_bnviz <= q.err_torch for q in beyond if q.err_torch is not None)
+    return (
+        f"bnviz and torch differ by more than {cfg.dtype} rounding of values near 1 ({'; '.join(parts)}).{why} "
+        f"Against a float64 run of the same values — the truth both are measured against — bnviz's error is "
+        f"{'no larger than' if closer else 'within 8× of'} torch's: the difference is {cfg.dtype}'s limit on this "
+        "input, not an error in either layer, so it counts as agreement."
+    )
+
+
 def empty_note(report: Report) -> str | None:
     """What an empty batch does (nothing to normalize; running statistics stay; the count moves)."""
     cfg = report.config
@@ -311,8 +336,8 @@ def features_last_warning(config: Config) -> str | None:
 
 
 def _batch_code(config: Config) -> str:
-    """Python for ``sample_batch`` of this config's distribution (and the normal one, for the
-    upstream gradient): the same generator, the same draws, the same arithmetic."""
+    """Python for ``sample_batch`` of this config's distribution and for ``upstream_gradient``:
+    the same generator, the same draws, the same arithmetic."""
     first = config.channels_first()
     rank = len(first.shape)
     base = {
@@ -352,6 +377,12 @@ def _batch_code(config: Config) -> str:
         lines.append(f"    z = mean.view{view} + var.sqrt().view{view} * z")
     move = ".movedim(1, -1)" if config.features_last else ""
     lines.append(f"    return z.to(device={config.device!r}, dtype=torch.{config.dtype}){move}")
+    lines += ["", "", "def upstream(n, seed):",
+              '    """The fixed upstream gradient dL/dy: N(0, 1) for every value, zero mean in every channel."""',
+              f"    g = torch.Generator().manual_seed((seed + {UPSTREAM_SEED}) * 1_000_003)",
+              f"    shape = (n, {dims})" if rank >= 2 else f"    shape = {first.shape!r}",
+              "    z = torch.randn(shape, generator=g, dtype=torch.float64)",
+              f"    return z.to(device={config.device!r}, dtype=torch.{config.dtype}){move}"]  # fmt: skip
     return "\n".join(lines)
 
 
@@ -400,9 +431,9 @@ def run(layer):
     m.train({config.mode == "train"})
     x = batch({n}, {config.steps}, {config.seed}, {config.dist!r}).requires_grad_()
     y = m(x)
-    upstream = batch({n}, 0, {config.seed + 7919}, "normal").to(y.dtype)
+    upstream_ = upstream({n}, {config.seed}).to(y.dtype)
     params = [p for p in (m.weight, m.bias) if p is not None]
-    grads = torch.autograd.grad(y, [x, *params], upstream) if y.numel() or params else [None]
+    grads = torch.autograd.grad(y, [x, *params], upstream_) if y.numel() or params else [None]
     names = ["grad input", "grad weight", "grad bias"][: len(grads)] if params else ["grad input"]
     return {{"output": y, "running_mean": m.running_mean, "running_var": m.running_var,
             "num_batches_tracked": m.num_batches_tracked, **dict(zip(names, grads))}}
@@ -487,3 +518,108 @@ def channel_rows(report: Report, channel: int) -> list[dict[str, str]]:
         {"quantity": f"{r['quantity']}: {r['formula']}" if r["formula"] else r["quantity"], "value": r["value"]}
         for r in channel_table(report, channel)
     ]
+
+
+def _g(v: float) -> str:
+    """A small number as the gradient view prints it: ``0.0089``, ``4.6e-10``."""
+    return "0" if v == 0 else (f"{v:.2g}" if abs(v) >= 1e-3 else f"{v:.1e}")
+
+
+def gradient_text(report: Report, channel: int) -> str:
+    """The gradient view in words, with channel ``channel``'s numbers (``engine.GradientLesson``): the
+    closed form, why it sums to zero and is orthogonal to x̂ in train mode, or why it is the
+    upstream gradient rescaled in eval mode; and the closed form against both sides."""
+    lesson, config = report.gradients, report.config
+    if lesson is None:
+        return "No gradient to show: the batch is empty."
+    c = min(channel, len(lesson.mean_upstream) - 1)
+    against = (f"The formula, evaluated in float64 on this batch, matches bnviz's ∂L/∂x within "
+               f"{sci(lesson.closed_vs_bnviz)} and torch's within {sci(lesson.closed_vs_torch)} (its largest value "
+               f"is {lesson.closed_scale:.3g}).")  # fmt: skip
+    if not lesson.batch_stats:
+        return (
+            "**In eval mode** the normalizing statistics are the running ones: constants that no value of this batch "
+            "moves. So the gradient is the upstream gradient g = ∂L/∂y rescaled, channel by channel:\n\n"
+            "∂L/∂x = γ · g / √(running_var + eps)\n\n"
+            f"Its mean and its cosine with x̂ are the upstream's, rescaled: on channel {c} the mean goes from "
+            f"{_g(lesson.mean_upstream[c])} to {_g(lesson.mean_bnviz[c])} (bnviz; torch {_g(lesson.mean_torch[c])}), "
+            f"the cosine stays {_g(lesson.cos_upstream[c])} ({_g(lesson.cos_bnviz[c])}). Nothing is projected out: "
+            f"in train mode it would be (switch the mode to see it). {against}"
+        )
+    return (
+        "**In train mode** the mean μ and variance v that normalize a channel are computed from its own values, so "
+        "moving one value moves them too, and each value's gradient gets two more terms. With g = ∂L/∂y the upstream "
+        "gradient and x̂ = (x − μ)/√(v + eps) the normalized input:\n\n"
+        "∂L/∂x = γ / √(v + eps) · ( g − mean(g) − x̂ · mean(g · x̂) )\n\n"
+        "- **It sums to zero over each channel.** Adding one number to every value of a channel moves its mean by "
+        "that number and nothing else: the output, and so the loss, stays put — the gradient has nothing along that "
+        f"direction. On channel {c}: the upstream gradient's mean is {_g(lesson.mean_upstream[c])}, ∂L/∂x's "
+        f"{_g(lesson.mean_bnviz[c])} (bnviz) and {_g(lesson.mean_torch[c])} (torch) — zero up to rounding.\n"
+        "- **It is orthogonal to x̂.** Stretching a channel's values around their mean stretches √(v + eps) with them "
+        "and leaves x̂ where it was (but for eps): nothing along x̂ either. Cosine with x̂ on channel "
+        f"{c}: {_g(lesson.cos_upstream[c])} for the upstream gradient, {_g(lesson.cos_bnviz[c])} for ∂L/∂x (bnviz; "
+        f"torch {_g(lesson.cos_torch[c])}). Exactly zero needs eps = 0: with eps = {config.eps:g} the formula leaves "
+        f"{_g(lesson.cos_closed[c])}, about eps/(v + eps) times the upstream's cosine.\n\n"
+        "What reaches the layers before is only the part of the gradient that changes the pattern of values within "
+        "a channel, not their level or their spread: those are γ's and β's to learn (∂L/∂β = Σ g, ∂L/∂γ = Σ g · x̂). "
+        f"{against}"
+    )
+
+
+def eps_text(report: Report, channel: int) -> str:
+    """What eps does, with channel ``channel``'s numbers (``engine.EpsEffect``): the formula, torch's
+    and Keras' defaults, and the output's spread at each on this batch and on a quiet copy of it."""
+    effect = report.eps
+    if effect is None:
+        return "eps needs a channel of two values or more to show anything."
+    c = min(channel, len(effect.var) - 1)
+    torch_eps, keras_eps = TORCH_EPS, KERAS_EPS
+    t, k = effect.std[torch_eps][c], effect.std[keras_eps][c]
+    qt, qk = effect.quiet_std[torch_eps][c], effect.quiet_std[keras_eps][c]
+    v, quiet_v = effect.var[c], effect.var[c] / EPS_SHRINK**2
+    chosen = "" if report.config.eps in (1e-5, 1e-3) else f" (this view's eps is {report.config.eps:g})"
+    return (
+        "**eps** is added to the variance under the square root, y = (x − μ)/√(v + eps), so a channel comes out "
+        "with spread √(v / (v + eps)) instead of exactly 1: it guards against dividing by a variance of 0, and it "
+        "matters only for a channel whose variance comes within a few hundred times of eps. torch's default is "
+        f"1e-5 (Flax's too), Keras' 1e-3{chosen}. Measured on this batch with bnviz (its own statistics, before γ and "
+        f"β): channel {c} has variance {v:.3g}, and its output's standard deviation is {t:.5f} with eps "
+        f"{torch_eps:g} and {k:.5f} with {keras_eps:g} — {100 * abs(t - k) / t:.2g} % apart. The same values divided "
+        f"by {EPS_SHRINK:g} (variance {quiet_v:.2g}, a channel that barely moves): {qt:.3f} and {qk:.3f}. So a model "
+        "moved between Keras and torch without setting eps computes different outputs, most in its quietest "
+        "channels: pass eps= the original's."
+    )
+
+
+def eps_rows(report: Report) -> list[dict[str, str]]:
+    """The eps view's table: per channel, the variance and the output's standard deviation at each
+    eps, on the batch and on its quiet copy (values ÷ ``EPS_SHRINK``)."""
+    effect = report.eps
+    if effect is None:
+        return []
+    rows = []
+    for c, v in enumerate(effect.var):
+        row = {"channel": str(c), "variance": f"{v:.3g}"}
+        row |= {f"std, eps {e:g}": f"{effect.std[e][c]:.5f}" for e in effect.eps}
+        row[f"variance ÷ {EPS_SHRINK ** 2:g}"] = f"{v / EPS_SHRINK**2:.2g}"
+        row |= {f"its std, eps {e:g}": f"{effect.quiet_std[e][c]:.3f}" for e in effect.eps}
+        rows.append(row)
+    return rows
+
+
+def speed_text(speed: dict[str, float]) -> str:
+    """A timing (``timing.measure_config``) in words: both medians with their quartiles, the ratio
+    with the spread of the per-round ratios, the thread count, and whether the server was busy."""
+    threads = int(speed.get("threads", 1))
+    line = (
+        f"Medians of interleaved rounds, both layers with {threads} thread{'s' if threads != 1 else ''}: torch "
+        f"{speed['torch']:.3f} ms ({speed['torch q1']:.3f}–{speed['torch q3']:.3f}, quartiles), bnviz "
+        f"{speed['bnviz']:.3f} ms ({speed['bnviz q1']:.3f}–{speed['bnviz q3']:.3f}); bnviz / torch "
+        f"{speed['ratio']:.2f}× ({speed['ratio q1']:.2f}–{speed['ratio q3']:.2f} round by round). "
+    )
+    load = (f"this server's process used {speed['cpu per s']:.2f} CPU-seconds per second of timing (1 is the timing "
+            f"alone), load average {speed['load']:.1f} on {speed['cores']:.0f} cores")  # fmt: skip
+    if speed.get("busy"):
+        return line + (f"The server was busy ({load}): the times are noisier than on a quiet machine. "
+                       "`python -m bnviz.bench` times every shape on your own machine.")  # fmt: skip
+    return line + f"The server was quiet ({load})."

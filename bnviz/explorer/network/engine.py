@@ -311,18 +311,17 @@ def run(config: NetworkConfig, stopped: Stopped = never, progress: Progress = ig
     out = _Checks("logits", "output")
     out.add(d.max_abs, d.max_abs / (atol + rtol * float(lt.abs().min())),
             d.ok or as_accurate(diff(lb, lf, 0.0, 0.0).max_abs, diff(lt, lf, 0.0, 0.0).max_abs))  # fmt: skip
-    free_accuracy = {"torch": float((lt.argmax(1) == y).double().mean())}
+    final = {"torch": accuracy(torch_net, config), "bnviz": accuracy(layers["bnviz"], config)}  # torch's state
+    free_accuracy = {"torch": final["torch"]}
     for side, model in free.items():
         model.train(config.mode == "train")
-        with torch.no_grad():
-            pred = model(x.to(next(model.parameters()).dtype)).argmax(1)
-        free_accuracy["bnviz" if side == "bnviz" else "float64"] = float((pred == y).double().mean())
+        free_accuracy["bnviz" if side == "bnviz" else "float64"] = accuracy(model, config)
     shown = min(config.batch, 12)
     return NetworkReport(
         config=config,
         stops=_stops(config),
         losses=losses,
-        accuracy={side: float((logits[side].argmax(1) == y).double().mean()) for side in ("bnviz", "torch")},
+        accuracy=final,
         logits={side: logits[side][:shown].double().tolist() for side in ("bnviz", "torch")},
         labels=y[:shown].tolist(),
         layers=tuple(c.check() for c in [*checks.values(), out]),
@@ -332,6 +331,41 @@ def run(config: NetworkConfig, stopped: Stopped = never, progress: Progress = ig
 
 
 CHAOS = 1e-3  # a free-running parameter gap this large is no longer rounding: the paths have parted
+EVAL_SAMPLES = 64  # accuracy counts at least this many fresh samples: a batch of 2 alone gives 0, 50 or 100 %
+
+
+def eval_samples(config: NetworkConfig) -> str:
+    """``"64 fresh samples (32 batches of 2)"``: how many, and in how many batches."""
+    k = eval_batches(config)
+    return f"{k * config.batch} fresh samples" + (f" ({k} batches of {config.batch})" if k > 1 else "")
+
+
+def eval_batches(config: NetworkConfig) -> int:
+    """How many evaluation batches of ``config.batch`` make up at least ``EVAL_SAMPLES`` samples."""
+    return max(1, math.ceil(EVAL_SAMPLES / config.batch))
+
+
+@torch.no_grad()
+def accuracy(model: nn.Module, config: NetworkConfig) -> float:
+    """The share of right predictions over ``eval_batches(config)`` fresh batches of ``config.batch``
+    (steps ``config.steps`` onwards of the seeded stream, after training's), one batch at a time in
+    the model's current mode — in train mode each normalized with its own statistics, as training did."""
+    dtype, right, total = next(model.parameters()).dtype, 0, 0
+    for k in range(eval_batches(config)):
+        x, y = batch(config, config.steps + k)
+        right += int((model(x.to(dtype)).argmax(1) == y).sum())
+        total += len(y)
+    return right / total
+
+
+def divergence_heading(report: NetworkReport) -> str:
+    """The free-running section's heading: what this run shows, stable or chaotic."""
+    div = report.divergence.get("bnviz vs torch") or []
+    f64 = report.divergence.get("torch float32 vs float64") or []
+    if not div:
+        return "On their own paths"
+    return ("On their own paths: training is chaotic here" if max(div[-1], f64[-1]) >= CHAOS
+            else "On their own paths: training is stable here")  # fmt: skip
 
 
 def divergence_text(report: NetworkReport) -> str:
@@ -346,8 +380,8 @@ def divergence_text(report: NetworkReport) -> str:
     ends = (
         f"Trained on their own paths, bnviz's network ends {ours:.2g} away from torch's (the largest parameter "
         f"difference), and torch's own float32 network ends {f64:.2g} away from the same network in float64; their "
-        f"accuracies on the evaluation batch: torch {acc['torch']:.0%}, bnviz {acc['bnviz']:.0%}, float64 "
-        f"{acc['float64']:.0%}."
+        f"accuracies on {eval_samples(report.config)}: torch {acc['torch']:.0%}, bnviz "
+        f"{acc['bnviz']:.0%}, float64 {acc['float64']:.0%}."
     )
     if max(ours, f64) < CHAOS:
         return (

@@ -14,12 +14,13 @@ from plotly.subplots import make_subplots
 
 from bnviz.explorer.mlp import UNIT, Curve
 from bnviz.explorer.theme import CHANCE, INPUT_COLOR, LAYOUT, finite
-from bnviz.explorer.training.engine import DriftReport, SeedsReport, SweepReport
+from bnviz.explorer.training.engine import SeedsReport, SweepReport
 
 COLORS = {"bn": "#1b9e77", "plain": "#d95f02", "noisy-bn": "#7570b3", "noise": "#e7298a",
-          "before": "#1b9e77", "after": "#7570b3"}  # fmt: skip
-NAMES = {"bn": "with batch norm", "plain": "plain (no batch norm)", "noisy-bn": "batch norm + noise",
-         "noise": "noise, no batch norm", "before": "Linear → BN → ReLU", "after": "Linear → ReLU → BN"}  # fmt: skip
+          "noisy-bn-strong": "#a6761d", "before": "#1b9e77", "after": "#7570b3"}  # fmt: skip
+NAMES = {"bn": "with batch norm", "plain": "plain (no batch norm)", "noisy-bn": "batch norm + the paper's noise",
+         "noise": "the paper's noise, no batch norm", "noisy-bn-strong": "batch norm + a stronger noise",
+         "before": "Linear → BN → ReLU", "after": "Linear → ReLU → BN"}  # fmt: skip
 SMOOTHNESS_FLOOR = 1e-6  # a range of 0 (or below) is drawn at the floor of the log axis
 
 
@@ -52,31 +53,45 @@ def _mean_band(fig: go.Figure, variant: str, curves: tuple[Curve, ...], row: int
 # --- experiment 1 ----------------------------------------------------------------------------------
 
 
-def accuracy_figure(report: DriftReport) -> go.Figure:
-    """(a) Test accuracy against SGD steps, both networks."""
+def _seeds_title(n: int) -> str:
+    return f"mean of {n} seeds, band: lowest to highest" if n > 1 else "one seed"
+
+
+def accuracy_figure(report: SeedsReport) -> go.Figure:
+    """(a) Test accuracy against SGD steps, both networks: the mean over the seeds, a band from the
+    lowest to the highest."""
     fig = go.Figure()
     for variant in ("bn", "plain"):
-        _mean_band(fig, variant, (report.curves[variant],))
+        _mean_band(fig, variant, report.curves[variant])
     fig.update_xaxes(title_text="SGD step", rangemode="tozero")
     _accuracy_axis(fig)
     c = report.config
-    fig.update_layout(height=360, title=f"Test accuracy (learning rate {c.lr:g}, seed {c.seed})", **LAYOUT)
+    fig.update_layout(height=360, title=f"Test accuracy (learning rate {c.lr:g}; {_seeds_title(len(c.seeds))})",
+                      **LAYOUT)  # fmt: skip
     return fig
 
 
-def percentiles_figure(report: DriftReport) -> go.Figure:
+def _mean_of(curves: tuple[Curve, ...], name: str) -> list[float]:
+    """A percentile's mean over the seeds at each evaluation (NaN where a seed's is not finite)."""
+    rows = zip(*(getattr(c, name) for c in curves), strict=True)
+    return [sum(r) / len(r) if all(math.isfinite(v) for v in r) else math.nan for r in rows]
+
+
+def percentiles_figure(report: SeedsReport) -> go.Figure:
     """(b, c) The 15th, 50th and 85th percentiles of one last-layer sigmoid's input over the test
-    split, against steps: batch norm left, plain right, one y axis for both."""
+    split, against steps, each the mean over the seeds: batch norm left, plain right, one y axis
+    for both."""
     fig = make_subplots(rows=1, cols=2, shared_yaxes=True, horizontal_spacing=0.06,
                         subplot_titles=(NAMES["bn"], NAMES["plain"]))  # fmt: skip
     for col, variant in ((1, "bn"), (2, "plain")):
-        c, color = report.curves[variant], COLORS[variant]
-        steps = list(c.steps)
-        fig.add_trace(go.Scatter(x=steps + steps[::-1], y=[finite(v) for v in c.p85 + c.p15[::-1]], fill="toself",
+        curves, color = report.curves[variant], COLORS[variant]
+        steps = list(curves[0].steps)
+        p15, p50, p85 = (_mean_of(curves, q) for q in ("p15", "p50", "p85"))
+        fig.add_trace(go.Scatter(x=steps + steps[::-1], y=[finite(v) for v in p85 + p15[::-1]], fill="toself",
                                  fillcolor=_band(color, 0.25), line=dict(width=0), hoverinfo="skip",
                                  name="15th to 85th percentile", legendgroup="band", showlegend=col == 1),
                       row=1, col=col)  # fmt: skip
-        for q, values, dash in (("15th", c.p15, "dot"), ("50th", c.p50, "solid"), ("85th", c.p85, "dot")):
+        for q, values, dash in (("15th", p15, "dot"), ("50th", p50, "solid"), ("85th", p85, "dot")):
             fig.add_trace(go.Scatter(x=steps, y=[finite(v) for v in values], mode="lines",
                                      line=dict(color=color, width=2.5 if q == "50th" else 1, dash=dash),
                                      name="median" if q == "50th" else "15th and 85th percentiles",
@@ -85,12 +100,13 @@ def percentiles_figure(report: DriftReport) -> go.Figure:
                           row=1, col=col)  # fmt: skip
         fig.update_xaxes(title_text="SGD step", rangemode="tozero", row=1, col=col)
     fig.update_yaxes(title_text=f"input of sigmoid unit {UNIT}, last hidden layer", row=1, col=1)
-    fig.update_layout(height=380, title="A last-layer sigmoid's input (test split)",
+    n = len(report.config.seeds)
+    fig.update_layout(height=380, title=f"A last-layer sigmoid's input (test split; {_seeds_title(n).split(',')[0]})",
                       **LAYOUT)  # fmt: skip
     return fig
 
 
-def drift_figures(report: DriftReport) -> dict[str, go.Figure]:
+def drift_figures(report: SeedsReport) -> dict[str, go.Figure]:
     """Experiment 1's charts by name."""
     return {"accuracy": accuracy_figure(report), "percentiles": percentiles_figure(report)}
 
@@ -131,7 +147,7 @@ def sweep_figure(report: SweepReport) -> go.Figure:
 
 
 def noise_figure(report: SeedsReport) -> go.Figure:
-    """Test accuracy against steps for the four networks: the mean over the seeds, and the band
+    """Test accuracy against steps for the five networks: the mean over the seeds, and the band
     from the lowest to the highest seed."""
     fig = go.Figure()
     for variant in report.curves:

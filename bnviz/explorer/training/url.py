@@ -19,6 +19,7 @@ from bnviz.explorer.mlp import (
     MIN_BATCH,
     MIN_WIDTH,
     Arch,
+    NoiseSpec,
     Schedule,
     estimate,
     lr_check,
@@ -33,18 +34,21 @@ MAX_LRS = 12
 MAX_EVALS = 200  # evaluations of one training after step 0 (a chart needs no more points)
 MAX_NOISE = 10.0
 MAX_PROBES = 10
+SEEDS = (0, 1, 2, 3, 4)  # every experiment's default: five seeds, and a verdict over them (claims.py)
+PAPER_NOISE = NoiseSpec()  # Santurkar et al.'s noise model and values (mlp.NoiseSpec)
 
 
 @dataclass(frozen=True)
 class DriftConfig:
     """Experiment 1, Ioffe & Szegedy 2015, Figure 1: the same sigmoid network with and without
-    batch norm (before each sigmoid), from the same small Gaussian weights. ``init_std`` None:
-    torch's default initialisation instead."""
+    batch norm (before each sigmoid), from the same small Gaussian weights, for every seed.
+    ``init_std`` None: torch's default initialisation instead. The default std, 0.1, is one with
+    which the plain network learns too (as in the paper); at 0.01 it never does (``DEAD_INIT``)."""
 
     lr: float = 0.5
     steps: int = 2000
-    seed: int = 0
-    init_std: float | None = 0.01
+    seeds: tuple[int, ...] = SEEDS
+    init_std: float | None = 0.1
     eval_every: int = 100
     width: int = 100
     batch: int = 60
@@ -57,17 +61,17 @@ class DriftConfig:
         }
 
     def network_steps(self) -> int:
-        return 2 * self.steps
+        return 2 * self.steps * len(self.seeds)
 
     def estimate_bytes(self) -> int:
         """Peak bytes the run adds (an upper bound; see ``estimate``)."""
-        return estimate(self.width, self.batch, 2, 2 * len(config_schedule(self).eval_steps()))
+        return estimate(self.width, self.batch, 2, 2 * len(config_schedule(self).eval_steps()) * len(self.seeds))
 
     def refusal(self) -> str | None:
         """Why this run is not made (a value out of range, or too much work), or None — checked
         before anything is allocated. The message names the value given and the range allowed."""
-        return _first(self, *_trainer(self), _init_std(self.init_std), lr_check(self.lr),
-                      range_check(self.seed, 0, MAX_SEED, "the seed"), *_evaluations(self))  # fmt: skip
+        return _first(self, *_trainer(self), _init_std(self.init_std), lr_check(self.lr), _seeds(self.seeds),
+                      *_evaluations(self))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -78,7 +82,7 @@ class SweepConfig:
     tells them apart."""
 
     lrs: tuple[float, ...] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = SEEDS
     steps: int = 500
     init_std: float | None = None
     activation: str = "relu"
@@ -111,20 +115,22 @@ class SweepConfig:
                       _seeds(self.seeds))  # fmt: skip
 
 
-NOISE_VARIANTS = ("bn", "noisy-bn", "noise", "plain")  # batch norm, + noise, noise alone, neither
+# batch norm; + the paper's noise; the paper's noise alone; neither; batch norm + the stronger additive noise
+NOISE_VARIANTS = ("bn", "noisy-bn", "noise", "plain", "noisy-bn-strong")
 
 
 @dataclass(frozen=True)
 class NoiseConfig:
     """Experiment 3, Santurkar et al. 2018: ReLU networks with torch's initialisation — batch
-    norm, batch norm followed by noise (``Noise``: ``noise_mean`` is n_μ, ``noise_std`` n_σ),
-    the same noise without batch norm, and neither; each seed a group from the same weights.
-    The loss's range along the gradient is probed at ``probes`` points of training for the
-    networks with and without batch norm (no noise)."""
+    norm, batch norm followed by the paper's noise (``PAPER_NOISE``), the same noise without batch
+    norm, neither, and batch norm followed by a stronger additive Gaussian noise (``noise_mean`` is
+    its n_μ, ``noise_std`` its n_σ); each seed a group from the same weights. The loss's range
+    along the gradient is probed at ``probes`` points of training for the networks with and
+    without batch norm (no noise)."""
 
     lr: float = 0.1
     steps: int = 1000
-    seeds: tuple[int, ...] = (0, 1, 2)
+    seeds: tuple[int, ...] = SEEDS
     noise_mean: float = 1.0
     noise_std: float = 2.0
     probes: int = 5
@@ -133,12 +139,13 @@ class NoiseConfig:
     batch: int = 60
 
     def archs(self) -> dict[str, Arch]:
-        noise = (self.noise_mean, self.noise_std)
+        strong = NoiseSpec("additive", self.noise_mean, self.noise_std)
         return {
             "bn": Arch(self.width, "relu", "before", None, None),
-            "noisy-bn": Arch(self.width, "relu", "before", noise, None),
-            "noise": Arch(self.width, "relu", "none", noise, None),
+            "noisy-bn": Arch(self.width, "relu", "before", PAPER_NOISE, None),
+            "noise": Arch(self.width, "relu", "none", PAPER_NOISE, None),
             "plain": Arch(self.width, "relu", "none", None, None),
+            "noisy-bn-strong": Arch(self.width, "relu", "before", strong, None),
         }
 
     def network_steps(self) -> int:
@@ -146,7 +153,8 @@ class NoiseConfig:
 
     def estimate_bytes(self) -> int:
         evals = len(config_schedule(self).eval_steps())
-        return estimate(self.width, self.batch, 4, 4 * evals * len(self.seeds))
+        n = len(NOISE_VARIANTS)
+        return estimate(self.width, self.batch, n, n * evals * len(self.seeds))
 
     def refusal(self) -> str | None:
         """Why this run is not made (a value out of range, or too much work), or None — checked
@@ -244,7 +252,6 @@ def config_schedule(config: AnyConfig, seed: int = 0, lr: float | None = None) -
     if isinstance(config, SweepConfig):
         return Schedule(config.lrs[0] if lr is None else lr, config.steps, config.batch, seed, config.steps)
     probes = config.probes if isinstance(config, NoiseConfig) else 0
-    seed = config.seed if isinstance(config, DriftConfig) else seed
     return Schedule(config.lr, config.steps, config.batch, seed, config.eval_every, probes)
 
 
@@ -252,14 +259,20 @@ def _init(value: float | None) -> str:
     return "default" if value is None else f"{value:g}"
 
 
-SEEDS = whole_list(0, MAX_SEED, MAX_SEEDS)
+SEED_LIST = whole_list(0, MAX_SEED, MAX_SEEDS)
+
+
+def one_seed(text: str) -> tuple[int, ...]:
+    """The old single ``seed`` of a link: that seed alone."""
+    return (int_in(0, MAX_SEED)(text),)
 
 
 TRAINING_DRIFT = QuerySpec[DriftConfig](
     [
         Param("lr", "lr", float_in(1e-6, MAX_LR)),
         Param("steps", "steps", int_in(1, MAX_STEPS)),
-        Param("seed", "seed", int_in(0, MAX_SEED)),
+        Param("seed", "seeds", one_seed, write=False),  # a link from before the seeds: its one seed
+        Param("seeds", "seeds", SEED_LIST),
         Param("init", "init_std", std_or_default),
         Param("every", "eval_every", int_in(1, MAX_STEPS)),
         Param("width", "width", int_in(MIN_WIDTH, MAX_WIDTH)),
@@ -272,7 +285,7 @@ TRAINING_DRIFT = QuerySpec[DriftConfig](
 TRAINING_SWEEP = QuerySpec[SweepConfig](
     [
         Param("sweep_lrs", "lrs", number_list(1e-6, MAX_LR, MAX_LRS)),
-        Param("sweep_seeds", "seeds", SEEDS),
+        Param("sweep_seeds", "seeds", SEED_LIST),
         Param("sweep_steps", "steps", int_in(1, MAX_STEPS)),
         Param("sweep_act", "activation", choice(tuple(ACTIVATIONS))),
         Param("sweep_init", "init_std", std_or_default),
@@ -285,7 +298,7 @@ TRAINING_NOISE = QuerySpec[NoiseConfig](
     [
         Param("noise_lr", "lr", float_in(1e-6, MAX_LR)),
         Param("noise_steps", "steps", int_in(1, MAX_STEPS)),
-        Param("noise_seeds", "seeds", SEEDS),
+        Param("noise_seeds", "seeds", SEED_LIST),
         Param("noise_mean", "noise_mean", float_in(0.0, MAX_NOISE)),
         Param("noise_std", "noise_std", float_in(1.0, MAX_NOISE)),
     ]
@@ -296,6 +309,6 @@ TRAINING_PLACEMENT = QuerySpec[PlacementConfig](
     [
         Param("relu_lr", "lr", float_in(1e-6, MAX_LR)),
         Param("relu_steps", "steps", int_in(1, MAX_STEPS)),
-        Param("relu_seeds", "seeds", SEEDS),
+        Param("relu_seeds", "seeds", SEED_LIST),
     ]
 )

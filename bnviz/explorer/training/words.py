@@ -1,7 +1,8 @@
 """The training page's words: for each experiment, what the paper claims, what this run shows
-(its own numbers), and where they differ and why a small reproduction might. Every verdict is
-computed from the report — a run that disagrees with the paper says so. Plain text, built from
-numbers and fixed words only."""
+(its own numbers over every seed, and each claim's verdict: how many seeds it holds on, by
+``bnviz.explorer.claims``), and where they differ and why a small reproduction might. A claim is
+called "as in the paper" only when it holds on every seed shown. Plain text, built from numbers and
+fixed words only."""
 
 from __future__ import annotations
 
@@ -9,16 +10,14 @@ import math
 import statistics
 from dataclasses import dataclass
 
+from bnviz.explorer.claims import MIN_SEEDS, ONE_IMAGE, SAME, Verdict, paired
 from bnviz.explorer.digits import CLASSES
 from bnviz.explorer.mlp import PROBE_MULTIPLES, UNIT, Curve
 from bnviz.explorer.text import listing, pct, points
-from bnviz.explorer.training.engine import DriftReport, SeedsReport, SweepReport
-from bnviz.explorer.training.url import NoiseConfig
+from bnviz.explorer.training.engine import DRIFT_MARGIN, TRAINS, SeedsReport, SweepReport
+from bnviz.explorer.training.url import PAPER_NOISE, NoiseConfig
 
 NEAR_CHANCE = 0.2  # a final test accuracy at most this is "near chance" (chance is 10 %)
-TRAINS = 0.8  # a final test accuracy at least this is "trains"
-SAME = 0.03  # accuracies closer than this (3 points, 11 of 359 test images) are "about the same"
-TEST_IMAGES = 359
 ACTIVATION_NAMES = {"relu": "ReLU", "sigmoid": "sigmoid"}
 
 
@@ -41,6 +40,28 @@ def spread(values: tuple[float, ...]) -> str:
     return pct(mean) if len(values) == 1 else f"{pct(mean)} ({pct(min(values))}–{pct(max(values))})"
 
 
+def per_seed(differences: tuple[float, ...]) -> str:
+    """Paired accuracy differences in points, seed by seed: ``"+1.4, −0.3 and +2.2 points"``."""
+    return listing([f"{100 * d:+.1f}".replace("-", "−") for d in differences]) + " points"
+
+
+def verdict(v: Verdict, claim: str, paper: bool = True) -> str:
+    """One sentence on ``claim`` over the seeds: holds on every seed ("as in the paper" when it is
+    the paper's), on some, or no difference beyond the margin; no verdict for too few seeds."""
+    if v.kind == "too few seeds":
+        return (f"With {v.n} seed{'s' if v.n != 1 else ''} there is no verdict on whether {claim}: choose "
+                f"{MIN_SEEDS} or more. ")  # fmt: skip
+    if v.kind == "holds":
+        return f"{claim[0].upper()}{claim[1:]} on all {v.n} seeds{', as in the paper' if paper else ''}. "
+    if v.kind == "reversed":
+        return f"Whether {claim}: the other way on all {v.n} seeds{', unlike the paper' if paper else ''}. "
+    if v.kind == "no difference":
+        return (f"Whether {claim}: no difference beyond the margin on average ({v.k} of {v.n} seeds as claimed, "
+                f"{v.against} the other way){', unlike the paper' if paper else ''}. ")  # fmt: skip
+    return (f"Whether {claim} is mixed: it holds on {v.k} of {v.n} seeds, goes the other way on {v.against}"
+            f"{' — not the general result the paper states' if paper else ''}. ")  # fmt: skip
+
+
 def first_reaching(curve: Curve, level: float) -> int | None:
     """The first evaluated step with test accuracy at least ``level``."""
     return next((s for s, a in zip(curve.steps, curve.test_accuracy, strict=True) if a >= level), None)
@@ -50,75 +71,82 @@ def diverged(curve: Curve) -> bool:
     return not all(math.isfinite(v) for v in curve.loss)
 
 
+def _mean(values: list[float]) -> float:
+    finite = [v for v in values if math.isfinite(v)]
+    return sum(finite) / len(finite) if finite else math.nan
+
+
 # --- experiment 1 ----------------------------------------------------------------------------------
 
 
-def drift_sentences(report: DriftReport) -> Sentences:
-    """Experiment 1 (Ioffe & Szegedy 2015, Figure 1)."""
+def drift_sentences(report: SeedsReport) -> Sentences:
+    """Experiment 1 (Ioffe & Szegedy 2015, Figure 1), over the seeds."""
     c = report.config
     bn, plain = report.curves["bn"], report.curves["plain"]
-    a_bn, a_plain = bn.final_accuracy, plain.final_accuracy
-    m_bn, m_plain = bn.moved, plain.moved
+    f_bn, f_plain = report.finals("bn"), report.finals("plain")
     init = "torch's default initialisation" if c.init_std is None else f"Gaussian initial weights of std {c.init_std:g}"
     claim = (
         "Ioffe & Szegedy (2015, Figure 1) train a network of 3 fully connected hidden layers of 100 sigmoid units "
-        "on MNIST (batch 60, plain SGD), once plain and once with batch norm before each sigmoid. With batch norm "
-        "the test accuracy rises faster and higher, and the distribution of a last-layer sigmoid's input (its 15th, "
-        "50th and 85th percentiles) stays steady; without it, that distribution drifts over training."
+        "on MNIST (batch 60, plain SGD, weights initialized to small random Gaussian values), once plain and once "
+        "with batch norm before each sigmoid. With batch norm the test accuracy rises faster and higher, and the "
+        "distribution of a last-layer sigmoid's input (its 15th, 50th and 85th percentiles) stays steady; without "
+        "it, that distribution drifts over training. Both networks learn; batch norm learns faster."
     )
     shows = (
-        f"This run: {c.steps:,} steps at learning rate {c.lr:g}, seed {c.seed}, {init}, width {c.width}, batch "
-        f"{c.batch}. Test accuracy is {pct(a_bn)} with batch norm and {pct(a_plain)} plain (chance: "
-        f"{pct(1 / CLASSES)}). "
+        f"This run: {c.steps:,} steps at learning rate {c.lr:g}, {seeds_text(c.seeds)}, {init}, width {c.width}, "
+        f"batch {c.batch}. Final test accuracy (mean, lowest–highest over the seeds): {spread(f_bn)} with batch "
+        f"norm and {spread(f_plain)} plain (chance: {pct(1 / CLASSES)}). "
     )
-    if a_bn >= a_plain + SAME:
-        shows += "Batch norm trains better here, as in the paper"
-        shows += ", and the plain network stays near chance. " if a_plain <= NEAR_CHANCE else ". "
-    elif a_plain >= a_bn + SAME:
-        shows += "Here the plain network does better, unlike the paper. "
-    else:
-        shows += f"Both end within {points(SAME)} of each other here: no gap, unlike the paper. "
-    reach = {name: first_reaching(curve, 0.9) for name, curve in (("bn", bn), ("plain", plain))}
-    if reach["bn"] is not None or reach["plain"] is not None:
-        said = [f"at step {s:,} {'with batch norm' if n == 'bn' else 'plain'}" if s is not None else
-                f"never {'with batch norm' if n == 'bn' else 'plain'}" for n, s in reach.items()]  # fmt: skip
-        shows += f"90 % test accuracy is first reached {listing(said)}. "
-    if diverged(plain) or diverged(bn):
-        which = listing([n for n, cv in (("with batch norm", bn), ("plain", plain)) if diverged(cv)])
-        shows += f"The training loss stopped being a finite number ({which}): training diverged. "
+    dead = all(a <= NEAR_CHANCE for a in f_plain)
+    shows += verdict(report.ahead("bn", "plain"), "batch norm ends ahead", paper=not dead)
+    if dead:
+        shows += ("The plain network stays near chance on every seed: with these weights it never learns, so this "
+                  "compares batch norm against a dead network, not the paper's two learning ones. ")  # fmt: skip
+    reach = {name: [first_reaching(cv, 0.9) for cv in curves] for name, curves in (("bn", bn), ("plain", plain))}
+    said = []
+    for name, steps in reach.items():
+        who = "with batch norm" if name == "bn" else "plain"
+        got = [s for s in steps if s is not None]
+        if len(got) == len(steps):
+            said.append(f"{who} at step {statistics.median(got):,.0f} (median over the seeds)")
+        elif got:
+            said.append(f"{who} on {len(got)} of {len(steps)} seeds")
+        else:
+            said.append(f"never {who}")
+    shows += f"90 % test accuracy is first reached {listing(said)}. "
+    diverging = [n for n, curves in (("with batch norm", bn), ("plain", plain)) if any(map(diverged, curves))]
+    if diverging:
+        shows += f"The training loss stopped being a finite number ({listing(diverging)}, some seed): it diverged. "
+    m_bn, m_plain = _mean([cv.moved for cv in bn]), _mean([cv.moved for cv in plain])
     shows += (
-        f"The median of sigmoid unit {UNIT}'s input (last hidden layer, test split, eval mode) moved by "
-        f"{m_bn:.2f} with batch norm and {m_plain:.2f} plain over the {len(bn.steps)} evaluations (largest minus "
-        "smallest). "
+        f"The median of sigmoid unit {UNIT}'s input (last hidden layer, test split, eval mode) moved by {m_bn:.2f} "
+        f"with batch norm and {m_plain:.2f} plain (mean over the seeds; largest minus smallest over the evaluations "
+        f"after step 0, a margin of {DRIFT_MARGIN:g}). "
     )
-    if not (math.isfinite(m_bn) and math.isfinite(m_plain)):
-        shows += "One of them is not a finite number, so the drift cannot be compared."
-    elif m_plain > m_bn:
-        ratio = f"{m_plain / m_bn:.1f} times" if m_bn > 0 else "infinitely"
-        shows += f"The median drifts {ratio} further without batch norm, as in the paper."
-    else:
-        shows += "The median drifts no less with batch norm than without, unlike the paper."
+    shows += verdict(report.drifts_further(), "the median drifts further without batch norm", paper=not dead)
     differs = [
         f"A small reproduction: 8×8 digits (1,438 training images) instead of MNIST's 60,000 images of 28×28, "
-        f"{c.steps:,} steps instead of 50,000, one seed."
+        f"{c.steps:,} steps instead of 50,000."
     ]
-    if c.init_std is not None and a_plain <= NEAR_CHANCE:
+    if c.init_std is not None and dead:
         gain = 0.25 * c.init_std * math.sqrt(c.width)
         differs.append(
             f"In the paper the plain network learns, only more slowly; here it stays near chance. Passing back "
             f"through a sigmoid layer with weights of std {c.init_std:g} scales the gradient by about "
             f"0.25 × {c.init_std:g} × √{c.width} = {gain:.2g}, so the plain network's first layers barely move in "
-            f"{c.steps:,} steps; with batch norm the scale of the weights does not matter."
+            f"{c.steps:,} steps; with batch norm the scale of the weights does not matter. The paper does not give "
+            "its std; with 0.1 (this page's default) both networks learn."
         )
-    if c.init_std is not None:
+    elif c.init_std is not None:
         differs.append(
-            "With torch's default initialisation (uniform in ±1/√fan-in) the plain network starts with larger "
-            "weights and gradients: choose it to see how much of the gap is the initialisation."
+            f"The paper's weights are \"small random Gaussian values\" without a stated std; with std {c.init_std:g} "
+            "both networks learn here, as in the paper. With 0.01 the plain network never learns in "
+            f"{c.steps:,} steps (the second view below)."
         )
     else:
         differs.append(
             "This run uses torch's default initialisation (uniform in ±1/√fan-in), not the paper's small Gaussian "
-            "weights: the plain network starts with larger weights and gradients than in the paper."
+            "weights."
         )
     if m_bn >= 1.0:
         differs.append(
@@ -132,75 +160,69 @@ def drift_sentences(report: DriftReport) -> Sentences:
 # --- experiment 2 ----------------------------------------------------------------------------------
 
 
+def _lrs(values: list[float]) -> str:
+    return listing([f"{v:g}" for v in values])
+
+
 def sweep_sentences(report: SweepReport) -> Sentences:
-    """Experiment 2 (higher learning rates)."""
+    """Experiment 2 (higher learning rates), over the seeds."""
     c = report.config
     claim = (
         "Batch norm lets a network train at higher learning rates (Ioffe & Szegedy 2015, §3.3). Bjorck et al. "
         "(2018) argue that this is most of its benefit: without batch norm a large learning rate makes activations "
         "and gradients grow layer by layer and training diverges, so only small steps are possible."
     )
-    works: dict[str, list[float]] = {}
-    best: dict[str, tuple[float, float]] = {}
-    for variant in ("bn", "plain"):
-        means = [m for m, _, _ in report.summary(variant)]
-        works[variant] = [lr for lr, m in zip(c.lrs, means, strict=True) if m >= TRAINS]
-        i = max(range(len(means)), key=means.__getitem__)
-        best[variant] = (means[i], c.lrs[i])
-
-    def where(variant: str) -> str:
-        lrs = works[variant]
-        return f"learning rates {listing([f'{v:g}' for v in lrs])}" if lrs else "no learning rate of the sweep"
-
     act = ACTIVATION_NAMES.get(c.activation, c.activation)
     init = "torch's default initialisation" if c.init_std is None else f"initial weights of std {c.init_std:g}"
+    highest = {v: report.highest_training(v) for v in ("bn", "plain")}
+
+    def where(variant: str) -> str:
+        tops = highest[variant]
+        if all(t == 0 for t in tops):
+            return "at no learning rate of the sweep"
+        if len(set(tops)) == 1:
+            return f"up to learning rate {tops[0]:g} on every seed"
+        return f"up to learning rate {min(tops):g}–{max(tops):g} depending on the seed"
+
     shows = (
-        f"This run: {act} units, {init}, {c.steps:,} steps, {seeds_text(c.seeds)}. The mean final test "
-        f"accuracy is at least {pct(TRAINS)} with batch norm at {where('bn')}, and plain at {where('plain')}. The "
-        f"best means are {pct(best['bn'][0])} with batch norm (learning rate {best['bn'][1]:g}) and "
-        f"{pct(best['plain'][0])} plain (learning rate {best['plain'][1]:g}). "
+        f"This run: {act} units, {init}, {c.steps:,} steps, {seeds_text(c.seeds)}. A network \"trains\" when it "
+        f"ends at {pct(TRAINS)} test accuracy or more: with batch norm {where('bn')}, plain {where('plain')}. "
     )
-    top_bn, top_plain = max(works["bn"], default=None), max(works["plain"], default=None)
-    if top_bn is None:
-        shows += "Batch norm does not train at any learning rate of this sweep, unlike the claim. "
-    elif top_plain is None:
-        shows += (f"The plain network reaches {pct(TRAINS)} at no learning rate of this sweep, so the sweep shows that "
-                  "batch norm trains here, not that it tolerates a higher learning rate. ")  # fmt: skip
-    elif top_bn > top_plain:
-        shows += f"So batch norm trains at learning rates up to {top_bn / top_plain:.3g} times higher here, "
-        shows += "as claimed. "
-    else:
-        shows += "Batch norm trains at no higher learning rate than the plain network here, unlike the claim. "
-    widths = [(hi - lo, lr, v) for v in ("bn", "plain") for (_, lo, hi), lr in zip(report.summary(v), c.lrs,
-                                                                                   strict=True)]  # fmt: skip
-    width, lr, variant = max(widths)
-    if len(c.seeds) > 1:
-        name = "with batch norm" if variant == "bn" else "plain"
-        shows += (
-            f"The seeds disagree by up to {points(width)} at one learning rate ({name}, learning rate {lr:g}): a "
-            "difference smaller than the seeds' spread is noise, not an effect."
-        )
-    else:
-        shows += "With one seed the spread between seeds is unknown: treat small differences as noise."
-    epochs = c.steps * c.batch / 1438
+    shows += verdict(report.higher(), "batch norm trains at a higher learning rate than the plain network")
+    failures, diverged_runs, failing_runs = [], 0, 0
+    for variant, name in (("plain", "plain"), ("bn", "with batch norm")):
+        top = min(highest[variant]) if highest[variant] else 0.0
+        failing = [i for i, lr in enumerate(c.lrs) if lr > top and report.summary(variant)[i][0] < TRAINS]
+        if not failing:
+            continue
+        runs = [(report.loss[variant][i][k], report.dead[variant][i][k]) for i in failing for k in range(len(c.seeds))]
+        diverged = sum(not math.isfinite(loss) for loss, _ in runs)
+        dead = [d for loss, d in runs if math.isfinite(loss) and math.isfinite(d)]
+        diverged_runs, failing_runs = diverged_runs + diverged, failing_runs + len(runs)
+        text = f"{name} at learning rate {_lrs([c.lrs[i] for i in failing])} ({len(runs)} trainings): "
+        if diverged:
+            text += f"{diverged} diverged (the loss is not a number)" + (", and in the others " if dead else "")
+        if dead:
+            text += (f"{pct(min(dead))}–{pct(max(dead))} of the last hidden layer's units never fire on a test image "
+                     "while the loss stays finite")  # fmt: skip
+        failures.append(text)
+    if failures:
+        mostly = "dead units rather than divergence" if 2 * diverged_runs < failing_runs else "mostly divergence"
+        shows += (f"Where the networks fail, the run shows {mostly}: {'; '.join(failures)}. "
+                  "A dead ReLU passes no gradient, so it never recovers.")  # fmt: skip
     differs = [
         f"Bjorck et al. train ResNets on CIFAR-10 for many epochs; this is a 3-layer MLP on 8×8 digits for "
-        f"{c.steps:,} steps (about {epochs:.0f} passes over the training images)."
+        f"{c.steps:,} steps (about {c.steps * c.batch / 1438:.0f} passes over the training images). Their failure "
+        "is divergence; here, at these learning rates, it is dying ReLUs."
     ]
-    failing_top = [lr for lr in c.lrs if lr > max(works["bn"], default=math.inf)]
-    if works["bn"] and failing_top:
-        differs.append(
-            f"At learning rate {listing([f'{v:g}' for v in failing_top])} batch norm fails too: only the hidden "
-            "layers are normalized here, and the output layer, updated with the same large step, can still blow "
-            "up the logits."
-        )
     plain = report.summary("plain")
-    slow = [lr for lr, (m, _, _) in zip(c.lrs, plain, strict=True) if lr < best["plain"][1] and m < TRAINS]
+    best_plain = max(range(len(c.lrs)), key=lambda i: plain[i][0])
+    slow = [lr for i, lr in enumerate(c.lrs) if i < best_plain and plain[i][0] < TRAINS]
     if slow:
         differs.append(
-            f"At the smallest learning rates ({listing([f'{v:g}' for v in slow])}) the plain network has not "
-            f"finished learning in {c.steps:,} steps: part of its gap there is speed, not stability."
-        )  # fmt: skip
+            f"At the smallest learning rates ({_lrs(slow)}) the plain network has not finished learning in "
+            f"{c.steps:,} steps: part of its gap there is speed, not stability."
+        )
     return Sentences(claim, shows, " ".join(differs))
 
 
@@ -208,62 +230,67 @@ def sweep_sentences(report: SweepReport) -> Sentences:
 
 
 def noise_sentences(report: SeedsReport) -> Sentences:
-    """Experiment 3 (Santurkar et al. 2018: noisy batch norm, and smoothness)."""
+    """Experiment 3 (Santurkar et al. 2018: noisy batch norm, and smoothness), over the seeds."""
     c: NoiseConfig = report.config  # type: ignore[assignment]
+    p = PAPER_NOISE
     claim = (
-        "Santurkar et al. (2018) add noise after each batch norm, with a non-zero mean and a non-unit variance drawn "
-        'afresh at every step: it brings back the shifting input distributions ("internal covariate shift") '
-        "that batch norm is said to remove. The network still trains about as well as with plain batch norm, while "
-        "the same noise without batch norm does not train. They conclude that batch norm helps by making the loss "
-        "smoother, and measure it: along the gradient, the loss changes less with batch norm."
+        "Santurkar et al. (2018, Figure 2) add noise after every batch norm of a VGG network on CIFAR-10: \"at "
+        "every time step, our noise model consists of perturbing each activation for each sample in a batch with "
+        "noise i.i.d. from a non-zero mean, non-unit variance distribution\" (their Appendix A.2.1) — per step and "
+        f"unit a mean μ ~ U(−{p.mu:g}, {p.mu:g}) and a scale σ ~ U(1, {p.sigma:g}), then per sample a ← s·a + m "
+        f"with m ~ U(μ − {p.r_mu:g}, μ + {p.r_mu:g}) and s ~ N(σ, {p.r_sigma:g}). The noisy network nearly matches "
+        "batch norm and trains much better than the standard network, though its activations shift more: so, they "
+        "conclude, batch norm does not help by removing \"internal covariate shift\" but by making the loss smoother, "
+        "and they measure that along the gradient. At the end of their §2.1 they add, in one sentence and without a "
+        "figure, that \"adding the same amount of noise to the activations of the standard (non-BatchNorm) network "
+        "prevents it from training entirely\"."
     )
     f = {v: report.finals(v) for v in report.curves}
-    mean = {v: sum(a) / len(a) for v, a in f.items()}
     shows = (
-        f"This run: {c.steps:,} steps at learning rate {c.lr:g}, {seeds_text(c.seeds)}, noise means drawn in "
-        f"±{c.noise_mean:g} and standard deviations in 1 to {c.noise_std:g}. Final test accuracy (mean, lowest–"
-        f"highest over the seeds): {spread(f['bn'])} with batch norm, {spread(f['noisy-bn'])} with batch norm and "
-        f"noise, {spread(f['noise'])} with the noise and no batch norm, {spread(f['plain'])} plain. "
+        f"This run: {c.steps:,} steps at learning rate {c.lr:g}, {seeds_text(c.seeds)}, the paper's noise model and "
+        f"values. Final test accuracy (mean, lowest–highest over the seeds): {spread(f['bn'])} with batch norm, "
+        f"{spread(f['noisy-bn'])} with batch norm and the paper's noise, {spread(f['plain'])} plain, and "
+        f"{spread(f['noise'])} with the same noise and no batch norm. "
     )
-    gap = mean["bn"] - mean["noisy-bn"]
-    if abs(gap) <= SAME:
-        shows += f"Batch norm with noise trains about as well as without (within {points(SAME)}), as in the paper; "
-    elif gap > 0:
-        shows += f"Batch norm with noise ends {points(gap)} below batch norm alone: not quite as well as in the paper; "
+    near = paired(f["noisy-bn"], f["bn"], SAME)
+    within = sum(abs(d) <= SAME for d in near.differences)
+    if near.n >= MIN_SEEDS:
+        shows += (f"Noisy batch norm ends within {points(SAME)} of batch norm on {within} of {near.n} seeds"
+                  f"{' — it nearly matches it, as in the paper' if within == near.n else ''}. ")  # fmt: skip
+    shows += verdict(report.ahead("noisy-bn", "plain"), "noisy batch norm ends ahead of the plain network")
+    untrained = sum(a <= NEAR_CHANCE for a in f["noise"])
+    shows += f"The paper's noise without batch norm stays near chance on {untrained} of {len(f['noise'])} seeds"
+    if untrained == len(f["noise"]):
+        shows += ", as the §2.1 sentence says. "
     else:
-        shows += f"Batch norm with noise ends {points(-gap)} above batch norm alone; "
-    if mean["noise"] <= NEAR_CHANCE:
-        shows += "the same noise without batch norm stays near chance, as in the paper. "
-    elif mean["noise"] < mean["noisy-bn"] - SAME:
-        shows += (f"the same noise without batch norm trains, but {points(mean['noisy-bn'] - mean['noise'])} worse "
-                  "than with batch norm: the paper's direction, not its size. ")  # fmt: skip
-    else:
-        shows += "the same noise without batch norm trains as well, unlike the paper. "
+        mean_noise = sum(f["noise"]) / len(f["noise"])
+        shows += (f": with this noise the plain network does train here (mean {pct(mean_noise)}), unlike the §2.1 "
+                  "sentence, which no figure of theirs shows. ")  # fmt: skip
+    strong = report.finals("noisy-bn-strong")
+    shows += (
+        f"A stronger noise, this page's earlier one (additive Gaussian, mean in ±{c.noise_mean:g}, standard deviation "
+        f"1 to {c.noise_std:g}): batch norm with it ends at {spread(strong)}. "
+    )
+    shows += verdict(report.ahead("noisy-bn-strong", "plain"), "batch norm with the stronger noise ends ahead of the "
+                     "plain network", paper=False)  # fmt: skip
     pairs = [(a, b) for cb, cp in zip(report.curves["bn"], report.curves["plain"], strict=True)
-             for a, b in zip(cb.smoothness, cp.smoothness, strict=True)]  # fmt: skip
+             for s, a, b in zip(cb.probe_steps, cb.smoothness, cp.smoothness, strict=True) if s != 1]  # fmt: skip
     if pairs:
         smoother = sum(a < b for a, b in pairs)
-        med_bn = statistics.median(a for a, _ in pairs)
-        med_plain = statistics.median(b for _, b in pairs)
+        med_bn, med_plain = statistics.median(a for a, _ in pairs), statistics.median(b for _, b in pairs)
         shows += (
             f"The loss's range along the gradient is smaller with batch norm at {smoother} of {len(pairs)} probes "
-            f"(median {med_bn:.3g} with batch norm, {med_plain:.3g} plain)"
+            f"after the first step (median {med_bn:.3g} with batch norm, {med_plain:.3g} plain)"
         )
-        shows += ", as in the paper." if smoother > len(pairs) / 2 else ", unlike the paper."
-        first = [(s, a < b) for cb, cp in zip(report.curves["bn"], report.curves["plain"], strict=True)
-                 for s, a, b in zip(cb.probe_steps, cb.smoothness, cp.smoothness, strict=True)]  # fmt: skip
-        at_start = [smaller for s, smaller in first if s == 1]
-        later = [smaller for s, smaller in first if s != 1]
-        if at_start and not any(at_start) and later:
-            shows += (f" At the first step, from the initial weights, the range is larger with batch norm on every "
-                      f"seed; at the later probes it is smaller at {sum(later)} of {len(later)}.")  # fmt: skip
+        shows += ", as in the paper." if smoother == len(pairs) else (
+            ", on most of them." if smoother > len(pairs) / 2 else ", unlike the paper.")  # fmt: skip
     etas = f"{PROBE_MULTIPLES[0] * c.lr:g} to {PROBE_MULTIPLES[-1] * c.lr:g}"
     differs = (
         f"Santurkar et al. train VGG networks on CIFAR-10; this is a 3-layer ReLU MLP on 8×8 digits for "
-        f"{c.steps:,} steps. Their noise parameters are not this page's, and here the noise is switched off at "
-        f"test time (as dropout is). The smoothness is probed on one minibatch, in training mode, with step sizes "
-        f"{etas} along the gradient, at {len(report.curves['bn'][0].probe_steps)} points of training; "
-        "their plots follow it at every step."
+        f"{c.steps:,} steps. Their N(σ, {p.r_sigma:g}) is read here with {p.r_sigma:g} as the standard deviation "
+        "(the text does not say). The noise is switched off at test time (as dropout is). The smoothness is probed on "
+        f"one minibatch, in training mode, with step sizes {etas} along the gradient, at "
+        f"{len(report.curves['bn'][0].probe_steps)} points of training; their plots follow it at every step."
     )
     return Sentences(claim, shows, differs)
 
@@ -272,38 +299,37 @@ def noise_sentences(report: SeedsReport) -> Sentences:
 
 
 def placement_sentences(report: SeedsReport) -> Sentences:
-    """Experiment 4 (batch norm before or after the ReLU)."""
+    """Experiment 4 (batch norm before or after the ReLU), over the seeds."""
     c = report.config
     claim = (
         "Ioffe & Szegedy put batch norm before the nonlinearity, on Wx + b; many people put it after the ReLU "
         "instead. Published comparisons are mixed: neither order is established as better in general."
     )
     before, after = report.finals("before"), report.finals("after")
-    diffs = [a - b for a, b in zip(after, before, strict=True)]
-    d = sum(diffs) / len(diffs)
-    n = len(diffs)
+    v = report.ahead("before", "after")
     shows = (
         f"This run: {seeds_text(c.seeds)}, learning rate {c.lr:g}, {c.steps:,} steps, ReLU units with torch's "
-        f"default initialisation, both orders from the same weights and minibatches per seed. "
-        f"Final test accuracy (mean, lowest–highest): {spread(before)} with Linear → BN → ReLU, {spread(after)} with "
-        f"Linear → ReLU → BN. Per seed, after minus before: "
-        f"{', '.join(f'{100 * x:+.1f}' for x in diffs)} points (one test image is {points(1 / TEST_IMAGES)}). "
+        f"default initialisation, both orders from the same weights and minibatches per seed. Final test accuracy "
+        f"(mean, lowest–highest): {spread(before)} with Linear → BN → ReLU, {spread(after)} with Linear → ReLU → BN. "
+        f"Per seed, before minus after: {per_seed(v.differences)} (one test image is {points(ONE_IMAGE)}, the "
+        "margin). "
     )  # fmt: skip
-    ahead_before, ahead_after = sum(x < 0 for x in diffs), sum(x > 0 for x in diffs)
-    if n > 1 and (ahead_before == n or ahead_after == n) and abs(d) > 1 / TEST_IMAGES:
-        which = "before" if ahead_before == n else "after"
-        shows += (
-            f"Batch norm {which} the ReLU is ahead on every seed, by {points(abs(d))} on average: a consistent "
-            f"difference for this network and these settings, and a small one — not a general rule."
-        )
+    if v.kind == "holds":
+        shows += (f"Batch norm before the ReLU is ahead on all {v.n} seeds, by {points(v.mean)} on average: a "
+                  "consistent difference for this network and these settings, and a small one — not a general rule.")
+    elif v.kind == "too few seeds":
+        shows += verdict(v, "batch norm before the ReLU ends ahead", paper=False)
+    elif v.against == v.n:
+        shows += (f"Batch norm after the ReLU is ahead on all {v.n} seeds, by {points(-v.mean)} on average: a "
+                  "consistent difference for this network and these settings — not a general rule.")
     else:
-        shows += (
-            f"{ahead_before} of {n} seeds favour before, {ahead_after} after, with a mean difference (after minus "
-            f"before) of {100 * d:+.1f} points: this run does not tell the two orders apart."
-        )
+        shows += (f"Before is ahead on {v.k} of {v.n} seeds and after on {v.against} (the rest within one test "
+                  f"image), a mean difference of {100 * v.mean:+.1f} points: this run does not tell the two orders "
+                  "apart.")  # fmt: skip
     differs = (
         f"One small MLP on 8×8 digits, one learning rate, {c.steps:,} steps. The published comparisons use deep "
         "convolutional networks, where the order interacts with the learning rate, the initialisation and dropout; "
-        "differences of this size can flip with any of them."
+        "differences of this size can flip with any of them — and with the seeds: more seeds can turn a lead on "
+        "every seed into a mixed result."
     )
     return Sentences(claim, shows, differs)

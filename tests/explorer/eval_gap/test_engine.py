@@ -20,6 +20,7 @@ from torch import nn
 
 import bnviz
 from bnviz.explorer import mlp
+from bnviz.explorer.claims import SAME
 from bnviz.explorer.digits import load_digits
 from bnviz.explorer.eval_gap import engine as eval_gap
 from bnviz.explorer.eval_gap import measure, steps
@@ -47,68 +48,91 @@ from bnviz.hosting.serve import Cancelled
 ROOT = Path(__file__).resolve().parents[3]
 MB = 2**20
 TINY = {  # the smallest run of each section that still has every part
-    "batches": BatchesConfig(steps=12, eval_every=6, width=8),
-    "lag": LagConfig(steps=12, eval_every=6, width=8),
-    "dropout": DropoutConfig(steps=12, width=8),
+    "batches": BatchesConfig(steps=12, eval_every=6, width=8, seeds=(0, 1)),
+    "lag": LagConfig(steps=12, eval_every=6, width=8, seeds=(0, 1)),
+    "dropout": DropoutConfig(steps=12, width=8, seeds=(0, 1)),
     "accumulation": AccumulationConfig(steps=6, width=8, micro=2, micro_batch=4),
     "passes": PassesConfig(steps=6, pairs=3, width=8, batch=10),
     "checkpoint": CheckpointConfig(steps=3, width=8, batch=10),
 }
 
 
-# --- the claims, at the defaults -------------------------------------------------------------------
+# --- the claims, at the defaults (computed ahead over five seeds: see test_stored.py) ----------------
 
 
 @pytest.fixture(scope="module")
 def defaults() -> dict[str, object]:
-    """The sections whose claims are tested, at their defaults (about 8 s together here)."""
+    """The sections whose claims are tested, at their default views."""
     return {name: run(eval_gap.CONFIGS[name]()) for name in ("batches", "lag", "dropout", "checkpoint")}
 
 
-def test_sorted_batches_look_fine_in_train_mode_and_collapse_in_eval_mode(defaults):
-    r = defaults["batches"].orders
-    s, h = r["sorted"], r["shuffled"]
-    assert s.train_mode_final >= 0.9 and s.eval_test <= 0.35, (s.train_mode_final, s.eval_test)
-    assert s.train_mode_other <= 0.35, s.train_mode_other  # the same weights on shuffled minibatches: the leak
-    assert abs(h.train_mode_final - h.eval_test) <= 0.03 and h.eval_test >= 0.95, (h.train_mode_final, h.eval_test)
-    assert s.batch_var_ratio[0] < 0.7 < 0.95 < h.batch_var_ratio[0], (s.batch_var_ratio, h.batch_var_ratio)
-    words = section(defaults["batches"]).measured
-    assert "Train mode looks fine and eval mode collapses, as claimed." in words, words
+def test_sorted_batches_look_fine_in_train_mode_and_collapse_in_eval_mode_on_every_seed(defaults):
+    report = defaults["batches"]
+    assert len(report.runs) == 5 and report.collapse().holds, report.collapse()
+    assert all(abs(d) <= SAME for d in report.shuffled_gap()), report.shuffled_gap()
+    for r in report.runs:
+        s, h = r.orders["sorted"], r.orders["shuffled"]
+        assert s.train_mode_final >= 0.9 and s.eval_test <= 0.35, (r.seed, s.train_mode_final, s.eval_test)
+        assert s.train_mode_other <= 0.35, (r.seed, s.train_mode_other)  # the same weights, shuffled: the leak
+        assert h.eval_test >= 0.95, (r.seed, h.eval_test)
+        assert s.batch_var_ratio[0] < 0.7 < 0.95 < h.batch_var_ratio[0], (r.seed, s.batch_var_ratio, h.batch_var_ratio)
+    words = section(report)
+    assert "Eval mode falls 30.0 points or more below train mode on all 5 seeds." in words.measured, words.measured
+    assert "Eval mode collapses on all 5 seeds." in words.gap, words.gap
 
 
-def test_the_running_averages_lag_the_exact_statistics_more_at_smaller_momenta(defaults):
-    r = defaults["lag"]
-    assert r.steps == tuple(range(0, 201, 20))
-    mean_acc = {m: sum(a[1:]) / len(a[1:]) for m, a in r.accuracy.items()}
-    assert mean_acc[0.001] < mean_acc[0.01] < mean_acc[0.1] <= sum(r.exact[1:]) / len(r.exact[1:]) + 0.01, mean_acc
-    assert r.exact[-1] >= 0.95 and r.accuracy[0.001][-1] <= r.exact[-1] - 0.1
-    # for shuffled minibatches the mean of unbiased minibatch variances is the population's, within 2 %
-    assert all(abs(v - 1) < 0.02 for v in r.batch_var), r.batch_var
-    n = r.config.batch
-    for unbiased, biased in zip(r.batch_var, r.biased_batch_var, strict=True):
-        assert biased == pytest.approx(unbiased * (n - 1) / n, rel=1e-9)
+def test_the_running_averages_lag_the_exact_statistics_most_at_the_smallest_momentum(defaults):
+    report = defaults["lag"]
+    assert report.lags(0.001).holds and report.lags(0.01).holds, (report.lags(0.001), report.lags(0.01))
+    for r in report.runs:
+        assert r.steps == tuple(range(0, 201, 20)) and r.exact[-1] >= 0.95, (r.seed, r.exact)
+        # for shuffled minibatches the mean of unbiased minibatch variances is the population's, within 2 %
+        assert all(abs(v - 1) < 0.02 for v in r.batch_var), (r.seed, r.batch_var)
+        n = report.config.batch
+        for unbiased, biased in zip(r.batch_var, r.biased_batch_var, strict=True):
+            assert biased == pytest.approx(unbiased * (n - 1) / n, rel=1e-9)
+    # most of momentum 0.001's shortfall is the initial buffers, which the Adam-style correction takes out
+    lag, unbiased = report.lags(0.001), report.lags_unbiased(0.001)
+    assert unbiased.mean < 0.5 * lag.mean, (unbiased.differences, lag.differences)
+    assert "most of it was the initial values" in section(report).measured
 
 
-def test_dropout_alone_shifts_the_variance_as_the_formula_predicts(defaults):
-    r = defaults["dropout"]
-    p = r.config.p
-    for k, layer in enumerate(r.layers):
-        assert layer.simple == pytest.approx(1 / (1 - p))
-        assert layer.centred == pytest.approx(1 / (1 - p), rel=0.03), (k, layer.centred)  # zero mean: 1/(1 − p)
-        assert layer.isolated == pytest.approx(layer.isolated_predicted, rel=0.03), (k, layer)
-        assert layer.isolated > layer.centred  # after a ReLU the input is not zero-mean: a larger shift
-        assert layer.shift_exact < 1.2 and layer.shift_head < 1.3, (k, layer)  # both fixes remove most of it
-        assert layer.shift > 2, (k, layer)
+def test_unbias_takes_the_initial_buffers_share_out():
+    """After t updates at momentum m from (0, 1) towards a constant batch mean μ and variance σ², the
+    running statistics are (1 − (1 − m)^t)·μ and (1 − m)^t + (1 − (1 − m)^t)·σ²; unbias gives μ, σ²."""
+    m, t, mu, var = 0.01, 37, 2.5, 0.3
+    left = (1 - m) ** t
+    running = measure.Stats(((0.0 * left + (1 - left) * mu,),), ((left + (1 - left) * var,),))
+    got = eval_gap.unbias(running, m, t)
+    assert got.mean[0][0] == pytest.approx(mu, rel=1e-12) and got.var[0][0] == pytest.approx(var, rel=1e-12), got
+    assert eval_gap.unbias(running, m, 0) == running
 
 
-def test_dropout_before_batch_norm_costs_accuracy_and_moving_it_after_recovers_it(defaults):
-    r = defaults["dropout"]
-    assert r.eval_mode["none"] - r.eval_mode["before-bn"] > 0.05, r.eval_mode
-    assert r.eval_mode["head"] >= r.eval_mode["none"] - 0.03, r.eval_mode
-    # (fix 2, the statistics recomputed in eval mode, is not asserted: +3.6 points at seed 0, but from
-    # -1.9 to +5.3 over seeds 1-3; its shift, near 1, is asserted above)
-    words = section(r).fix
+def test_dropout_alone_shifts_the_variance_as_the_arithmetic_predicts_on_every_seed(defaults):
+    report = defaults["dropout"]
+    p = report.config.p
+    for r in report.runs:
+        for k, layer in enumerate(r.layers):
+            where = (r.seed, k, layer)
+            assert layer.simple == pytest.approx(1 / (1 - p))
+            assert layer.centred == pytest.approx(1 / (1 - p), rel=0.03), where  # zero mean: 1/(1 − p)
+            assert layer.isolated == pytest.approx(layer.isolated_predicted, rel=0.05), where
+            assert layer.isolated > layer.centred, where  # after a ReLU the input is not zero-mean: a larger shift
+            assert layer.shift > 2 and layer.shift_exact < 1.2 and layer.shift_head < 1.4, where
+
+
+def test_dropout_before_batch_norm_costs_accuracy_and_fix_1_recovers_it_on_every_seed(defaults):
+    report = defaults["dropout"]
+    for name, v in (("drop", report.drop()), ("eval above train", report.eval_above_train()),
+                    ("fix 1", report.fix_head())):  # fmt: skip
+        assert v.holds, (name, v)
+    # fix 2 (the statistics recomputed with dropout off) is not a general fix here: 3 of 5 seeds
+    # better, 2 worse. The page says "mixed" and counts them.
+    fix2 = report.fix_exact()
+    words = section(report).fix
     assert "Fix 1" in words and "Fix 2" in words and "bnviz.recompute_batch_norm_stats(model.eval()" in words
+    assert ("is mixed" in words) == (fix2.kind == "mixed"), (fix2, words)
+    assert "Hendrycks & Gimpel" in words and "variance moving averages with dropout off" in words
 
 
 def test_under_checkpointing_torch_counts_each_step_twice_and_bnviz_once(defaults):
@@ -235,19 +259,24 @@ def test_every_section_runs_at_a_tiny_size_with_the_right_shapes(name, tiny):
     report, config = tiny[name], TINY[name]
     assert report.config == config
     assert pickle.loads(pickle.dumps(report)) == report
+    if name in ("batches", "lag", "dropout"):
+        assert tuple(r.seed for r in report.runs) == config.seeds
     if name == "batches":
-        for r in report.orders.values():
+        for r in (o for run_ in report.runs for o in run_.orders.values()):
             assert r.curve.steps == (0, 6, 12) and len(r.train_mode) == 3
             assert len(r.mean_error) == len(r.var_ratio) == len(r.batch_var_ratio) == 3
     elif name == "lag":
-        assert report.steps == (0, 6, 12) and report.exact[0] == pytest.approx(report.exact[0])
-        for m in config.momenta:
-            assert len(report.accuracy[m]) == len(report.mean_error[m]) == len(report.var_error[m]) == 3
-            assert report.mean_error[m][0] == report.mean_error[config.momenta[0]][0]  # all start at 0 and 1
-        assert len(report.batch_var) == len(report.biased_batch_var) == 3
+        for r in report.runs:
+            assert r.steps == (0, 6, 12)
+            for m in config.momenta:
+                assert len(r.accuracy[m]) == len(r.unbiased[m]) == len(r.mean_error[m]) == len(r.var_error[m]) == 3
+                assert r.mean_error[m][0] == r.mean_error[config.momenta[0]][0]  # all start at 0 and 1
+                assert r.unbiased[m][0] == r.accuracy[m][0]  # nothing to take out at step 0
+            assert len(r.batch_var) == len(r.biased_batch_var) == 3
     elif name == "dropout":
-        assert set(report.train_mode) == set(report.eval_mode) == set(eval_gap_url.DROPOUT_VARIANTS)
-        assert len(report.layers) == 3 and all(0 < s.live <= s.units == config.width for s in report.layers)
+        for r in report.runs:
+            assert set(r.train_mode) == set(r.eval_mode) == set(eval_gap_url.DROPOUT_VARIANTS)
+            assert len(r.layers) == 3 and all(0 < s.live <= s.units == config.width for s in r.layers)
     elif name == "accumulation":
         assert report.counted == {"big": 6, "micro": 12, "micro-adjusted": 12}
         assert set(report.mean_spread) == {config.micro_batch, config.batch}
@@ -290,7 +319,8 @@ def snippet_names() -> dict[str, object]:
 def test_the_same_seed_gives_the_same_report_and_another_seed_another(name, tiny):
     config = TINY[name]
     assert run(config) == tiny[name]
-    assert run(replace(config, seed=5)) != tiny[name]
+    other = replace(config, seeds=(5,)) if hasattr(config, "seeds") else replace(config, seed=5)
+    assert run(other) != tiny[name]
 
 
 # --- words: computed from the report ---------------------------------------------------------------
@@ -298,10 +328,19 @@ def test_the_same_seed_gives_the_same_report_and_another_seed_another(name, tiny
 
 def test_words_say_when_a_run_disagrees_with_the_claim(tiny):
     batches = tiny["batches"]
-    flat = {o: replace(r, train_mode=(0.5,) * len(r.train_mode)) for o, r in batches.orders.items()}
-    flat = {o: replace(r, curve=replace(r.curve, test_accuracy=(0.5,) * len(r.curve.steps))) for o, r in flat.items()}
-    assert "Eval mode is not worse than train mode here, unlike the claim." in section(
-        replace(batches, orders=flat)).measured  # fmt: skip
+
+    def flat(r: eval_gap.BatchesRun) -> eval_gap.BatchesRun:
+        orders = {o: replace(x, train_mode=(0.5,) * len(x.train_mode),
+                             curve=replace(x.curve, test_accuracy=(0.5,) * len(x.curve.steps)))
+                  for o, x in r.orders.items()}  # fmt: skip
+        return replace(r, orders=orders)
+
+    three = replace(batches, config=replace(batches.config, seeds=(0, 1, 2)),
+                    runs=tuple(flat(batches.runs[0]) for _ in range(3)))  # fmt: skip
+    words = section(three)
+    assert "Whether eval mode collapses: no difference beyond the margin" in words.gap, words.gap
+    assert "on all 3 seeds" not in words.measured.split("Shuffled")[0], words.measured
+    assert "no verdict" in section(batches).gap, "two seeds: the numbers and no verdict"
     check = tiny["checkpoint"]
     same = {v: (3, 3, 3) for v in CHECKPOINT_VARIANTS}
     assert "unlike the claim" in section(replace(check, counted=same)).measured
@@ -315,7 +354,10 @@ REFUSED = [
     (BatchesConfig(lr=-1.0), "the learning rate is -1.0"),
     (BatchesConfig(lr=math.nan), "the learning rate is nan"),
     (BatchesConfig(width=300), "the width (units per hidden layer) is 300"),
-    (BatchesConfig(seed=-2), "the seed is -2"),
+    (BatchesConfig(seeds=(0, -2)), "a seed is -2"),
+    (BatchesConfig(seeds=()), "0 seeds were given; give 1 to 10"),
+    (LagConfig(seeds=(1, 1)), "the seeds 1, 1 repeat one"),
+    (DropoutConfig(seeds=tuple(range(11))), "11 seeds were given; give 1 to 10"),
     (BatchesConfig(steps=5000, eval_every=10), "evaluate every 50 steps or more"),
     (LagConfig(momenta=()), "0 momenta were given; give 1 to 6"),
     (LagConfig(momenta=(0.1, 0.0)), "the momentum 2 is 0.0"),

@@ -12,6 +12,7 @@ import pytest
 from bnviz.explorer.family import engine as family
 from bnviz.explorer.family import url as family_url
 from bnviz.explorer.family.engine import (
+    dependence_note,
     dependence_rows,
     grouping,
     member_cells,
@@ -46,9 +47,24 @@ def test_only_batch_norm_depends_on_the_other_samples(config):
     changes = {m.member: m.sample0_change for m in run_family(config).members}
     assert changes.pop("BatchNorm") > 0.01, "batch norm's sample 0 moves when the batch changes"
     assert all(v == 0.0 for v in changes.values()), changes
-    rows = {row["member"]: row for row in dependence_rows(run_family(config))}
-    assert rows["BatchNorm"]["depends on the other samples"] == "yes"
+    report = run_family(config)
+    assert report.eval_change == 0.0, "in eval mode batch norm normalizes each sample on its own"
+    rows = {row["member"]: row for row in dependence_rows(report)}
+    assert rows["BatchNorm, train mode"]["depends on the other samples"] == "yes"
+    assert rows["BatchNorm, eval mode"]["depends on the other samples"] == "no"
     assert rows["LayerNorm"]["sample 0 output moves by"] == "0 (exactly)"
+    assert "In train mode batch norm's statistics come from the whole batch" in dependence_note(report)
+
+
+def test_a_batch_of_one_runs_and_batch_norm_takes_instance_norms_sets():
+    report = run_family(FamilyConfig(shape=(1, 6, 8, 8), groups=3))
+    assert report.verdict == "match" and report.eval_change is None
+    assert all(m.sample0_change is None for m in report.members)
+    sizes = {row["member"]: row for row in universal_rows(report)[0]}
+    assert (sizes["BatchNorm"]["groups"], sizes["BatchNorm"]["values each"]) == (
+        sizes["InstanceNorm"]["groups"], sizes["InstanceNorm"]["values each"]) == ("6", "64")  # fmt: skip
+    assert {row["depends on the other samples"] for row in dependence_rows(report)} == {"no other sample"}
+    assert "the very sets InstanceNorm uses" in dependence_note(report)
 
 
 def test_universal_table_for_a_4d_tensor():
@@ -79,7 +95,7 @@ def test_pictures_and_cells_are_drawn_for_every_member(member):
 
 @pytest.mark.parametrize(
     "change, words",
-    [(dict(shape=(8, 6)), "rank 3"), (dict(shape=(1, 6, 4)), "at least 2 samples"), (dict(groups=4), "divisible"),
+    [(dict(shape=(8, 6)), "rank 3"), (dict(groups=4), "divisible"),
      (dict(shape=(8, 6, 1)), "2 spatial"), (dict(shape=(100, 100, 200)), "over the limit"), (dict(dist="x"), "unknown"),
      (dict(ln_over="x"), "LayerNorm over"), (dict(eps=0.0), "eps"), (dict(shape=(4, 0, 3)), "at least 1")],
 )  # fmt: skip

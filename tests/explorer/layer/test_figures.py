@@ -15,7 +15,7 @@ SIZES = [
     pytest.param(Config(shape=(16, 64, 32, 32), steps=2), id="64-channels"),
     pytest.param(Config(layer="BatchNorm", shape=(2, 3, 2, 2, 2, 2), momentum=None, steps=30), id="rank6-30-steps"),
 ]
-NAMES = {"cells", "modes", "distributions", "running", "differences", "gradients"}
+NAMES = {"cells", "modes", "distributions", "running", "differences", "gradients", "gradient_lesson"}
 
 
 @pytest.mark.parametrize("config", SIZES)

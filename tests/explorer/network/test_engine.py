@@ -107,8 +107,26 @@ def test_chaos_is_measured_apart_next_to_torchs_own_float32_against_float64():
     assert set(r.free_accuracy) == {"bnviz", "torch", "float64"}
     text = network.divergence_text(r)
     assert f"{div['torch float32 vs float64'][-1]:.2g}" in text and "chaotic" in text
+    assert network.divergence_heading(r) == "On their own paths: training is chaotic here"
+    assert "64 fresh samples (32 batches of 2)" in text, "a 2-sample evaluation would give only 0, 50 or 100 %"
 
 
 def test_a_calm_run_stays_together_on_its_own_paths_too():
     r = run_network(NetworkConfig(steps=5))
     assert max(r.divergence["bnviz vs torch"]) < 1e-5, r.divergence
+    assert network.divergence_heading(r) == "On their own paths: training is stable here"
+    assert "training is stable" in network.divergence_text(r)
+
+
+@pytest.mark.parametrize("batch, batches", [(2, 32), (5, 13), (32, 2), (64, 1), (256, 1)])
+def test_accuracy_counts_at_least_64_fresh_samples_one_batch_at_a_time(batch, batches):
+    config = NetworkConfig(batch=batch, image=8, channels=2, steps=1)
+    assert network.eval_batches(config) == batches and batches * batch >= network.EVAL_SAMPLES
+    model = network.build(config, "torch").eval()
+    right = total = 0
+    for k in range(batches):  # the reference: the same fresh batches, counted by hand
+        x, y = network.batch(config, config.steps + k)
+        with torch.no_grad():
+            right += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    assert network.accuracy(model, config) == right / total and total == batches * batch

@@ -26,52 +26,93 @@ from bnviz.explorer import mlp
 from bnviz.explorer.digits import load_digits
 from bnviz.explorer.mlp import Arch, Curve, build, last_activation, loss_range
 from bnviz.explorer.training import url as training_url
-from bnviz.explorer.training.engine import CSV_COLUMNS, DriftReport, run, run_drift, to_csv
+from bnviz.explorer.training.engine import CSV_COLUMNS, DEAD_INIT, TRAINS, SeedsReport, run, to_csv
 from bnviz.explorer.training.figures import drift_figures, noise_figures, placement_figures, sweep_figure
 from bnviz.explorer.training.url import DriftConfig, NoiseConfig, PlacementConfig, SweepConfig
-from bnviz.explorer.training.words import drift_sentences, noise_sentences, placement_sentences, sweep_sentences
+from bnviz.explorer.training.words import (
+    NEAR_CHANCE,
+    drift_sentences,
+    noise_sentences,
+    placement_sentences,
+    sweep_sentences,
+)
 from bnviz.hosting import serve
 from bnviz.hosting.serve import Cancelled
 
 ROOT = Path(__file__).resolve().parents[3]
 MB = 2**20
 TINY = {  # the smallest run of each experiment that still has every part
-    "drift": DriftConfig(steps=30, eval_every=10),
+    "drift": DriftConfig(steps=30, eval_every=10, seeds=(0, 1)),
     "sweep": SweepConfig(lrs=(0.1, 1.0, 10.0), seeds=(0, 1), steps=10),
     "noise": NoiseConfig(steps=20, seeds=(0, 1), probes=3, eval_every=5),
     "placement": PlacementConfig(steps=20, seeds=(0, 1, 2), eval_every=10),
 }
 
 
+# --- the claims, at the default views (computed ahead: see test_stored.py) ------------------------
+
+
+def test_figure_1_both_networks_learn_and_batch_norm_ends_ahead_and_steadier_on_every_seed():
+    report = run(DriftConfig())
+    assert len(report.config.seeds) == 5
+    for name, v in (("ahead", report.ahead("bn", "plain")), ("drifts", report.drifts_further())):
+        assert v.holds, (name, v)
+    assert min(report.finals("plain")) >= TRAINS and min(report.finals("bn")) >= TRAINS, report.finals("plain")
+    words = drift_sentences(report).shows
+    assert "Batch norm ends ahead on all 5 seeds, as in the paper." in words, words
+
+
+def test_with_the_papers_smallest_weights_the_plain_network_never_learns_and_the_page_says_so():
+    report = run(DEAD_INIT)
+    assert max(report.finals("plain")) <= NEAR_CHANCE and min(report.finals("bn")) >= TRAINS, report.finals("plain")
+    words = drift_sentences(report)
+    assert "never learns" in words.shows and "as in the paper" not in words.shows.split("never learns")[0], words.shows
+    assert "In the paper the plain network learns" in words.differs, words.differs
+
+
+@pytest.mark.parametrize("config", [SweepConfig(), NoiseConfig(), PlacementConfig()], ids=type)
+def test_every_default_views_main_claim_holds_on_every_seed(config):
+    report = run(config)
+    assert len(report.config.seeds) == 5 and "holds on 5 of 5 seeds" in report.verdict, report.verdict
+
+
+def test_the_papers_noise_without_batch_norm_trains_here_and_the_page_says_it_disagrees():
+    report = run(NoiseConfig())
+    assert min(report.finals("noise")) >= TRAINS, report.finals("noise")
+    assert "unlike the §2.1 sentence" in noise_sentences(report).shows
+
+
 @pytest.fixture(scope="module")
-def lr8() -> DriftReport:
-    return run_drift(DriftConfig(lr=8.0))
+def one_seed() -> SeedsReport:
+    return run(DriftConfig(steps=200, eval_every=100, seeds=(0,)))
 
 
-def test_at_lr_8_the_plain_network_stays_near_chance_while_batch_norm_learns(lr8):
-    bn, plain = lr8.curves["bn"].final_accuracy, lr8.curves["plain"].final_accuracy
-    assert plain <= 0.20, f"plain {plain:.3f}"
-    assert bn >= 0.85, f"batch norm {bn:.3f}"
+def test_one_seed_gives_the_numbers_and_no_verdict(one_seed):
+    words = drift_sentences(one_seed)
+    assert "With 1 seed there is no verdict" in words.shows and "as in the paper" not in words.shows, words.shows
 
 
-def test_at_lr_8_the_median_drifts_further_without_batch_norm(lr8):
-    moved_bn, moved_plain = lr8.curves["bn"].moved, lr8.curves["plain"].moved
-    assert moved_plain > moved_bn, f"plain moved {moved_plain:.3f}, batch norm {moved_bn:.3f}"
-    words = drift_sentences(lr8)
-    assert "as in the paper" in words.shows and "unlike" not in words.shows, words.shows
-
-
-def test_csv_has_the_columns_and_one_row_per_variant_and_evaluation(lr8):
-    rows = list(csv.reader(io.StringIO(to_csv(lr8))))
-    assert tuple(rows[0]) == CSV_COLUMNS == ("variant", "step", "loss", "test_accuracy", "p15", "p50", "p85")
+def test_csv_has_the_columns_and_one_row_per_variant_seed_and_evaluation(one_seed):
+    rows = list(csv.reader(io.StringIO(to_csv(one_seed))))
+    assert tuple(rows[0]) == CSV_COLUMNS == ("experiment", "variant", "seed", "learning_rate", "step", "loss",
+                                             "test_accuracy", "p15", "p50", "p85", "dead_units")  # fmt: skip
     body = rows[1:]
-    steps = list(range(0, 2001, 100))
-    assert [(r[0], int(r[1])) for r in body] == [("bn", s) for s in steps] + [("plain", s) for s in steps]
+    steps = [0, 100, 200]
+    assert [(r[0], r[1], int(r[2]), int(r[4])) for r in body] == [("drift", v, 0, s) for v in ("bn", "plain")
+                                                                  for s in steps]  # fmt: skip
     for r in body:
-        values = [float(v) for v in r[2:]]
-        assert 0 <= values[1] <= 1 and values[2] <= values[3] <= values[4], r
+        values = [float(v) for v in r[5:]]
+        assert 0 <= values[1] <= 1 and values[2] <= values[3] <= values[4] and 0 <= values[5] <= 1, r
     last_bn = body[len(steps) - 1]
-    assert float(last_bn[3]) == pytest.approx(lr8.curves["bn"].final_accuracy, abs=1e-6)
+    assert float(last_bn[6]) == pytest.approx(one_seed.curves["bn"][0].final_accuracy, abs=1e-6)
+
+
+def test_the_csv_of_several_seeds_and_of_the_sweep():
+    rows = list(csv.reader(io.StringIO(to_csv(run(TINY["drift"])))))
+    assert {(r[1], r[2]) for r in rows[1:]} == {(v, s) for v in ("bn", "plain") for s in ("0", "1")}
+    sweep = TINY["sweep"]
+    rows = list(csv.reader(io.StringIO(to_csv(run(sweep)))))
+    assert len(rows) - 1 == 2 * len(sweep.lrs) * len(sweep.seeds) and {r[0] for r in rows[1:]} == {"lr-sweep"}
 
 
 @pytest.mark.parametrize("name", list(TINY))
@@ -81,17 +122,20 @@ def test_every_experiment_runs_at_a_tiny_size_with_the_right_shapes(name):
     assert pickle.loads(pickle.dumps(report)) == report
     if name == "drift":
         assert set(report.curves) == {"bn", "plain"}
-        for c in report.curves.values():
-            assert c.steps == (0, 10, 20, 30)
-            assert len(c.loss) == len(c.test_accuracy) == len(c.p15) == len(c.p50) == len(c.p85) == 4
+        for curves in report.curves.values():
+            assert len(curves) == len(config.seeds)
+            for c in curves:
+                assert c.steps == (0, 10, 20, 30)
+                assert len(c.loss) == len(c.test_accuracy) == len(c.p15) == len(c.p50) == len(c.p85) == len(c.dead) == 4
         figures, words = drift_figures(report), drift_sentences(report)
     elif name == "sweep":
         for v in ("bn", "plain"):
             assert len(report.accuracy[v]) == 3 and all(len(row) == 2 for row in report.accuracy[v])
+            assert all(len(row) == 2 and all(0 <= d <= 1 for d in row) for row in report.dead[v])
             assert len(report.summary(v)) == 3
         figures, words = {"sweep": sweep_figure(report)}, sweep_sentences(report)
     else:
-        variants = ("bn", "noisy-bn", "noise", "plain") if name == "noise" else ("before", "after")
+        variants = ("bn", "noisy-bn", "noise", "plain", "noisy-bn-strong") if name == "noise" else ("before", "after")
         assert tuple(report.curves) == variants
         for v in variants:
             assert len(report.curves[v]) == len(config.seeds) and len(report.finals(v)) == len(config.seeds)
@@ -117,7 +161,7 @@ def test_the_figures_of_the_most_evaluations_allowed_stay_small():
     assert config.refusal() is None
     n = len(training_url.config_schedule(config).eval_steps())
     curve = _curve(0.9, tuple(math.sin(k / 7) for k in range(n)))
-    report = DriftReport(config, {"bn": curve, "plain": curve})
+    report = SeedsReport(replace(config, seeds=(0, 1, 2, 3, 4)), {"bn": (curve,) * 5, "plain": (curve,) * 5})
     for key, fig in drift_figures(report).items():
         assert len(fig.to_json()) <= 100_000, key
 
@@ -126,7 +170,7 @@ def test_the_figures_of_the_most_evaluations_allowed_stay_small():
 def test_the_same_seed_gives_the_same_report_and_another_seed_another(name):
     config = TINY[name]
     assert run(config) == run(config)
-    other = replace(config, seed=5) if name == "drift" else replace(config, seeds=tuple(s + 5 for s in config.seeds))
+    other = replace(config, seeds=tuple(s + 5 for s in config.seeds))
     assert run(other) != run(config)
 
 
@@ -137,7 +181,7 @@ def test_the_pair_starts_from_the_same_weights_and_differs_only_in_batch_norm():
     linears = [[m for m in model if isinstance(m, nn.Linear)] for model in (bn, plain)]
     for a, b in zip(*linears, strict=True):
         assert torch.equal(a.weight, b.weight) and torch.equal(a.bias, b.bias)
-    assert float(linears[0][0].weight.detach().std()) == pytest.approx(0.01, rel=0.05)
+    assert float(linears[0][0].weight.detach().std()) == pytest.approx(config.init_std, rel=0.05)
     norms = [m for m in bn if isinstance(m, nn.modules.batchnorm._NormBase) or "BatchNorm" in type(m).__name__]
     assert len(norms) == 3 and all(isinstance(m, bnviz.BatchNorm1d) for m in norms)
     assert not any("BatchNorm" in type(m).__name__ for m in plain)
@@ -150,13 +194,16 @@ def test_the_percentiles_are_numpys_linear_percentiles_of_the_last_activations_i
     model = build(Arch(16, "sigmoid", "before", None, 0.5), 1)
     data = load_digits()
     cut = last_activation(model)
-    acc, q = mlp.evaluate(model, cut, data)
+    acc, q, dead = mlp.evaluate(model, cut, data)
     model.eval()
     with torch.no_grad():
-        h = model[:cut](data.test_x)[:, mlp.UNIT].double().numpy()
+        inputs = model[:cut](data.test_x)
+        h = inputs[:, mlp.UNIT].double().numpy()
         logits = model(data.test_x)
     assert np.allclose(q, np.percentile(h, [15, 50, 85]), rtol=0, atol=1e-12)
     assert acc == pytest.approx(float((logits.argmax(1) == data.test_y).double().mean()))
+    never_positive = sum(bool((inputs[:, j] <= 0).all()) for j in range(inputs.shape[1]))
+    assert dead == never_positive / inputs.shape[1], (dead, never_positive)
 
 
 def test_the_smoothness_probe_measures_the_loss_along_the_gradient_and_restores_everything():
@@ -189,18 +236,37 @@ def test_the_noisy_networks_of_one_seed_draw_the_same_noise():
         assert torch.equal(a(x), b(x))
 
 
-def test_noise_moves_each_unit_in_training_only_and_is_seeded():
-    x = torch.zeros(4000, 3)
-    noise = mlp.Noise(2.0, 3.0, torch.Generator().manual_seed(0))
+NOISES = [  # (spec, the per-unit mean's bound, the per-unit standard deviation's range) for x ~ N(0, 1)
+    (mlp.NoiseSpec(), 0.5 + 0.1, (0.97, 1.27)),  # Santurkar et al.'s values: s·x + m, σ in [1, 1.25]
+    (mlp.NoiseSpec("additive", 1.0, 2.0), 1.0, (1.38, 2.27)),  # x + ε: std √(1 + σ²), σ in [1, 2]
+]
+
+
+@pytest.mark.parametrize("spec, mean_bound, std_range", NOISES, ids=["paper", "additive"])
+def test_noise_moves_each_unit_in_training_only_and_is_seeded(spec, mean_bound, std_range):
+    x = torch.randn(8000, 6, generator=torch.Generator().manual_seed(1))
+    noise = mlp.Noise(spec, torch.Generator().manual_seed(0))
     y = noise(x)
     mean, std = y.mean(0), y.std(0)
-    assert (mean.abs() <= 2.0 + 0.2).all() and (mean.abs() > 0).all()
-    assert ((std >= 0.9) & (std <= 3.1)).all(), std
+    assert (mean.abs() <= mean_bound + 0.05).all() and (mean.abs() > 0).all(), mean
+    assert ((std >= std_range[0]) & (std <= std_range[1])).all(), std
     assert not torch.equal(noise(x), y)  # a new distribution at the next step
-    again = mlp.Noise(2.0, 3.0, torch.Generator().manual_seed(0))
-    assert torch.equal(again(x), y)
+    assert torch.equal(mlp.Noise(spec, torch.Generator().manual_seed(0))(x), y)
     noise.eval()
     assert torch.equal(noise(x), x)
+
+
+def test_the_papers_noise_is_their_algorithm_draw_by_draw():
+    """Algorithm 1 of Santurkar et al., written out with the same generator: per unit μ ~ U(−n_μ, n_μ),
+    σ ~ U(1, n_σ); per value m ~ U(μ − r_μ, μ + r_μ), s ~ N(σ, r_σ²); a ← s·a + m."""
+    spec, x = mlp.NoiseSpec(), torch.randn(7, 4)
+    g = torch.Generator().manual_seed(3)
+    mu = (torch.rand(4, generator=g) * 2 - 1) * spec.mu
+    sigma = 1 + torch.rand(4, generator=g) * (spec.sigma - 1)
+    m = mu + (torch.rand(7, 4, generator=g) * 2 - 1) * spec.r_mu
+    s = sigma + torch.randn(7, 4, generator=g) * spec.r_sigma
+    got = mlp.Noise(spec, torch.Generator().manual_seed(3))(x)
+    assert torch.equal(got, s * x + m), (got - (s * x + m)).abs().max()
 
 
 # --- the options the eval-gap page uses -------------------------------------------------------------
@@ -288,7 +354,8 @@ REFUSED = [
     (DriftConfig(batch=1), "the batch size is 1"),
     (DriftConfig(init_std=0.0), "standard deviation is 0.0"),
     (DriftConfig(init_std=math.nan), "standard deviation is nan"),
-    (DriftConfig(seed=-1), "the seed is -1"),
+    (DriftConfig(seeds=(-1,)), "a seed is -1"),
+    (DriftConfig(seeds=()), "0 seeds were given; give 1 to 10"),
     (DriftConfig(eval_every=0), "the evaluation interval (steps) is 0"),
     (DriftConfig(steps=5000, eval_every=10), "evaluate every 25 steps or more"),
     (PlacementConfig(steps=5000, seeds=tuple(range(6))), "60,000 training steps of all its networks"),
@@ -381,18 +448,25 @@ def _curve(acc: float, medians: tuple[float, ...]) -> Curve:
                  p15=tuple(m - 1 for m in medians), p50=medians, p85=tuple(m + 1 for m in medians))  # fmt: skip
 
 
-def test_a_run_that_disagrees_with_the_paper_says_so():
-    report = DriftReport(
-        DriftConfig(steps=200), {"bn": _curve(0.4, (0.0, 3.0, 1.0)), "plain": _curve(0.9, (0, 0.5, 1))}
-    )
-    shows = drift_sentences(report).shows
-    assert "Here the plain network does better, unlike the paper." in shows
-    assert "moved by 3.00 with batch norm and 1.00 plain" in shows
-    assert "The median drifts no less with batch norm than without, unlike the paper." in shows
-    agree = DriftReport(DriftConfig(steps=200), {"bn": _curve(0.9, (0, 0.5, 1)), "plain": _curve(0.1, (0, 4, 2))})
-    shows = drift_sentences(agree).shows
-    assert "Batch norm trains better here, as in the paper, and the plain network stays near chance." in shows
-    assert "4.0 times further without batch norm" in shows
+def _seeds(**curves: tuple[Curve, ...]) -> SeedsReport:
+    n = len(next(iter(curves.values())))
+    return SeedsReport(DriftConfig(steps=200, seeds=tuple(range(n))), curves)
+
+
+def test_a_run_that_disagrees_with_the_paper_says_so_and_counts_the_seeds():
+    bad, good = _curve(0.4, (-5.0, 0.0, 3.0, 1.0)), _curve(0.9, (0.0, 0.0, 0.5, 1.0))
+    shows = drift_sentences(_seeds(bn=(bad,) * 3, plain=(good,) * 3)).shows
+    assert "Whether batch norm ends ahead: the other way on all 3 seeds, unlike the paper." in shows, shows
+    assert "as in the paper" not in shows, shows
+    assert "moved by 3.00 with batch norm and 1.00 plain" in shows  # step 0 (−5) left out of the drift
+    mixed = drift_sentences(_seeds(bn=(bad, good, good), plain=(good, bad, bad))).shows
+    assert "Whether batch norm ends ahead is mixed: it holds on 2 of 3 seeds, goes the other way on 1" in mixed
+    dead = drift_sentences(_seeds(bn=(good,) * 3, plain=(_curve(0.1, (0, 0, 4, 2)),) * 3)).shows
+    assert "Batch norm ends ahead on all 3 seeds." in dead and "compares batch norm against a dead network" in dead
+    assert "as in the paper" not in dead, "a dead plain network is not the paper's comparison"
+    agree = drift_sentences(_seeds(bn=(good,) * 3, plain=(_curve(0.5, (0, 0, 4, 2)),) * 3)).shows
+    assert "Batch norm ends ahead on all 3 seeds, as in the paper." in agree
+    assert "The median drifts further without batch norm on all 3 seeds, as in the paper." in agree
 
 
 # --- memory ----------------------------------------------------------------------------------------
@@ -404,7 +478,7 @@ MEMORY_CASES = {  # the largest of each page's caps among them
     "experiment 1, most evaluations": DriftConfig(steps=400, eval_every=2, width=2, batch=2),
     "sweep, 12 learning rates x 10 seeds, width 256, batch 256": SweepConfig(
         lrs=tuple(0.1 * (k + 1) for k in range(12)), seeds=tuple(range(10)), steps=1, width=256, batch=256),
-    "noise, 4 networks of width 256, batch 256, 10 probes": NoiseConfig(
+    "noise, 5 networks of width 256, batch 256, 10 probes": NoiseConfig(
         steps=40, seeds=(0,), probes=10, eval_every=1, width=256, batch=256),
     "placement, 10 seeds, every step evaluated": PlacementConfig(
         steps=50, seeds=tuple(range(10)), eval_every=1, width=2, batch=2),

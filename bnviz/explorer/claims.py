@@ -1,0 +1,93 @@
+"""The verdict on a claim about training, over seeds — one rule for ``/training`` and ``/eval-gap``.
+
+A claim compares two arms that share each seed (the same initial weights, the same minibatches): "batch
+norm ends ahead of the plain network", "the median drifts further without batch norm". For each seed
+``i`` the paired difference ``d_i`` is taken in the direction the claim states (positive: as
+claimed), and with a ``margin`` — what the metric needs to tell a difference from noise (one test
+image for an accuracy) —
+
+- ``k`` = the seeds where ``d_i > margin``: the claim holds on k of n seeds;
+- "holds" when k = n; "reversed" when every seed goes the other way by more than the margin; "no
+  difference" when the mean difference is within the margin; else "mixed";
+- fewer than ``MIN_SEEDS`` seeds: the numbers, and no verdict ("too few seeds").
+
+A claim stated as general ("ahead on every seed", "a consistent difference", "as in the paper") is
+made only when it holds on every seed shown.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MIN_SEEDS = 3  # fewer seeds: numbers, no verdict
+TEST_IMAGES = 359  # the digits' test split
+ONE_IMAGE = 1 / TEST_IMAGES  # an accuracy's margin: one test image
+SAME = 0.03  # accuracies closer than this (3 points, 11 test images) are "about the same"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """A claim's paired differences over seeds (positive: as claimed), its margin, and the verdict."""
+
+    differences: tuple[float, ...]
+    margin: float
+
+    @property
+    def n(self) -> int:
+        return len(self.differences)
+
+    @property
+    def k(self) -> int:
+        """Seeds where the difference has the claimed sign and exceeds the margin."""
+        return sum(d > self.margin for d in self.differences)
+
+    @property
+    def against(self) -> int:
+        """Seeds where it goes the other way by more than the margin."""
+        return sum(d < -self.margin for d in self.differences)
+
+    @property
+    def mean(self) -> float:
+        finite = [d for d in self.differences if math.isfinite(d)]
+        return sum(finite) / len(finite) if finite else math.nan
+
+    @property
+    def kind(self) -> str:
+        """"too few seeds", "holds", "reversed", "no difference" or "mixed"."""
+        if self.n < MIN_SEEDS:
+            return "too few seeds"
+        if self.k == self.n:
+            return "holds"
+        if self.against == self.n:
+            return "reversed"
+        if not abs(self.mean) > self.margin:  # (a NaN mean: no difference either)
+            return "no difference"
+        return "mixed"
+
+    @property
+    def holds(self) -> bool:
+        return self.kind == "holds"
+
+    def count(self) -> str:
+        """``"on 4 of 5 seeds"``."""
+        return f"on {self.k} of {self.n} seed{'s' if self.n != 1 else ''}"
+
+
+def paired(claimed: Sequence[float], other: Sequence[float], margin: float) -> Verdict:
+    """The verdict on "``claimed`` is above ``other``", seed by seed (the same seeds in order)."""
+    return Verdict(tuple(a - b for a, b in zip(claimed, other, strict=True)), margin)
+
+
+def verdict_word(v: Verdict) -> str:
+    """A short label for a chart or a card: "holds on 5 of 5 seeds", "mixed: 3 of 5", "no difference"."""
+    if v.kind == "too few seeds":
+        return f"{v.n} seed{'s' if v.n != 1 else ''}: too few for a verdict"
+    if v.kind == "holds":
+        return f"holds {v.count()}"
+    if v.kind == "reversed":
+        return f"the other way on {v.n} of {v.n} seeds"
+    if v.kind == "no difference":
+        return f"no difference beyond the margin ({v.k} of {v.n} seeds as claimed)"
+    return f"mixed: as claimed {v.count()}, the other way on {v.against}"
