@@ -5,9 +5,12 @@ Functions with torch's signatures and errors: ``batch_norm``, ``layer_norm``, ``
 rank ≥ 2) and ``BatchNorm1d/2d/3d``, ``LayerNorm``, ``GroupNorm``, ``InstanceNorm1d/2d/3d``,
 ``RMSNorm``. Inference: ``fuse_conv_bn_eval``, ``fuse_linear_bn_eval``, ``fold_batch_norms``,
 ``freeze_batch_norm`` and ``FrozenBatchNorm``. Statistics: ``recompute_batch_norm_stats``, the exact
-population statistics of every batch norm over a set of batches. One core (``bnviz.autograd``) does the maths.
+population statistics of every batch norm over a set of batches. Checks: ``diagnose``, what is wrong with
+the batch norms of a model or a state dict (``python -m bnviz.doctor CHECKPOINT`` on a file). One core
+(``bnviz.autograd``) does the maths.
 """
 
+from bnviz.diagnosis import diagnose
 from bnviz.fold import FrozenBatchNorm, fold_batch_norms, freeze_batch_norm, fuse_conv_bn_eval, fuse_linear_bn_eval
 from bnviz.functional import batch_norm, group_norm, instance_norm, layer_norm, rms_norm
 from bnviz.modules import (
@@ -39,6 +42,7 @@ __all__ = [
     "RMSNorm",
     "SyncBatchNorm",
     "batch_norm",
+    "diagnose",
     "fold_batch_norms",
     "freeze_batch_norm",
     "fuse_conv_bn_eval",

@@ -387,27 +387,50 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
             "the running statistics, which training mode does not use; call model.eval() first"
         )
     folded = copy.deepcopy(model).eval()
-    if isinstance(folded, (*FOLDABLE_NORMS, _ConvNd, nn.Linear)) or not any(
-        isinstance(m, FOLDABLE_NORMS) for m in folded.modules()
+    modules = dict(folded.named_modules())
+    new: dict[int, nn.Module] = {}
+    for layer_name, bn_name in conv_bn_pairs(folded, "fold_batch_norms"):
+        layer, bn = modules[layer_name], modules[bn_name]
+        if id(layer) in new:
+            continue
+        fused = _fold(layer, bn)
+        if fused is not None:
+            new[id(layer)], new[id(bn)] = fused, nn.Identity().eval()
+    _replace_children(folded, new)
+    return folded
+
+
+def conv_bn_pairs(model: nn.Module, caller: str = "conv_bn_pairs") -> list[tuple[str, str]]:
+    """``(layer name, batch norm name)`` for each conv or linear whose output goes to a batch norm
+    and nowhere else, each called once and neither read as an attribute — the pairs
+    ``fold_batch_norms`` folds where dtypes, devices and channel counts allow, and the ones whose
+    bias the batch norm's mean subtraction cancels (``bnviz.diagnose``'s ``bias-before-norm``).
+    Found by tracing with ``torch.fx``, in the order the forward calls them.
+
+    Raises:
+        ValueError: ``torch.fx`` cannot trace the model (the message starts with ``caller``).
+    """
+    if isinstance(model, (*FOLDABLE_NORMS, _ConvNd, nn.Linear)) or not any(
+        isinstance(m, FOLDABLE_NORMS) for m in model.modules()
     ):
-        return folded
+        return []
     try:
-        graph = _PairTracer().trace(folded)
+        graph = _PairTracer().trace(model)
     except Exception as exc:
         raise ValueError(
-            f"fold_batch_norms finds conv → batch norm pairs with torch.fx, which cannot trace this model: {exc}"
+            f"{caller} finds conv → batch norm pairs with torch.fx, which cannot trace this model: {exc}"
         ) from exc
-    modules = dict(folded.named_modules())
+    modules = dict(model.named_modules())
     calls = Counter(node.target for node in graph.nodes if node.op == "call_module")
     read_attrs = [str(node.target) for node in graph.nodes if node.op == "get_attr"]
 
     def names(m: nn.Module) -> list[str]:
-        return [name for name, other in folded.named_modules(remove_duplicate=False) if other is m]
+        return [name for name, other in model.named_modules(remove_duplicate=False) if other is m]
 
     def reads_attrs(m: nn.Module) -> bool:
         return any(attr.startswith(name + ".") for name in names(m) for attr in read_attrs)
 
-    new: dict[int, nn.Module] = {}
+    pairs = []
     for node in graph.nodes:
         if node.op != "call_module" or not isinstance(modules.get(node.target), FOLDABLE_NORMS):
             continue
@@ -417,10 +440,7 @@ def fold_batch_norms(model: nn.Module) -> nn.Module:
         layer, bn = modules[source.target], modules[node.target]
         if not isinstance(layer, (_ConvNd, nn.Linear)) or calls[source.target] != 1 or calls[node.target] != 1:
             continue
-        if id(layer) in new or reads_attrs(layer) or reads_attrs(bn):
+        if reads_attrs(layer) or reads_attrs(bn):
             continue
-        fused = _fold(layer, bn)
-        if fused is not None:
-            new[id(layer)], new[id(bn)] = fused, nn.Identity().eval()
-    _replace_children(folded, new)
-    return folded
+        pairs.append((str(source.target), str(node.target)))
+    return pairs
