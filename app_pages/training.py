@@ -99,7 +99,8 @@ def drift_section(config: DriftConfig) -> None:
     st.caption(
         f"A 64 → {config.width} → {config.width} → {config.width} → 10 network of sigmoid units, trained twice from "
         "the same initial weights on the same minibatches: plain, and with bnviz.BatchNorm1d before each sigmoid — "
-        f"once per seed ({len(config.seeds)}). The controls are in the sidebar."
+        f"once per seed ({len(config.seeds)}). The controls are in the sidebar. In the charts, a line is the mean "
+        "over the seeds and its band runs from the lowest seed to the highest."
     )
     report = report_or_reason(config.refusal(), lambda: load_experiment(config, "Training both networks…"))
     if report is None:

@@ -203,8 +203,10 @@ def press_all(page: Any, label: str, timeout_ms: float = 600_000) -> None:
     """Press each button whose label starts with ``label``, top to bottom, waiting until the page
     has run and drawn after each."""
     buttons = page.locator("button", has_text=label)
-    for i in range(buttons.count()):
-        buttons.nth(i).click()
+    for _ in range(buttons.count()):  # a pressed button goes away once its section is drawn: press the first left
+        if buttons.count() == 0:
+            break
+        buttons.first.click()
         page.wait_for_timeout(500)
         wait_until_drawn(page, timeout_ms)
 

@@ -39,14 +39,20 @@ class Verdict:
         return len(self.differences)
 
     @property
+    def _beyond(self) -> float:
+        """The margin as compared: a hair above it, so that a difference of exactly one test image
+        (k/359 − (k − 1)/359, which float rounding puts either side of 1/359) never counts as beyond it."""
+        return self.margin * (1 + 1e-9) + 1e-15
+
+    @property
     def k(self) -> int:
         """Seeds where the difference has the claimed sign and exceeds the margin."""
-        return sum(d > self.margin for d in self.differences)
+        return sum(d > self._beyond for d in self.differences)
 
     @property
     def against(self) -> int:
         """Seeds where it goes the other way by more than the margin."""
-        return sum(d < -self.margin for d in self.differences)
+        return sum(d < -self._beyond for d in self.differences)
 
     @property
     def mean(self) -> float:
@@ -62,7 +68,7 @@ class Verdict:
             return "holds"
         if self.against == self.n:
             return "reversed"
-        if not abs(self.mean) > self.margin:  # (a NaN mean: no difference either)
+        if not abs(self.mean) > self._beyond:  # (a NaN mean: no difference either)
             return "no difference"
         return "mixed"
 

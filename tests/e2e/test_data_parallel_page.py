@@ -66,7 +66,9 @@ def test_a_rank_killed_mid_run_is_a_clear_error_not_a_hang(browser):
         try:
             start = time.monotonic()
             page.goto(f"{base}/data-parallel?world=2&seed=21")
-            page.wait_for_selector('[data-testid="stAlertContentError"]', timeout=60_000)
+            page.wait_for_function(  # the alert, and its text (drawn a moment after the alert itself)
+                """() => { const e = document.querySelector('[data-testid="stAlertContentError"]');
+                           return e && e.innerText.trim().length > 0; }""", timeout=60_000)
             took = time.monotonic() - start
             text = page.locator('[data-testid="stAlertContentError"]').inner_text()
             assert text.startswith("The ranks failed: rank 1 stopped"), text

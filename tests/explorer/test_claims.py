@@ -46,3 +46,13 @@ def test_a_verdict_needs_at_least_min_seeds():
     assert Verdict((1.0,) * (MIN_SEEDS - 1), 0.0).kind == "too few seeds"
     assert Verdict((1.0,) * MIN_SEEDS, 0.0).kind == "holds"
     assert Verdict((1.0,) * MIN_SEEDS, 0.0).count() == "on 3 of 3 seeds"
+
+
+def test_a_difference_of_exactly_one_test_image_is_never_beyond_the_margin():
+    """k/359 − (k − 1)/359 lands either side of 1/359 in floating point; the rule must not depend on which."""
+    ties = tuple(k / 359 - (k - 1) / 359 for k in range(1, 359))
+    assert {d > ONE_IMAGE for d in ties} == {True, False}, "float rounding really does put them on both sides"
+    v = Verdict(ties, ONE_IMAGE)
+    assert (v.k, v.against, v.kind) == (0, 0, "no difference"), (v.k, v.against)
+    two = Verdict(tuple(k / 359 - (k - 2) / 359 for k in range(2, 359)), ONE_IMAGE)
+    assert two.k == two.n, "two test images are beyond it"

@@ -134,7 +134,7 @@ def seeds_figure(title: str, rows: list[tuple[str, tuple[float, ...], str]], see
                                  marker=dict(symbol="line-ew-open", size=40, line=dict(width=3, color=color)),
                                  showlegend=False, hovertemplate=f"mean: %{{y:{fmt}}}<extra>{label}</extra>"))
     fig.update_yaxes(title_text=axis, tickformat=".0%" if percent else None)
-    fig.update_layout(height=360, title=f"{title} — each of {len(seeds)} seeds, and the mean", **LAYOUT)
+    fig.update_layout(height=360, title=f"{title} ({len(seeds)} seeds)", **LAYOUT)
     return fig
 
 
@@ -224,8 +224,8 @@ def lag_seeds_figure(report: LagReport) -> go.Figure:
     for m in report.config.momenta:
         rows.append((f"momentum {m:g}", report.lags(m).differences, colors[m]))
         rows.append((f"momentum {m:g}, initial buffers out", report.lags_unbiased(m).differences, EXACT_COLOR))
-    return seeds_figure("Largest shortfall against the exact statistics", rows, report.config.seeds,
-                        axis="accuracy points below the exact statistics")  # fmt: skip
+    return seeds_figure("Shortfall vs exact stats", rows, report.config.seeds,
+                        axis="points below exact")  # fmt: skip
 
 
 def lag_figures(report: LagReport) -> dict[str, go.Figure]:
@@ -262,8 +262,8 @@ def dropout_shift_figure(report: DropoutReport) -> go.Figure:
         _one_line(fig, row=1, col=col)
     fig.update_yaxes(title_text="train ÷ eval variance", rangemode="tozero", row=1, col=1)
     fig.update_yaxes(title_text="variance shift", rangemode="tozero", row=1, col=2)
-    fig.update_layout(barmode="group", height=420, title=f"Variance shift, dropout p = {report.config.p:g} (seed "
-                      f"{run.seed}; medians over units)", **LAYOUT)  # fmt: skip
+    fig.update_layout(barmode="group", height=420, title=f"Variance shift, p = {report.config.p:g}, seed "
+                      f"{run.seed}", **LAYOUT)  # fmt: skip
     return fig
 
 
@@ -330,7 +330,7 @@ def accumulation_buffers_figure(report: AccumulationReport) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
                         subplot_titles=("mean error (÷ σ)", "variance error"))  # fmt: skip
     for v in ACCUMULATION_VARIANTS:
-        label = f"{ACCUMULATION_NAMES[v]} ({report.counted[v]:,} batches counted)"
+        label = f"{ACCUMULATION_NAMES[v]}: {report.counted[v]:,} counted"
         names = _layers(len(report.mean_error[v]))
         fig.add_trace(_bar(label, names, list(report.mean_error[v]), ACCUMULATION_COLORS[v], legendgroup=v),
                       row=1, col=1)  # fmt: skip
@@ -398,7 +398,7 @@ def checkpoint_figure(report: CheckpointReport) -> go.Figure:
     """Left: ``num_batches_tracked`` of the first batch norm per network. Right: its running
     variance, first units, side by side."""
     fig = make_subplots(rows=1, cols=2, column_widths=[0.4, 0.6], horizontal_spacing=0.1,
-                        subplot_titles=("num_batches_tracked", "running_var (layer 1)"))  # fmt: skip
+                        subplot_titles=("batches counted", "running_var (layer 1)"))  # fmt: skip
     names = [CHECKPOINT_NAMES[v] for v in CHECKPOINT_VARIANTS]
     fig.add_trace(go.Bar(x=names, y=[report.counted[v][0] for v in CHECKPOINT_VARIANTS],
                          marker_color=[CHECKPOINT_COLORS[v] for v in CHECKPOINT_VARIANTS], showlegend=False,
@@ -409,7 +409,7 @@ def checkpoint_figure(report: CheckpointReport) -> go.Figure:
                       row=1, col=2)  # fmt: skip
     fig.add_hline(y=report.config.steps, line=dict(color=INPUT_COLOR, dash="dot", width=1), row=1, col=1)
     fig.update_xaxes(showticklabels=False, row=1, col=1)
-    fig.update_yaxes(title_text="batches counted", row=1, col=1)
+    fig.update_yaxes(title_text="num_batches_tracked", row=1, col=1)
     fig.update_layout(barmode="group", height=420, title=f"Buffers after {report.config.steps} steps", **LAYOUT)
     return fig
 

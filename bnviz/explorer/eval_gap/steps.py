@@ -96,7 +96,7 @@ class AccumulationReport:
     @property
     def verdict(self) -> str:
         c = self.counted
-        return f"k micro-batches count as k batches: {c.get('micro', 0)} updates against {c.get('big', 0)}"
+        return f"k micro-batches count as k batches: {c.get('micro', 0):,} updates against {c.get('big', 0):,}"
 
 
 def _spread(model: nn.Module, x: Tensor, batches: list[Tensor], pop: Stats) -> tuple[tuple[float, ...], ...]:

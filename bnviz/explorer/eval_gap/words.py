@@ -410,8 +410,8 @@ for xc, yc in zip(x.chunk(k), y.chunk(k)):
 optimizer.step()
 """
     running = report.eval_running
-    gap = (f"{k} micro-batches of {n} take {report.counted['micro']} running updates where one batch of {kn} takes "
-           f"{report.counted['big']}; eval-mode accuracy with the running statistics: {pct(running['micro'])} "
+    gap = (f"{k} micro-batches of {n} take {report.counted['micro']:,} running updates where one batch of {kn} "
+           f"takes {report.counted['big']:,}; eval-mode accuracy with the running statistics: {pct(running['micro'])} "
            f"against {pct(running['big'])} (seed {c.seed}).")  # fmt: skip
     return Section(symptom, m, fix, code, gap)
 
@@ -450,12 +450,13 @@ def passes_section(report: PassesReport) -> Section:
         f"{pct(report.eval_accuracy['together'])} as one."
     )
     fix = (
-        "Choose the statistics on purpose. To normalize both halves together and update the running statistics once "
-        "per step, concatenate them into one forward. To keep them apart — a discriminator that must not compare "
-        "real and fake through shared statistics is often trained on all-real and all-fake batches — keep two "
-        "passes, and know that the running statistics then alternate between the two kinds of batch, the last one "
-        "weighing most. Either way, recompute the running statistics before evaluating on the data eval mode will "
-        "see (update_bn in one pass, or bnviz.recompute_batch_norm_stats with mode=\"exact\")."
+        "Choose the statistics on purpose: one concatenated forward normalizes both halves together and updates the "
+        "running statistics once per step; two passes normalize each apart and update twice. To keep them apart — "
+        "a discriminator that must not compare real and fake through shared statistics is often trained on all-real "
+        "and all-fake batches — keep two passes, and know that the running statistics then alternate between the "
+        "two kinds of batch, the last one weighing most. Either way, recompute the running statistics before "
+        "evaluating on the data eval mode will see (update_bn in one pass, or bnviz.recompute_batch_norm_stats with "
+        "mode=\"exact\")."
     )
     code = """import torch
 

@@ -174,7 +174,7 @@ def gradient_lesson_figure(report: Report) -> go.Figure:
     (left), and each one's cosine with x̂ (right) — bnviz's ∂L/∂x as crosses, torch's as circles."""
     lesson = report.gradients
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.12,
-                        subplot_titles=("mean over the channel's values", "cosine with x̂"))  # fmt: skip
+                        subplot_titles=("channel mean", "cosine with x̂"))  # fmt: skip
     if lesson is not None:
         series = (
             ("upstream ∂L/∂y", lesson.mean_upstream, lesson.cos_upstream, INPUT_COLOR, "diamond", 10),
@@ -191,7 +191,7 @@ def gradient_lesson_figure(report: Report) -> go.Figure:
             fig.add_hline(y=0, line=dict(color="#888", width=1, dash="dot"), row=1, col=col)
             fig.update_xaxes(title_text="channel", row=1, col=col)
             integer_axis(fig, row=1, col=col)
-    fig.update_layout(height=340, title="The gradient before batch norm (∂L/∂y) and after it (∂L/∂x)", **LAYOUT)
+    fig.update_layout(height=340, title="The gradient: ∂L/∂y in, ∂L/∂x out", **LAYOUT)
     return plain_ticks(fig)
 
 

@@ -578,13 +578,15 @@ def eps_text(report: Report, channel: int) -> str:
     qt, qk = effect.quiet_std[torch_eps][c], effect.quiet_std[keras_eps][c]
     v, quiet_v = effect.var[c], effect.var[c] / EPS_SHRINK**2
     chosen = "" if report.config.eps in (1e-5, 1e-3) else f" (this view's eps is {report.config.eps:g})"
+    apart = (f"{100 * abs(t - k) / t:.2g} % apart" if t > 0 else
+             "both 0: every value of the channel is the same, so x − μ is 0 whatever eps")  # fmt: skip
     return (
         "**eps** is added to the variance under the square root, y = (x − μ)/√(v + eps), so a channel comes out "
         "with spread √(v / (v + eps)) instead of exactly 1: it guards against dividing by a variance of 0, and it "
         "matters only for a channel whose variance comes within a few hundred times of eps. torch's default is "
         f"1e-5 (Flax's too), Keras' 1e-3{chosen}. Measured on this batch with bnviz (its own statistics, before γ and "
         f"β): channel {c} has variance {v:.3g}, and its output's standard deviation is {t:.5f} with eps "
-        f"{torch_eps:g} and {k:.5f} with {keras_eps:g} — {100 * abs(t - k) / t:.2g} % apart. The same values divided "
+        f"{torch_eps:g} and {k:.5f} with {keras_eps:g} — {apart}. The same values divided "
         f"by {EPS_SHRINK:g} (variance {quiet_v:.2g}, a channel that barely moves): {qt:.3f} and {qk:.3f}. So a model "
         "moved between Keras and torch without setting eps computes different outputs, most in its quietest "
         "channels: pass eps= the original's."

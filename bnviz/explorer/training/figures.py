@@ -54,7 +54,9 @@ def _mean_band(fig: go.Figure, variant: str, curves: tuple[Curve, ...], row: int
 
 
 def _seeds_title(n: int) -> str:
-    return f"mean of {n} seeds, band: lowest to highest" if n > 1 else "one seed"
+    """A title's account of the seeds, short enough for a phone (the page's caption says the band is the
+    lowest to the highest seed)."""
+    return f"{n} seeds" if n > 1 else "one seed"
 
 
 def accuracy_figure(report: SeedsReport) -> go.Figure:
@@ -66,7 +68,7 @@ def accuracy_figure(report: SeedsReport) -> go.Figure:
     fig.update_xaxes(title_text="SGD step", rangemode="tozero")
     _accuracy_axis(fig)
     c = report.config
-    fig.update_layout(height=360, title=f"Test accuracy (learning rate {c.lr:g}; {_seeds_title(len(c.seeds))})",
+    fig.update_layout(height=360, title=f"Test accuracy (lr {c.lr:g}, {_seeds_title(len(c.seeds))})",
                       **LAYOUT)  # fmt: skip
     return fig
 
@@ -101,7 +103,7 @@ def percentiles_figure(report: SeedsReport) -> go.Figure:
         fig.update_xaxes(title_text="SGD step", rangemode="tozero", row=1, col=col)
     fig.update_yaxes(title_text=f"input of sigmoid unit {UNIT}, last hidden layer", row=1, col=1)
     n = len(report.config.seeds)
-    fig.update_layout(height=380, title=f"A last-layer sigmoid's input (test split; {_seeds_title(n).split(',')[0]})",
+    fig.update_layout(height=380, title=f"A sigmoid's input ({_seeds_title(n)})",
                       **LAYOUT)  # fmt: skip
     return fig
 

@@ -93,7 +93,7 @@ def drift_sentences(report: SeedsReport) -> Sentences:
         "it, that distribution drifts over training. Both networks learn; batch norm learns faster."
     )
     shows = (
-        f"This run: {c.steps:,} steps at learning rate {c.lr:g}, {seeds_text(c.seeds)}, {init}, width {c.width}, "
+        f"{c.steps:,} steps at learning rate {c.lr:g}, {seeds_text(c.seeds)}, {init}, width {c.width}, "
         f"batch {c.batch}. Final test accuracy (mean, lowest–highest over the seeds): {spread(f_bn)} with batch "
         f"norm and {spread(f_plain)} plain (chance: {pct(1 / CLASSES)}). "
     )
@@ -185,8 +185,8 @@ def sweep_sentences(report: SweepReport) -> Sentences:
         return f"up to learning rate {min(tops):g}–{max(tops):g} depending on the seed"
 
     shows = (
-        f"This run: {act} units, {init}, {c.steps:,} steps, {seeds_text(c.seeds)}. A network \"trains\" when it "
-        f"ends at {pct(TRAINS)} test accuracy or more: with batch norm {where('bn')}, plain {where('plain')}. "
+        f"{act[0].upper()}{act[1:]} units, {init}, {c.steps:,} steps, {seeds_text(c.seeds)}. A network \"trains\" "
+        f"when it ends at {pct(TRAINS)} test accuracy or more: with batch norm {where('bn')}, plain {where('plain')}. "
     )
     shows += verdict(report.higher(), "batch norm trains at a higher learning rate than the plain network")
     failures, diverged_runs, failing_runs = [], 0, 0
@@ -247,7 +247,7 @@ def noise_sentences(report: SeedsReport) -> Sentences:
     )
     f = {v: report.finals(v) for v in report.curves}
     shows = (
-        f"This run: {c.steps:,} steps at learning rate {c.lr:g}, {seeds_text(c.seeds)}, the paper's noise model and "
+        f"{c.steps:,} steps at learning rate {c.lr:g}, {seeds_text(c.seeds)}, the paper's noise model and "
         f"values. Final test accuracy (mean, lowest–highest over the seeds): {spread(f['bn'])} with batch norm, "
         f"{spread(f['noisy-bn'])} with batch norm and the paper's noise, {spread(f['plain'])} plain, and "
         f"{spread(f['noise'])} with the same noise and no batch norm. "
@@ -308,7 +308,7 @@ def placement_sentences(report: SeedsReport) -> Sentences:
     before, after = report.finals("before"), report.finals("after")
     v = report.ahead("before", "after")
     shows = (
-        f"This run: {seeds_text(c.seeds)}, learning rate {c.lr:g}, {c.steps:,} steps, ReLU units with torch's "
+        f"{seeds_text(c.seeds).capitalize()}, learning rate {c.lr:g}, {c.steps:,} steps, ReLU units with torch's "
         f"default initialisation, both orders from the same weights and minibatches per seed. Final test accuracy "
         f"(mean, lowest–highest): {spread(before)} with Linear → BN → ReLU, {spread(after)} with Linear → ReLU → BN. "
         f"Per seed, before minus after: {per_seed(v.differences)} (one test image is {points(ONE_IMAGE)}, the "
@@ -324,12 +324,13 @@ def placement_sentences(report: SeedsReport) -> Sentences:
                   "consistent difference for this network and these settings — not a general rule.")
     else:
         shows += (f"Before is ahead on {v.k} of {v.n} seeds and after on {v.against} (the rest within one test "
-                  f"image), a mean difference of {100 * v.mean:+.1f} points: this run does not tell the two orders "
-                  "apart.")  # fmt: skip
+                  f"image), a mean difference of {100 * v.mean:+.1f} points: ")  # fmt: skip
+        shows += ("this run does not tell the two orders apart." if v.kind == "no difference" else
+                  "a lead on most seeds, not on every one, and a small one — not a consistent difference.")  # fmt: skip
     differs = (
         f"One small MLP on 8×8 digits, one learning rate, {c.steps:,} steps. The published comparisons use deep "
         "convolutional networks, where the order interacts with the learning rate, the initialisation and dropout; "
-        "differences of this size can flip with any of them — and with the seeds: more seeds can turn a lead on "
-        "every seed into a mixed result."
+        "differences of this size can flip with any of them — and with the seeds: more seeds can turn a lead into "
+        "no difference at all."
     )
     return Sentences(claim, shows, differs)

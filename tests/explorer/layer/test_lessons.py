@@ -112,3 +112,14 @@ def test_the_timing_says_its_thread_count_its_spread_and_whether_the_server_was_
     text = speed_text({**SPEED, "busy": busy, "cpu per s": 1.9 if busy else 0.98})
     assert "both layers with 1 thread" in text and "(0.090–0.110, quartiles)" in text and "(2.90–3.20" in text
     assert ("The server was busy" in text) == bool(busy) and ("The server was quiet" in text) == (not busy), text
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_every_lesson_reads_for_a_channel_of_equal_values(mode):
+    """float16 near 10,000 rounds a channel to one value: variance 0, an output of 0 at any eps.
+    Every lesson's words and rows are written for it, none divides by it."""
+    report = engine.run(Config(dtype="float16", dist="large-mean", mode=mode))
+    assert report.eps is not None and report.eps.std[1e-5][0] == 0.0, report.eps
+    text = eps_text(report, 0)
+    assert "both 0: every value of the channel is the same" in text, text
+    gradient_text(report, 0), eps_rows(report), agreement_note(report)
