@@ -30,6 +30,10 @@ PAGES = {  # one page per question (../shared/PRODUCT.md), grouped as a reader m
         st.Page("app_pages/inference.py", title="Fold and freeze for inference", icon=":material/ac_unit:",
                 url_path="inference"),
     ],
+    "Your model": [
+        st.Page("app_pages/doctor.py", title="Check its batch norms", icon=":material/stethoscope:",
+                url_path="doctor"),
+    ],
 }
 
 page = st.navigation(PAGES)

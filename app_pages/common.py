@@ -37,7 +37,8 @@ def _session_open() -> bool:
 
 
 def heavy(
-    key: Hashable, cost: int, run: Callable[..., T], doing: str, cpu: bool = False, progress: bool = False
+    key: Hashable, cost: int, run: Callable[..., T], doing: str, cpu: bool = False, progress: bool = False,
+    cache: serve.ResultCache | None = None,
 ) -> T | None:
     """The report for ``key``: from the shared cache at once, else computed by ``run(stopped)``
     once the server's memory budget has room for ``cost`` bytes (and, with ``cpu``, a core slot:
@@ -49,13 +50,17 @@ def heavy(
     for the same view), and at once when the visitor asks for another heavy view (``serve``'s
     one job per owner). A view change makes Streamlit start a new run and stop this one at its next
     page update; the job itself goes on while the page is open — the new run may want the very
-    same report (then it waits for this one), and otherwise its own job supersedes this one."""
+    same report (then it waits for this one), and otherwise its own job supersedes this one.
+
+    ``cache``: where the result goes instead of the server-wide cache (a visitor's upload: a
+    ``ResultCache(0)`` that keeps nothing)."""
     owner = st.session_state.setdefault("bnviz.owner", uuid.uuid4().hex)
     shared = server()
+    reports = shared.reports if cache is None else cache
     slot = st.empty()
 
     def wanted() -> bool:
-        return _session_open() or shared.reports.waiting(key) > 0
+        return _session_open() or reports.waiting(key) > 0
 
     def update(show: Callable[[], Any]) -> None:
         try:
@@ -84,7 +89,7 @@ def heavy(
 
     job = (lambda stopped: run(stopped, moved)) if progress else run
     try:
-        value = serve.run_heavy(shared.budget, shared.reports, owner, key, cost, job, on_wait=on_wait,
+        value = serve.run_heavy(shared.budget, reports, owner, key, cost, job, on_wait=on_wait,
                                 should_stop=lambda: not wanted(), on_start=on_start, cpu=cpu)  # fmt: skip
     except serve.Refused as exc:
         slot.error(f"Not run: {exc}.")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import replace
 
 import streamlit as st
@@ -20,13 +21,25 @@ from app_pages.common import (
     view,
     write_url,
 )
+from bnviz.explorer import workers
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.family.url import FAMILY, FamilyConfig
 from bnviz.explorer.layer import engine
 from bnviz.explorer.layer.engine import PLOT_CHANNELS, Report
 from bnviz.explorer.layer.figures import all_figures, cube
+from bnviz.explorer.layer.own import MAX_BYTES, OwnTensor, own_tensor, read_in_worker, unpack
 from bnviz.explorer.layer.timing import measure_config, measure_config_compiled
-from bnviz.explorer.layer.url import DTYPES, FOCUS, LAYER, LAYERS, LAYOUTS, MODES, Config, Focus
+from bnviz.explorer.layer.url import (
+    DTYPES,
+    LAYER,
+    LAYER_FOCUS,
+    LAYERS,
+    LAYOUTS,
+    MAX_ELEMENTS,
+    MODES,
+    Config,
+    LayerFocus,
+)
 from bnviz.explorer.layer.words import (
     agreement_note,
     bit_exact_note,
@@ -52,16 +65,94 @@ from bnviz.explorer.layer.words import (
     truth_cells,
 )
 from bnviz.explorer.picture import cells_note
+from bnviz.explorer.query import inert
 from bnviz.explorer.questions import INDEX_HEADING, WHAT_BATCH_NORM_DOES, index_html
 from bnviz.explorer.text import E_NOTATION, markdown_table
-from bnviz.hosting import forks
+from bnviz.hosting import forks, serve
+from bnviz.hosting.memory import BASE
 
 KINDS = {"affine": "bool", "track": "bool", "seed": "int", "steps": "int", "train_n": "int"}
 
 
+OWN = "layer.own"  # the visitor's own tensor (an OwnTensor): this session's, no one else's
+MAX_ELEMENTS_TEXT = f"{MAX_ELEMENTS:,}"
+WORKER_BYTES = 60 * 2**20  # a fork of the preloaded fork server: its own pages
+
+
 def load_report(config: Config) -> Report | None:
-    """The comparison, within the server's memory budget (None when it could never fit)."""
-    return load(config, engine.run, "Running bnviz and torch side by side…")
+    """The comparison, within the server's memory budget (None when it could never fit). On the
+    visitor's own tensor it runs budgeted like any view, its report in no shared cache."""
+    if not config.own:
+        return load(config, engine.run, "Running bnviz and torch side by side…")
+    own: OwnTensor | None = st.session_state.get(OWN)
+    if own is None or own.digest != config.own:
+        return None
+    values = own.values if own.shape == config.shape else own.values.movedim(-1, 1)  # the fix: features on dim 1
+    return heavy(("own", config), config.estimate_bytes(), lambda stopped: engine.run(config, stopped, own=values),
+                 "Running bnviz and torch on your tensor…", cache=serve.ResultCache(0))  # fmt: skip
+
+
+def with_own(config: Config) -> Config:
+    """The view on the visitor's tensor, when there is one: its shape, dtype and digest."""
+    own: OwnTensor | None = st.session_state.get(OWN)
+    if own is None:
+        return config
+    return replace(config, shape=own.shape, dtype=own.dtype, own=own.digest)
+
+
+def read_upload(name: str, data: bytes) -> tuple[str, object]:
+    """``own.read_in_worker`` in a worker process, budgeted for the file's size."""
+    if not ensure_fork_server("to read uploaded files"):
+        return "refused", "the server has no room to start a worker now; try again in a minute"
+    cost = BASE + WORKER_BYTES + 3 * len(data)
+
+    def job(stopped: object) -> tuple[str, object]:
+        try:
+            return workers.run_in_fork(read_in_worker, (name, data, 4 * len(data) + 2**30), 60.0)
+        except forks.ForkError as exc:
+            return "refused", f"the worker could not read it ({exc})"
+
+    result = heavy(("own upload", len(data)), cost, job, "Reading your tensor…", cache=serve.ResultCache(0))
+    return result if result is not None else ("refused", "over the server's memory budget")
+
+
+def own_section(config: Config) -> None:
+    """Upload a tensor to run the explorer on; while one is loaded, what it is and the way back."""
+    own: OwnTensor | None = st.session_state.get(OWN)
+    with st.expander("Run it on your own tensor (.npy, .pt or .safetensors)", expanded=own is not None):
+        n = st.session_state.setdefault("layer.upload_n", 0)
+        upload = st.file_uploader(
+            f"One tensor of rank 2 to 5, channels on dim 1 (or features last, with the layout set so), float16, "
+            f"bfloat16, float32 or float64, up to {MAX_ELEMENTS_TEXT} values", type=["npy", "pt", "pth", "safetensors"],
+            key=f"layer.upload.{n}", max_upload_size=math.ceil(MAX_BYTES / 2**20))  # fmt: skip
+        st.caption("Read in a separate process with a memory and a time limit: `.npy` with `allow_pickle=False`, "
+                   "`.pt` through `torch.load(weights_only=True)` (a pickle that would run code is refused and runs "
+                   "nothing), `.safetensors` by bnviz's own reader. Your tensor stays in this session only, is shared "
+                   "with no one, and is gone when you close the tab. A link cannot carry a file: the page's link "
+                   "opens a synthetic tensor of the same shape.")  # fmt: skip
+        if upload is not None:
+            data = upload.getvalue()
+            name = upload.name
+            if len(data) > MAX_BYTES:
+                st.error(f"Refused: {len(data):,} bytes is over the limit of {MAX_BYTES:,}.")
+            else:
+                status, value = read_upload(name, data)
+                del data
+                st.session_state["layer.upload_n"] = n + 1  # a new uploader: Streamlit lets go of the file
+                if status == "ok":
+                    st.session_state[OWN] = own_tensor(name, unpack(value))  # type: ignore[arg-type]
+                    st.session_state.pop("layer.own_refused", None)
+                else:
+                    st.session_state["layer.own_refused"] = str(value)
+                st.rerun()
+        refused = st.session_state.get("layer.own_refused")
+        if refused:
+            st.error("Refused: " + inert(refused, 400))
+        if own is not None:
+            st.text(f"Running on your tensor {own.name[:80]}: shape {own.shape}, {own.dtype}.")
+            if st.button("Back to the synthetic tensor", key="layer.own_clear"):
+                del st.session_state[OWN]
+                st.rerun()
 
 
 def draw(report: Report, channel: int) -> dict:
@@ -128,8 +219,13 @@ def proof_section(report: Report, figures: dict) -> None:
         "running statistic, compared value by value below." if not failing
         else f"bnviz and torch differ beyond {config.dtype} rounding on: {', '.join(failing)}",
     )  # fmt: skip
-    with st.expander("The comparison, value by value: tables, differences, gradients and timing",
-                     expanded=bool(failing)):  # fmt: skip
+    # folded behind a toggle, not an expander: an expander's charts are drawn even when closed, and
+    # they made the front door's first picture 0.4 s later (scripts/first_chart.py); a mismatch unfolds
+    unfolded = st.toggle("Show the comparison, value by value: tables, differences, gradients and timing",
+                         key="proof")  # fmt: skip
+    if not (unfolded or failing):
+        return
+    with st.container(border=True):
         st.markdown(markdown_table([quantity_cells(q) for q in report.quantities]))
         if config.dtype != "float64":
             st.markdown(markdown_table([truth_cells(q) for q in report.quantities if not q.absent]))
@@ -145,7 +241,10 @@ def proof_section(report: Report, figures: dict) -> None:
         st.markdown("**The gradients, both sides**")
         st.caption("Backpropagated from the same fixed upstream gradient (every value N(0, 1)) on both sides.")
         chart(figures["gradients"], "chart-gradients", "Nothing to draw.")
-        performance_section(config)
+        if config.own:
+            st.caption("The timing runs on a synthetic tensor of your tensor's shape and dtype: the time depends on "
+                       "them, not on the values.")  # fmt: skip
+        performance_section(replace(config, own=""))
 
 
 def teach_section(report: Report, figures: dict, channel: int) -> None:
@@ -175,7 +274,7 @@ def teach_section(report: Report, figures: dict, channel: int) -> None:
         with st.expander("What eps changes: torch's 1e-5 against Keras' 1e-3, measured on this batch",
                          expanded=config.eps != Config().eps):  # fmt: skip
             st.markdown(eps_text(report, channel))
-            st.markdown(markdown_table(eps_rows(report)))
+            st.dataframe(eps_rows(report), hide_index=True)  # scrolls sideways on a phone
 
 
 def modes_section(report: Report, figures: dict, channel: int) -> None:
@@ -249,30 +348,38 @@ def fix_section(config: Config) -> None:
 
 
 def main() -> None:
+    """The page; the sidebar's controls are drawn last, so that the browser draws the first picture
+    before them (their values are in session state from the start: ``view``)."""
     config, warnings = view("layer", LAYER, Config(), KINDS)
-    focus, focus_warnings = view("layer.focus", FOCUS, Focus(), {"channel": "int", "code": "bool"}, url_page="layer")
+    focus, focus_warnings = view("layer.focus", LAYER_FOCUS, LayerFocus(),
+                                 {"channel": "int", "code": "bool", "proof": "bool"}, url_page="layer")  # fmt: skip
+    content(config, focus, warnings, focus_warnings)
     sidebar()
 
-    home = not st.query_params and config == Config() and focus == Focus()
+
+def content(config: Config, focus: LayerFocus, warnings: list[str], focus_warnings: list[str]) -> None:
+    """Everything in the main area: the front door or the folded index, the lesson, the proof."""
+    home = not st.query_params and config == Config() and focus == LayerFocus()
     st.title("Batch norm, run on your tensor")
     if home:  # the front door: what batch norm does, then the questions, each a link to its answer
         st.markdown(WHAT_BATCH_NORM_DOES)
         st.markdown(INDEX_HEADING)
-        st.markdown(index_html(), unsafe_allow_html=True)  # our own strings, escaped: no user text in it
+        st.html(index_html())  # our own strings, escaped: no user text in it
     else:
         with st.expander(INDEX_HEADING):
-            st.markdown(index_html(), unsafe_allow_html=True)
+            st.html(index_html())
     st.subheader("The layer explorer", anchor="explorer")
+    config = with_own(config)
     st.caption(explorer_note(config))
+    own_section(config)
     show_warnings("layer", config, warnings, focus_warnings)
-    report = report_or_reason(
-        config.refusal(), lambda: load_report(config), ("layer", {**LAYER.to_query(config), **FOCUS.to_query(focus)})
-    )
+    query = {**LAYER.to_query(config), **LAYER_FOCUS.to_query(focus)}
+    report = report_or_reason(config.refusal(), lambda: load_report(config), ("layer", query))
     if report is None:
         return
     count = min(report.config.num_features, PLOT_CHANNELS) if report.error is None else 0
     channel = min(focus.channel, max(count - 1, 0))
-    write_url("layer", {**LAYER.to_query(config), **FOCUS.to_query(replace(focus, channel=channel))})
+    write_url("layer", {**LAYER.to_query(config), **LAYER_FOCUS.to_query(replace(focus, channel=channel))})
 
     if report.error is not None:
         agree = report.error.agree
@@ -289,7 +396,10 @@ def main() -> None:
         label, short = focus_label(config)
         st.segmented_control(label, list(range(count)), key="channel", required=True,
                              format_func=lambda c: f"{short}={c}")  # fmt: skip
-    figures = common.figures(config, (channel,), draw, report)
+    if config.own:  # the visitor's tensor: drawn for this session, kept in no shared cache
+        figures = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in draw(report, channel).items()}
+    else:
+        figures = common.figures(config, (channel,), draw, report)
     teach_section(report, figures, channel)
     if wrong_axis:
         fix_section(config)
@@ -305,10 +415,10 @@ def main() -> None:
     chart(figures["running"], "chart-running", "Nothing to draw: with track_running_stats=False there are no running "
           "statistics.")  # fmt: skip
     st.subheader("What the gradient through batch norm looks like", anchor="gradients")
-    left, right = st.columns([2, 3], gap="medium")
-    left.markdown(gradient_text(report, channel))
-    with right:
-        chart(figures["gradient_lesson"], "chart-gradient-lesson", nothing)
+    st.markdown(gradient_text(report, channel))
+    st.caption("Per channel, the upstream gradient ∂L/∂y (arriving at the output) and ∂L/∂x (leaving for the layers "
+               "before): on the left the mean over the channel's values, on the right the cosine with x̂.")
+    chart(figures["gradient_lesson"], "chart-gradient-lesson", nothing)
     proof_section(report, figures)
     code_section(config)
 

@@ -17,6 +17,7 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bnviz.explorer.data_parallel.url import DATA_PARALLEL, DataParallelConfig
+from bnviz.explorer.doctor.url import DOCTOR, DoctorConfig
 from bnviz.explorer.layer.url import LAYER, Config
 from bnviz.explorer.query import QuerySpec
 
@@ -149,13 +150,25 @@ QUESTIONS: tuple[Question, ...] = (
                  ("Activation checkpointing: torch counts each step twice, bnviz once",
                   Link("eval-gap", section="checkpointing")),
              )),
+    Question(17, "What does the gradient through batch norm look like?",
+             layer("gradients"),
+             "the closed-form ∂L/∂x on the chosen tensor against both layers: it sums to zero per channel and is "
+             "orthogonal to x̂"),
+    Question(18, "Can I see how batch norm treats my own tensor?",
+             layer("explorer"),
+             "upload a .npy, .pt or .safetensors tensor and the layer explorer runs every section on it"),
+    Question(19, "Is something wrong with the batch norms in my model?",
+             view("doctor", DOCTOR, DoctorConfig()),
+             "bnviz.diagnose on a checkpoint: statistics never updated, NaN buffers, Keras momentum, dead channels — "
+             "on samples with planted faults, or your own state dict"),
 )  # fmt: skip
 
 
 def index_html(questions: tuple[Question, ...] = QUESTIONS) -> str:
     """The index as an HTML list (our own strings, escaped): each question a link that opens its
-    view in this tab (``target="_self"``; Streamlit opens Markdown links in a new one), then what
-    the view shows, and a question's further views as a nested list."""
+    view in this tab (``target="_self"``), then what the view shows, and a question's further views
+    as a nested list. The page renders it with ``st.html``: no Markdown parsing in the browser,
+    which drew the front door's first picture 0.4 s later."""
 
     def anchor(text: str, link: Link) -> str:
         return f'<a href="{html.escape(link.href)}" target="_self">{html.escape(text)}</a>'

@@ -29,6 +29,16 @@ def start() -> None:
     forks.start(PRELOAD)
 
 
+def limit_memory(extra_bytes: int) -> None:
+    """In a worker: cap its address space at what it maps now plus ``extra_bytes`` (``RLIMIT_AS``),
+    so that a file claiming more than its size allows fails to allocate there, not in the server."""
+    import resource
+
+    with open("/proc/self/status") as f:
+        vm = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, vm + extra_bytes))
+
+
 def run_in_fork(fn: Callable[..., Any], args: tuple = (), deadline_s: float = 120.0) -> Any:
     """``fn(*args)`` in a fork of the preloaded fork server (``forks.run_in_fork``)."""
     return forks.run_in_fork(PRELOAD, fn, args, deadline_s)

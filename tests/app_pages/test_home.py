@@ -12,6 +12,7 @@ from urllib.parse import parse_qsl, urlsplit
 import pytest
 
 from bnviz.explorer.data_parallel.url import DATA_PARALLEL, DataParallelConfig
+from bnviz.explorer.doctor.url import DOCTOR, DoctorConfig
 from bnviz.explorer.eval_gap.url import EVAL_GAP, BatchesConfig
 from bnviz.explorer.family.url import FAMILY, FamilyConfig
 from bnviz.explorer.inference.url import INFERENCE, InferenceConfig
@@ -31,6 +32,7 @@ PAGES = {  # page: (its URL spec, its base config, its file)
     "inference": (INFERENCE, InferenceConfig(), "inference"),
     "training": (TRAINING_DRIFT, DriftConfig(), "training"),
     "eval-gap": (EVAL_GAP["batches"], BatchesConfig(), "eval_gap"),
+    "doctor": (DOCTOR, DoctorConfig(), "doctor"),
 }
 LINKS = [(f"Q{q.number}" + (f" more {i}" if i else ""), link)
          for q in QUESTIONS for i, link in enumerate([q.link, *(lk for _, lk in q.more)])]  # fmt: skip
@@ -44,17 +46,17 @@ def test_the_home_page_opens_with_one_sentence_then_every_question():
     at = run_app()
     bodies = [m.value for m in at.markdown]
     assert bodies[0] == WHAT_BATCH_NORM_DOES
-    index = next(b for b in bodies if "bnviz-questions" in b)
+    (index,) = [h.proto.body for h in at.get("html") if "bnviz-questions" in h.proto.body]  # HTML, not Markdown
     assert index_links(index) == [link.href for _, link in LINKS]
     assert [q.number for q in QUESTIONS] == list(range(1, len(QUESTIONS) + 1)), "numbered as in the product brief"
-    assert not [e for e in at.expander if "bnviz-questions" in e.markdown[0].value], "the index is open at home"
+    assert not [e for e in at.expander if e.get("html")], "the index is open at home"
     assert dict(at.query_params) == {}, "the home page keeps its empty URL"
     assert at.subheader[0].value == "The layer explorer"
 
 
 def test_a_view_in_the_url_folds_the_index_away_above_the_page():
     at = run_app({"mode": "eval"})
-    assert "bnviz-questions" in at.expander[0].markdown[0].value, "the first expander holds the index"
+    assert "bnviz-questions" in at.expander[0].get("html")[0].proto.body, "the first expander holds the index"
     assert WHAT_BATCH_NORM_DOES not in [m.value for m in at.markdown]
     assert at.query_params["mode"] == "eval"
 
@@ -63,7 +65,7 @@ def test_changing_a_control_on_the_home_page_writes_the_view_and_folds_the_index
     at = run_app()
     at.sidebar.radio(key="mode").set_value("eval").run()
     assert at.query_params["mode"] == "eval" and at.query_params["shape"] == "8,3,16,16"
-    assert "bnviz-questions" in at.expander[0].markdown[0].value
+    assert "bnviz-questions" in at.expander[0].get("html")[0].proto.body
 
 
 @pytest.mark.parametrize(("name", "link"), LINKS, ids=[name for name, _ in LINKS])

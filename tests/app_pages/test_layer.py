@@ -12,8 +12,8 @@ from bnviz.explorer.layer.url import PARAMS, Config, to_query
 from tests.app_pages.helpers import outside_code, page_text, run_app, verdict
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
-CHARTS = 7  # cells, train-vs-eval, distributions, running statistics, the gradient's lesson; in the proof the
-# differences and both sides' gradients (the cube is an image)
+CHARTS = 5  # cells, train-vs-eval, distributions, running statistics, the gradient's lesson (the cube is an image;
+# the proof's two — differences, both sides' gradients — are folded)
 
 
 def test_default_view_teaches_first_and_proves_below():
@@ -30,12 +30,13 @@ def test_default_view_teaches_first_and_proves_below():
         "The layer explorer", "What batch norm does to this tensor", "Train mode and eval mode on this batch",
         "Distributions", "Running statistics", "What the gradient through batch norm looks like",
         "The proof: bnviz against torch", "Code"], headers  # fmt: skip
-    proof = next(e for e in at.expander if e.label.startswith("The comparison, value by value"))
-    assert "| output | " in proof.markdown[0].value, "the parity table, folded under the proof"
+    assert "| output | " not in page_text(at), "the parity table is folded under the proof"
+    at.toggle(key="proof").set_value(True).run()
+    assert "| output | " in page_text(at) and at.query_params["proof"] == "true"
     text = page_text(at)
     assert "n = 2,048" in text and "| output | " in text, "the parity table is selectable text"
     assert "1.2 × 10⁻⁷" in text, "e-notation is explained"
-    assert dict(at.query_params) == {**to_query(Config()), "channel": "0", "code": "true"}
+    assert dict(at.query_params) == {**to_query(Config()), "channel": "0", "code": "true", "proof": "true"}
 
 
 @pytest.mark.parametrize("mode", ["train", "eval"])
@@ -156,7 +157,7 @@ def test_batch_of_one_advice_is_true():
 
 
 def test_untracked_eval_says_not_tracked():
-    at = run_app({"track": "false", "mode": "eval"})
+    at = run_app({"track": "false", "mode": "eval", "proof": "true"})
     text = page_text(at)
     assert "| running_mean | not tracked" in text and "0.00e+00 | 100%" not in text.split("| running_mean |")[1][:40]
     assert "Nothing to draw: with track_running_stats=False" in text
@@ -208,26 +209,26 @@ def test_hostile_link_falls_back_with_warnings():
     for w in warnings:  # every Markdown-active character of the quoted value is escaped
         assert not re.search(r"(?<!\\)[<>$\[\]]", outside_code(w)), w
     assert verdict(at) == "match"
-    assert dict(at.query_params) == {**to_query(Config()), "channel": "0", "code": "false"}
+    assert dict(at.query_params) == {**to_query(Config()), "channel": "0", "code": "false", "proof": "false"}
     at.sidebar.radio(key="mode").set_value("eval").run()
     assert not at.warning, "the link's warnings go once the reader changes the view"
 
 
 def test_the_default_views_timing_is_shown_at_once_and_any_other_on_demand():
-    at = run_app()
+    at = run_app({"proof": "true"})
     values = {m.label: m.value for m in at.metric}
     assert set(values) == {"torch", "bnviz", "bnviz / torch"}, "the default view is timed on opening"
     assert values["bnviz / torch"].endswith("×") and float(values["bnviz / torch"][:-1]) > 0
     caption = " ".join(c.value for c in at.caption)
     assert "both layers with 1 thread" in caption and "quartiles" in caption and "The server was" in caption
-    other = run_app({"shape": "4,3,4,4"})
+    other = run_app({"shape": "4,3,4,4", "proof": "true"})
     assert not other.metric, "no timing before the button"
     other.button(key="measure").click().run()
     assert not other.exception and {m.label for m in other.metric} == {"torch", "bnviz", "bnviz / torch"}
 
 
 def test_compiled_performance_is_measured_on_demand_with_its_compile_times():
-    at = run_app({"shape": "4,3,4,4"})
+    at = run_app({"shape": "4,3,4,4", "proof": "true"})
     at.button(key="measure_compiled").click().run(timeout=300)
     assert not at.exception and not at.error, [e.value for e in at.error]
     values = {m.label: m.value for m in at.metric}
@@ -301,7 +302,7 @@ def test_features_last_picture_names_the_dims_for_what_they_hold():
 
 
 def test_untracked_statistics_are_not_said_to_move():
-    at = run_app({"track": "false"})
+    at = run_app({"track": "false", "proof": "true"})
     text = page_text(at)
     assert "not tracked" in text and "move towards" not in text, text
     at = run_app({"track": "false", "mode": "eval"})
@@ -326,3 +327,47 @@ def test_a_batch_of_one_names_the_plain_pytorch_options_and_links_eval():
     assert "drop_last=True" in text and "GroupNorm or LayerNorm" in text and "m.eval()" in text
     links = [e for e in at.get("page_link") if "eval mode" in e.proto.label]
     assert (links and "mode=eval" in links[0].proto.page) or links, "a link to the same batch in eval mode"
+
+
+def _npy(array) -> bytes:
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.save(buf, np.asarray(array), allow_pickle=False)
+    return buf.getvalue()
+
+
+def test_your_own_tensor_runs_every_section_in_no_shared_cache():
+    import numpy as np
+
+    from app_pages.common import server
+
+    at = run_app({"steps": "2"})
+    x = np.random.default_rng(1).standard_normal((6, 3, 4, 4)).astype(np.float64) * 3 + 1
+    at.file_uploader[0].set_value(("acts.npy", _npy(x), "application/octet-stream"))
+    at.run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    assert verdict(at) == "match"
+    text = page_text(at)
+    assert "your 6×3×4×4 float64 tensor" in text and "cannot carry a file" in text, text
+    assert "Running on your tensor acts.npy: shape (6, 3, 4, 4), float64." in [t.value for t in at.text]
+    assert len(at.get("plotly_chart")) == CHARTS
+    keys = list(server().reports._values)
+    assert not [k for k in keys if "own" in repr(k) and "own=''" not in repr(k)], keys  # the fork server's is there
+    at.button(key="layer.own_clear").click().run()
+    assert "your 6×3×4×4" not in page_text(at)
+
+
+def test_a_tensor_with_nan_is_refused_with_its_count_as_inert_text():
+    import numpy as np
+
+    at = run_app()
+    x = np.ones((4, 3), dtype=np.float32)
+    x[0, 0], x[2, 1] = np.nan, np.inf
+    at.file_uploader[0].set_value(("[x](https://evil.example).npy", _npy(x), "application/octet-stream"))
+    at.run(timeout=120)
+    errors = [e.value for e in at.error]
+    assert errors and errors[0] == "Refused: `2 of 12 values are NaN or infinite: batch norm's statistics would be " \
+        "NaN; replace them first`", errors

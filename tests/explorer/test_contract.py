@@ -12,6 +12,7 @@ import pickle
 import pytest
 
 from bnviz.explorer.contract import PageConfig, PageReport
+from bnviz.explorer.doctor.url import DoctorConfig
 from bnviz.explorer.family.url import FamilyConfig
 from bnviz.explorer.layer.url import Config
 from bnviz.explorer.network.url import NetworkConfig
@@ -23,6 +24,7 @@ PAGES = {  # page folder: its config classes
     "inference": ["InferenceConfig"],
     "family": ["FamilyConfig"],
     "data_parallel": ["DataParallelConfig"],
+    "doctor": ["DoctorConfig"],
     "training": ["DriftConfig", "SweepConfig", "NoiseConfig", "PlacementConfig"],
     "eval_gap": ["BatchesConfig", "LagConfig", "DropoutConfig", "AccumulationConfig", "PassesConfig",
                  "CheckpointConfig"],
@@ -54,6 +56,7 @@ CHEAP = [  # a small view of each engine that runs in a moment
     pytest.param("layer", Config(shape=(4, 3, 2, 2), steps=1), id="layer"),
     pytest.param("family", FamilyConfig(shape=(2, 4, 3, 3)), id="family"),
     pytest.param("network", NetworkConfig(batch=4, image=4, channels=2, steps=1), id="network"),
+    pytest.param("doctor", DoctorConfig("dead-channels"), id="doctor"),
 ]
 
 

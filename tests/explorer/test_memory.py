@@ -15,6 +15,7 @@ import pytest
 
 from bnviz.explorer import workers
 from bnviz.explorer.data_parallel.url import DataParallelConfig
+from bnviz.explorer.doctor.url import DoctorConfig
 from bnviz.explorer.family.url import FamilyConfig
 from bnviz.explorer.inference.url import InferenceConfig
 from bnviz.explorer.layer.url import Config
@@ -57,6 +58,10 @@ CASES = {  # id: (what runs, config)
     "inference default": ("report", InferenceConfig()),
     "inference 64x4x8x8": ("report", InferenceConfig(batch_size=64, channels=4, image_size=8, train_steps=5,
                                                      finetune_steps=1)),
+    "layer on your own 2000x1000 float64 tensor, 7 steps": (
+        "own", Config(layer=B1, shape=(2000, 1000), steps=7, dtype="float64", own="digest")),
+    "doctor default": ("report", DoctorConfig()),
+    "doctor keras-momentum": ("report", DoctorConfig("keras-momentum")),
     "data parallel default": ("report", DataParallelConfig()),
     "data parallel 8 ranks of 2": ("report", DataParallelConfig(world=8, per_rank=2)),
     "data parallel 8x64 samples of 6x8x8 (200,000 values)": (
@@ -71,6 +76,7 @@ FORK_SERVER = "the data-parallel fork server (once per server)"
 
 def _run(what: str, config):
     from bnviz.explorer.data_parallel.engine import run as run_data_parallel
+    from bnviz.explorer.doctor.engine import run as run_doctor
     from bnviz.explorer.family.engine import run as run_family
     from bnviz.explorer.inference.engine import run as run_inference
     from bnviz.explorer.layer.engine import run as run_comparison
@@ -81,8 +87,13 @@ def _run(what: str, config):
         return measure_config(config)
     if what == "compiled":
         return measure_config_compiled(config)
+    if what == "own":  # the visitor's tensor is made here, so it counts too (it lives in their session)
+        import torch
+
+        own = torch.randn(config.shape, dtype=torch.float64)
+        return run_comparison(config, own=own)
     run = {Config: run_comparison, NetworkConfig: run_network, FamilyConfig: run_family, InferenceConfig: run_inference,
-           DataParallelConfig: run_data_parallel}  # fmt: skip
+           DataParallelConfig: run_data_parallel, DoctorConfig: run_doctor}  # fmt: skip
     return run[type(config)](config)
 
 
@@ -118,8 +129,8 @@ def measured() -> dict[str, list]:
 
 
 def estimate(what: str, config) -> int:
-    return {"speed": config.speed_bytes, "compiled": config.compiled_speed_bytes}[what]() if what != "report" \
-        else config.estimate_bytes()
+    return {"speed": config.speed_bytes, "compiled": config.compiled_speed_bytes}[what]() \
+        if what not in ("report", "own") else config.estimate_bytes()
 
 
 def _within(est: int, peak: int, numbers: str) -> None:

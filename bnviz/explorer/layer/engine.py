@@ -25,6 +25,7 @@ from bnviz.explorer import picture
 from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
 from bnviz.explorer.data import population_stats, sample_batch, upstream_gradient
 from bnviz.explorer.layer.lessons import EpsEffect, GradientLesson, eps_effect, gradient_lesson
+from bnviz.explorer.layer.own import channel_stats
 from bnviz.explorer.layer.url import DTYPES, Config
 from bnviz.explorer.parity import (
     Diff,
@@ -289,29 +290,54 @@ def _draw(config: Config, shape: tuple[int, ...], dist: str, seed: int, step: in
     return x.movedim(1, -1) if config.features_last else x
 
 
-def training_batch(config: Config, step: int, dtype: torch.dtype | None = None) -> Tensor:
+def _own(config: Config, own: Tensor | None, dtype: torch.dtype) -> Tensor:
+    """The visitor's tensor as this view's batch: a copy in the view's dtype and device."""
+    if own is None or tuple(own.shape) != config.shape:
+        raise ValueError(f"this view runs on an uploaded tensor of shape {config.shape}: pass it as own=")
+    return own.to(device=config.device, dtype=dtype, copy=True)
+
+
+def training_batch(config: Config, step: int, dtype: torch.dtype | None = None, own: Tensor | None = None) -> Tensor:
     """Training batch ``step`` (0 ≤ step < ``config.steps``): ``train_batch`` samples of the
-    seeded stream (see ``sample_batch``). A run draws each when it needs it, so only one is alive."""
-    return _draw(config, config.channels_first().train_shape, config.dist, config.seed, step,
-                 dtype or DTYPES[config.dtype])  # fmt: skip
+    seeded stream (see ``sample_batch``), or the visitor's own tensor (``config.own``: every
+    training batch is that tensor). A run draws each when it needs it, so only one is alive."""
+    dtype = dtype or DTYPES[config.dtype]
+    if config.own:
+        return _own(config, own, dtype)
+    return _draw(config, config.channels_first().train_shape, config.dist, config.seed, step, dtype)
 
 
-def shown_batch(config: Config, dtype: torch.dtype | None = None) -> tuple[Tensor, Tensor]:
-    """The displayed batch (batch ``steps`` of the stream) and the fixed upstream gradient."""
+def shown_batch(config: Config, dtype: torch.dtype | None = None, own: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """The displayed batch (batch ``steps`` of the stream, or the visitor's own tensor) and the
+    fixed upstream gradient."""
     dtype, first = dtype or DTYPES[config.dtype], config.channels_first()
-    shown = _draw(config, first.shape, config.dist, config.seed, config.steps, dtype)
+    if config.own:
+        shown = _own(config, own, dtype)
+    else:
+        shown = _draw(config, first.shape, config.dist, config.seed, config.steps, dtype)
     upstream = upstream_gradient(first.shape, config.seed, dtype, config.device)
     return shown, upstream.movedim(1, -1) if config.features_last else upstream
 
 
-def config_batches(config: Config, dtype: torch.dtype | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
+def config_batches(
+    config: Config, dtype: torch.dtype | None = None, own: Tensor | None = None
+) -> tuple[list[Tensor], Tensor, Tensor]:
     """The training batches, the displayed batch and the fixed upstream gradient of ``config``.
 
     A features-last view draws the same values channels-first and moves the features to the
     end, so its fix (``config.channels_first()``) sees exactly these values.
     """
-    training = [training_batch(config, step, dtype) for step in range(config.steps)]
-    return training, *shown_batch(config, dtype)
+    training = [training_batch(config, step, dtype, own) for step in range(config.steps)]
+    return training, *shown_batch(config, dtype, own)
+
+
+def population(config: Config, own: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """Per channel, the mean and variance the running statistics approach: the synthetic
+    distribution's, or — the visitor's tensor being every training batch — that tensor's own
+    mean and unbiased variance."""
+    if config.own and own is not None:
+        return channel_stats(own, config.features_last)
+    return population_stats(config.num_features, config.dist)
 
 
 def _stage(config: Config, step: int | None) -> str:
@@ -331,7 +357,8 @@ class SideError(Exception):
 
 
 def _train(
-    modules: dict[str, nn.Module], config: Config, records: dict[str, list], errors: dict, check: Callable[[], None]
+    modules: dict[str, nn.Module], config: Config, records: dict[str, list], errors: dict, check: Callable[[], None],
+    own: Tensor | None = None,
 ) -> None:
     """Every side in lockstep on the same training batches, drawn one at a time (only one is
     alive: the peak does not grow with ``steps``). ``records`` gets the running statistics before
@@ -341,7 +368,7 @@ def _train(
         records[name].append(_snapshot(module))
     for step in range(config.steps):
         check()
-        x = training_batch(config, step)
+        x = training_batch(config, step, own=own)
         for name, module in list(modules.items()):
             try:
                 with torch.no_grad():
@@ -378,7 +405,7 @@ def _run_side(module: nn.Module, config: Config, shown: Tensor, upstream: Tensor
     }
 
 
-def run(config: Config, stopped: Stopped = never, progress: Progress = ignore) -> Report:
+def run(config: Config, stopped: Stopped = never, progress: Progress = ignore, own: Tensor | None = None) -> Report:
     """Run ``config`` on both sides and report every difference; never raises for bad set-ups.
 
     A set-up that makes either side raise is reported as an ``ErrorReport`` with both messages
@@ -389,6 +416,9 @@ def run(config: Config, stopped: Stopped = never, progress: Progress = ignore) -
     side, the train/eval probes are summarized one mode at a time, differences are taken in blocks
     of rows, and each intermediate is dropped once summarized — the peak is what
     ``memory.estimate_bytes`` budgets, whatever ``steps``.
+
+    ``own``: the visitor's tensor, for a config with ``own`` set (its digest): every training
+    batch and the displayed batch are that tensor.
     """
     reason = config.refusal()
     if reason is not None:
@@ -403,11 +433,11 @@ def run(config: Config, stopped: Stopped = never, progress: Progress = ignore) -
         except Exception as exc:  # raised while building the layer
             errors[name] = SideError(exc, "while building the layer")
     records: dict[str, list] = {name: [] for name in ("bnviz", "torch", "truth")}
-    _train(modules, config, records, errors, check)
+    _train(modules, config, records, errors, check, own)
     if {"bnviz", "torch"} <= errors.keys():  # both refused a training batch: the displayed one is never drawn
         return Report(config, rtol, atol, error=ErrorReport(str(errors["bnviz"]), str(errors["torch"]),
                                                             errors["torch"].stage))  # fmt: skip
-    shown, upstream = shown_batch(config)
+    shown, upstream = shown_batch(config, own=own)
     modes = _modes(modules["bnviz"], modules["torch"], shown, rtol) if {"bnviz", "torch"} <= modules.keys() else {}
     sides = {}
     for name in ("bnviz", "torch"):
@@ -468,7 +498,7 @@ def run(config: Config, stopped: Stopped = never, progress: Progress = ignore) -
     )
     del truth, t, g, x_hat, inv_std  # the float64 run is summarized: free it before the histograms
     check()
-    pop_mean, pop_var = population_stats(config.num_features, config.dist)
+    pop_mean, pop_var = population(config, own)
     history = {
         "bnviz": records["bnviz"],
         "torch": records["torch"],

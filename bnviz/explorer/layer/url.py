@@ -61,6 +61,7 @@ class Config:
     steps: int = 5
     train_batch: int = 8
     layout: str = "channels-first"
+    own: str = ""  # the digest of the visitor's own tensor (``own.OwnTensor``); "" is ``dist``. Never in a URL.
 
     @property
     def features_last(self) -> bool:
@@ -84,7 +85,10 @@ class Config:
 
     @property
     def train_shape(self) -> tuple[int, ...]:
-        """The shape of the training batches before the displayed one: ``train_batch`` samples."""
+        """The shape of the training batches before the displayed one: ``train_batch`` samples
+        (the visitor's own tensor, whole, when there is one)."""
+        if self.own:
+            return self.shape
         return (self.train_batch, *self.shape[1:]) if len(self.shape) >= 2 else self.shape
 
     @property
@@ -111,7 +115,8 @@ class Config:
             first = train if self.steps else per_train * n  # (measured: 23 bytes per value, normal)
             return BASE + first + SMALL_BLOCKS * min(n, 2**18) + COMPARE_PER_CHANNEL * c
         shown = COMPARE_PER_VALUE.get(self.dtype, 90) * n
-        return BASE + max(shown, train) + SMALL_BLOCKS * min(n, 2**18) + COMPARE_PER_CHANNEL * c
+        own = ITEMSIZE.get(self.dtype, 8) * n if self.own else 0  # the visitor's tensor, held beside the run
+        return BASE + own + max(shown, train) + SMALL_BLOCKS * min(n, 2**18) + COMPARE_PER_CHANNEL * c
 
     def speed_bytes(self) -> int:
         """The peak of ``timing.measure_config``: the batch (drawn in float64), its upstream
@@ -215,3 +220,13 @@ class Focus:
 
 
 FOCUS = QuerySpec[Focus]([Param("channel", "channel", int_in(0, 4095)), Param("code", "code", boolean)])
+
+
+@dataclass(frozen=True)
+class LayerFocus(Focus):
+    """The layer page's ``Focus``, and whether the proof's comparison is unfolded."""
+
+    proof: bool = False
+
+
+LAYER_FOCUS = QuerySpec[LayerFocus]([*FOCUS.params.values(), Param("proof", "proof", boolean)])

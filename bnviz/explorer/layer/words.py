@@ -56,6 +56,13 @@ def explorer_note(config: Config) -> str:
     """What the layer explorer runs, in one sentence, and that every control is in the URL."""
     shape = "×".join(map(str, config.shape))
     mode = "training" if config.mode == "train" else "evaluation (eval)"
+    if config.own:
+        return (
+            f"bnviz's from-scratch {config.layer} and torch's, each given your {shape} {config.dtype} tensor as "
+            f"each of {config.steps} training batches and then once more in {mode} mode. The sidebar's shape, "
+            "dtype, distribution, seed and training batch size do not apply to it; the other controls do. A link "
+            "cannot carry a file: this page's link opens a synthetic tensor of the same shape."
+        )
     return (
         f"bnviz's from-scratch {config.layer} and torch's, each given {config.steps} training batches and then the "
         f"same {shape} batch in {mode} mode. Change the layer, the shape and the flags in the sidebar; every control "
@@ -337,8 +344,23 @@ def features_last_warning(config: Config) -> str | None:
 
 def _batch_code(config: Config) -> str:
     """Python for ``sample_batch`` of this config's distribution and for ``upstream_gradient``:
-    the same generator, the same draws, the same arithmetic."""
+    the same generator, the same draws, the same arithmetic. For the visitor's own tensor, ``batch``
+    loads it from the file the visitor saves it to."""
     first = config.channels_first()
+    if config.own:
+        return "\n".join([
+            "def batch(n, step, seed, dist):",
+            '    """Your tensor, saved with torch.save(x, "my_tensor.pt"): every batch of the page\'s view."""',
+            '    x = torch.load("my_tensor.pt", weights_only=True)',
+            f"    return x.to(device={config.device!r}, dtype=torch.{config.dtype})",
+            "", "",
+            "def upstream(n, seed):",
+            '    """The fixed upstream gradient dL/dy: N(0, 1) for every value, zero mean in every channel."""',
+            f"    g = torch.Generator().manual_seed((seed + {UPSTREAM_SEED}) * 1_000_003)",
+            f"    z = torch.randn({first.shape!r}, generator=g, dtype=torch.float64)",
+            f"    return z.to(device={config.device!r}, dtype=torch.{config.dtype})"
+            + (".movedim(1, -1)" if config.features_last else ""),
+        ])
     rank = len(first.shape)
     base = {
         "uniform": "(torch.rand(shape, generator=g, dtype=torch.float64) * 2 - 1) * math.sqrt(3.0)",

@@ -1,0 +1,1 @@
+"""``/doctor``: ``bnviz.diagnose`` on sample checkpoints bnviz builds itself, or on a visitor's upload."""
