@@ -97,3 +97,21 @@ def verdict_word(v: Verdict) -> str:
     if v.kind == "no difference":
         return f"no difference beyond the margin ({v.k} of {v.n} seeds as claimed)"
     return f"mixed: as claimed {v.count()}, the other way on {v.against}"
+
+
+def sentence(v: Verdict, claim: str, paper: bool = False) -> str:
+    """One sentence on ``claim`` over the seeds, for /training and /eval-gap alike: it holds on every
+    seed (with ``paper``: "as in the paper"), on some, the other way, or no difference beyond the
+    margin; no verdict under ``MIN_SEEDS`` seeds."""
+    if v.kind == "too few seeds":
+        return (f"With {v.n} seed{'s' if v.n != 1 else ''} there is no verdict on whether {claim}: choose "
+                f"{MIN_SEEDS} or more. ")  # fmt: skip
+    if v.kind == "holds":
+        return f"{claim[0].upper()}{claim[1:]} on all {v.n} seeds{', as in the paper' if paper else ''}. "
+    if v.kind == "reversed":
+        return f"Whether {claim}: the other way on all {v.n} seeds{', unlike the paper' if paper else ''}. "
+    if v.kind == "no difference":
+        return (f"Whether {claim}: no difference beyond the margin on average ({v.k} of {v.n} seeds as claimed, "
+                f"{v.against} the other way){', unlike the paper' if paper else ''}. ")  # fmt: skip
+    return (f"Whether {claim} is mixed: it holds on {v.k} of {v.n} seeds, goes the other way on {v.against}"
+            f"{' — not the general result the paper states' if paper else ''}. ")  # fmt: skip

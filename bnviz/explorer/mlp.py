@@ -44,6 +44,7 @@ MIN_WIDTH, MAX_WIDTH = 2, 256
 MIN_BATCH, MAX_BATCH = 2, 256  # batch norm in training needs 2 or more values per unit
 MAX_LR = 100.0
 MAX_SEED = 1_000_000
+MAX_SEEDS = 10  # seeds of one experiment (/training, /eval-gap)
 # Work of a whole run: SGD steps of all its networks together, and their multiply-adds (forward
 # and backward ≈ 3 forwards). A step costs about 0.9 ms plus 1 ms per 3.5e10 multiply-adds here
 # (measured, one thread; 1.0 ms at width 100 and batch 60, 4.3 ms at 256 and 256), so either cap
@@ -550,6 +551,15 @@ def seconds_estimate(config: Workload) -> float:
     cost measured above (``STEP_SECONDS`` each, plus their multiply-adds)."""
     steps = config.network_steps()
     return steps * (STEP_SECONDS + 3 * config.batch * macs_per_sample(config.width) / MACS_PER_SECOND)
+
+
+def seeds_refusal(seeds: Any, most: int = MAX_SEEDS) -> str | None:
+    """Why a tuple of seeds is refused (too few or many, one repeated, one out of range), or None."""
+    if not isinstance(seeds, tuple) or not 1 <= len(seeds) <= most:
+        return f"{len(seeds) if isinstance(seeds, tuple) else seeds!r} seeds were given; give 1 to {most}"
+    if len(set(seeds)) != len(seeds):
+        return f"the seeds {', '.join(map(str, seeds))} repeat one; give each once"
+    return next((r for s in seeds if (r := range_check(s, 0, MAX_SEED, "a seed"))), None)
 
 
 def range_check(value: Any, lo: float, hi: float, what: str, integer: bool = True) -> str | None:

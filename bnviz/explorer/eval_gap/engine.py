@@ -204,12 +204,17 @@ def _batches_seed(config: BatchesConfig, seed: int, data: Digits, ticker: Ticker
 
 def run_batches(config: BatchesConfig, stopped: Stopped = never, progress: Progress = ignore) -> BatchesReport:
     """Section 1, every seed."""
+    return BatchesReport(config, _over_seeds(config, _batches_seed, stopped, progress))
+
+
+def _over_seeds(config: Any, one_seed: Callable[..., Any], stopped: Stopped, progress: Progress) -> tuple:
+    """``one_seed(config, seed, data, ticker)`` for each of the config's seeds, one ticker for all."""
     _check(config)
     data = load_digits()
     ticker = Ticker(config.network_steps(), stopped, progress)
-    runs = tuple(_batches_seed(config, seed, data, ticker) for seed in config.seeds)
+    runs = tuple(one_seed(config, seed, data, ticker) for seed in config.seeds)
     ticker.finish()
-    return BatchesReport(config, runs)
+    return runs
 
 
 # --- 2. running statistics that lag ----------------------------------------------------------------
@@ -531,12 +536,7 @@ def _dropout_seed(config: DropoutConfig, seed: int, data: Digits, ticker: Ticker
 
 def run_dropout(config: DropoutConfig, stopped: Stopped = never, progress: Progress = ignore) -> DropoutReport:
     """Section 3, every seed."""
-    _check(config)
-    data = load_digits()
-    ticker = Ticker(config.network_steps(), stopped, progress)
-    runs = tuple(_dropout_seed(config, seed, data, ticker) for seed in config.seeds)
-    ticker.finish()
-    return DropoutReport(config, runs)
+    return DropoutReport(config, _over_seeds(config, _dropout_seed, stopped, progress))
 
 
 # --- running ---------------------------------------------------------------------------------------

@@ -15,19 +15,20 @@ from bnviz.explorer.mlp import (
     DEPTH,
     MAX_LR,
     MAX_SEED,
+    MAX_SEEDS,
     MAX_STEPS,
     MAX_WIDTH,
     MIN_WIDTH,
     Arch,
     Schedule,
     range_check,
+    seeds_refusal,
 )
 from bnviz.explorer.query import Param, QuerySpec, choice, float_in, int_in, number_list, whole_list
 
 SECTIONS = ("batches", "lag", "dropout", "accumulation", "passes", "checkpoint")
 DEFAULT_SECTIONS = ("batches", "lag")  # run on navigation (≈ 3 s together here); the others on a button
 MAX_MOMENTA = 6
-MAX_SEEDS = 10
 SEEDS = (0, 1, 2, 3, 4)  # sections 1–3 run five seeds by default: their claims' verdicts (claims.py) count them
 MAX_PAIRS = 200
 MAX_MICRO = 16  # micro-batches per step (k)
@@ -335,17 +336,10 @@ def _first(config: AnyConfig, *checks: str | None) -> str | None:
     return next((c for c in checks if c), None) or mlp.work_refusal(config)  # type: ignore[arg-type]
 
 
-def _seeds(seeds: Any) -> str | None:
-    if not isinstance(seeds, tuple) or not 1 <= len(seeds) <= MAX_SEEDS:
-        return f"{len(seeds) if isinstance(seeds, tuple) else seeds!r} seeds were given; give 1 to {MAX_SEEDS}"
-    if len(set(seeds)) != len(seeds):
-        return f"the seeds {', '.join(map(str, seeds))} repeat one; give each once"
-    return next((r for s in seeds if (r := range_check(s, 0, MAX_SEED, "a seed"))), None)
-
-
 def _trainer(config: AnyConfig, batch: bool = True) -> tuple[str | None, ...]:
     """The checks every section shares: steps, width, seed(s), learning rate (and the batch size)."""
-    seeds = _seeds(config.seeds) if hasattr(config, "seeds") else range_check(config.seed, 0, MAX_SEED, "the seed")
+    seeds = (seeds_refusal(config.seeds) if hasattr(config, "seeds")
+             else range_check(config.seed, 0, MAX_SEED, "the seed"))  # fmt: skip
     shared = (range_check(config.steps, 1, MAX_STEPS, "the number of steps"),
               range_check(config.width, MIN_WIDTH, MAX_WIDTH, "the width (units per hidden layer)"),
               seeds, _lr(config.lr))  # fmt: skip

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from bnviz.explorer.claims import SAME, Verdict
+from bnviz.explorer.claims import SAME, sentence
 from bnviz.explorer.eval_gap.engine import COLLAPSE, ISOLATED_DRAWS, BatchesReport, DropoutReport, LagReport
 from bnviz.explorer.eval_gap.measure import VIEW_NOISE
 from bnviz.explorer.eval_gap.steps import (
@@ -43,21 +43,6 @@ def _spread(values: tuple[float, ...]) -> str:
 
 def _seeds(seeds: tuple[int, ...]) -> str:
     return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {listing([str(s) for s in seeds])}"
-
-
-def _verdict(v: Verdict, claim: str, source: str = "") -> str:
-    """One sentence on ``claim`` over the seeds (``source``: whose claim, said only when it holds
-    on every seed); no verdict under ``MIN_SEEDS`` seeds."""
-    if v.kind == "too few seeds":
-        return f"With {v.n} seed{'s' if v.n != 1 else ''} there is no verdict on whether {claim}: choose 3 or more. "
-    if v.kind == "holds":
-        return f"{claim[0].upper()}{claim[1:]} on all {v.n} seeds{f', as {source} say' if source else ''}. "
-    if v.kind == "reversed":
-        return f"Whether {claim}: the other way on all {v.n} seeds, unlike the claim. "
-    if v.kind == "no difference":
-        return (f"Whether {claim}: no difference beyond the margin on average ({v.k} of {v.n} seeds as claimed, "
-                f"{v.against} the other way). ")  # fmt: skip
-    return f"Whether {claim} is mixed: {v.k} of {v.n} seeds as claimed, {v.against} the other way. "
 
 
 def _ratios(values: tuple[float, ...], digits: int = 2) -> str:
@@ -103,7 +88,7 @@ def batches_section(report: BatchesReport) -> Section:
         f"the training images right in train mode, in the minibatches training used, and {_spread(sorted_eval)} of "
         f"the test images in eval mode (mean, lowest–highest over the seeds). "
     )
-    m += _verdict(collapse, f"eval mode falls {points(COLLAPSE)} or more below train mode")
+    m += sentence(collapse, f"eval mode falls {points(COLLAPSE)} or more below train mode")
     close = sum(abs(d) <= SAME for d in report.shuffled_gap())
     m += (f"Shuffled (a fresh permutation each epoch): {_spread(shuffled_train)} in train mode and "
           f"{_spread(shuffled_eval)} in eval mode, within {points(SAME)} of each other on {close} of "
@@ -127,7 +112,7 @@ def batches_section(report: BatchesReport) -> Section:
     )
     gap = (f"Sorted by class: {_spread(sorted_train)} in train mode, {_spread(sorted_eval)} in eval mode; "
            f"shuffled: {_spread(shuffled_train)} and {_spread(shuffled_eval)}. "
-           f"{_verdict(collapse, 'eval mode collapses')}")  # fmt: skip
+           f"{sentence(collapse, 'eval mode collapses')}")  # fmt: skip
     fix = (
         "Shuffle: draw every minibatch at random from the whole training set (a fresh permutation each epoch), so "
         "that each is a fair sample of the classes and its statistics are close to the population's. Data that "
@@ -185,7 +170,7 @@ def lag_section(report: LagReport) -> Section:
     m += listing([f"{_points_spread(report.lags(mo).differences)} at momentum {mo:g}" for mo in momenta]) + ". "
     for mo in momenta:
         v = report.lags(mo)
-        m += _verdict(v, f"momentum {mo:g} falls {points(SAME)} or more behind the exact statistics at some checkpoint")
+        m += sentence(v, f"momentum {mo:g} falls {points(SAME)} or more behind the exact statistics at some checkpoint")
     smallest = min(momenta)
     kept = (1 - smallest) ** c.steps
     unbiased = report.lags_unbiased(smallest)
@@ -274,11 +259,11 @@ def dropout_section(report: DropoutReport) -> Section:
         f"dropout before each batch norm, {_spread(reference)} without dropout, from the same weights and "
         "minibatches. "
     )
-    m += _verdict(report.drop(), "dropout before batch norm does worse in eval mode than without dropout")
+    m += sentence(report.drop(), "dropout before batch norm does worse in eval mode than without dropout")
     m += (
         f"The same dropout network in train mode (dropout on, minibatches of {c.batch}) scores {_spread(train)}. "
     )
-    m += _verdict(report.eval_above_train(), "it scores higher in eval mode than in its own train mode")
+    m += sentence(report.eval_above_train(), "it scores higher in eval mode than in its own train mode")
     m += (
         "So the drop in eval mode is against a different network — the one trained without dropout — not against "
         "its own train mode: there, dropout itself costs more than the shift does. "
@@ -302,12 +287,12 @@ def dropout_section(report: DropoutReport) -> Section:
     fix = (
         f"Fix 1 (Li et al.): no dropout between batch norms — one dropout after the last batch norm, before the "
         f"output layer. Measured in eval mode: {_spread(head)}. "
-        + _verdict(report.fix_head(), "fix 1 beats the broken network")
+        + sentence(report.fix_head(), "fix 1 beats the broken network")
         + "Fix 2 (Hendrycks & Gimpel 2016: \"we simply update Batch Normalization's variance moving averages with "
         "dropout off\"): keep the network and, after training, re-estimate the running statistics with dropout off. "
         "They update the variance only; here both the mean and the variance are recomputed, exactly "
         f"(bnviz.recompute_batch_norm_stats in exact mode, the model in eval mode). Measured: {_spread(exact)}. "
-        + _verdict(report.fix_exact(), "fix 2 beats the broken network")
+        + sentence(report.fix_exact(), "fix 2 beats the broken network")
         + f"(Seed {first.seed}: variance shift {_ratios(tuple(s.shift_exact for s in layers))} after fix 2, "
         f"{_ratios(tuple(s.shift_head for s in layers))} with fix 1.) The statistics are then right, but the "
         "weights were learned under the shifted ones. Plain torch below (one pass, the layers upstream in train "
@@ -316,7 +301,7 @@ def dropout_section(report: DropoutReport) -> Section:
     )
     gap = (f"Eval mode: {_spread(broken)} with dropout before each batch norm, {_spread(reference)} without dropout; "
            f"train mode of the same dropout network: {_spread(train)}. "
-           + _verdict(report.drop(), "dropout before batch norm does worse in eval mode than without"))  # fmt: skip
+           + sentence(report.drop(), "dropout before batch norm does worse in eval mode than without"))  # fmt: skip
     if c.placement == "after":
         blocks = "\n".join([f"    nn.Linear({fan}, {c.width}), nn.ReLU(), nn.BatchNorm1d({c.width}),"
                             for fan in (64, c.width, c.width)])  # fmt: skip

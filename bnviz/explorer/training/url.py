@@ -14,6 +14,7 @@ from bnviz.explorer.mlp import (
     MAX_BATCH,
     MAX_LR,
     MAX_SEED,
+    MAX_SEEDS,
     MAX_STEPS,
     MAX_WIDTH,
     MIN_BATCH,
@@ -24,12 +25,12 @@ from bnviz.explorer.mlp import (
     estimate,
     lr_check,
     range_check,
+    seeds_refusal,
     work_refusal,
 )
 from bnviz.explorer.query import Param, QuerySpec, choice, float_in, int_in, number_list, std_or_default, whole_list
 
 MAX_INIT_STD = 10.0
-MAX_SEEDS = 10
 MAX_LRS = 12
 MAX_EVALS = 200  # evaluations of one training after step 0 (a chart needs no more points)
 MAX_NOISE = 10.0
@@ -70,7 +71,7 @@ class DriftConfig:
     def refusal(self) -> str | None:
         """Why this run is not made (a value out of range, or too much work), or None — checked
         before anything is allocated. The message names the value given and the range allowed."""
-        return _first(self, *_trainer(self), _init_std(self.init_std), lr_check(self.lr), _seeds(self.seeds),
+        return _first(self, *_trainer(self), _init_std(self.init_std), lr_check(self.lr), seeds_refusal(self.seeds),
                       *_evaluations(self))  # fmt: skip
 
 
@@ -112,7 +113,7 @@ class SweepConfig:
         repeat = "the sweep's learning rates repeat one; give each once" if len(set(lrs)) != len(lrs) else None
         return _first(self, *_trainer(self), _init_std(self.init_std), activation,
                       *(lr_check(v, f"the learning rate {k + 1} of the sweep") for k, v in enumerate(lrs)), repeat,
-                      _seeds(self.seeds))  # fmt: skip
+                      seeds_refusal(self.seeds))  # fmt: skip
 
 
 # batch norm; + the paper's noise; the paper's noise alone; neither; batch norm + the stronger additive noise
@@ -159,7 +160,7 @@ class NoiseConfig:
     def refusal(self) -> str | None:
         """Why this run is not made (a value out of range, or too much work), or None — checked
         before anything is allocated. The message names the value given and the range allowed."""
-        return _first(self, *_trainer(self), lr_check(self.lr), _seeds(self.seeds), *_evaluations(self)[:1],
+        return _first(self, *_trainer(self), lr_check(self.lr), seeds_refusal(self.seeds), *_evaluations(self)[:1],
                       range_check(self.noise_mean, 0, MAX_NOISE, "the noise's mean range n_μ", integer=False),
                       range_check(self.noise_std, 1, MAX_NOISE, "the noise's standard deviation range n_σ",
                                   integer=False),
@@ -195,18 +196,10 @@ class PlacementConfig:
     def refusal(self) -> str | None:
         """Why this run is not made (a value out of range, or too much work), or None — checked
         before anything is allocated. The message names the value given and the range allowed."""
-        return _first(self, *_trainer(self), lr_check(self.lr), _seeds(self.seeds), *_evaluations(self))
+        return _first(self, *_trainer(self), lr_check(self.lr), seeds_refusal(self.seeds), *_evaluations(self))
 
 
 AnyConfig = DriftConfig | SweepConfig | NoiseConfig | PlacementConfig
-
-
-def _seeds(seeds: Any) -> str | None:
-    if not isinstance(seeds, tuple) or not 1 <= len(seeds) <= MAX_SEEDS:
-        return f"{len(seeds) if isinstance(seeds, tuple) else seeds!r} seeds were given; give 1 to {MAX_SEEDS}"
-    if len(set(seeds)) != len(seeds):
-        return f"the seeds {', '.join(map(str, seeds))} repeat one; give each once"
-    return next((r for s in seeds if (r := range_check(s, 0, MAX_SEED, "a seed"))), None)
 
 
 def _first(config: AnyConfig, *checks: str | Callable[[], str | None] | None) -> str | None:

@@ -10,7 +10,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from bnviz.explorer.claims import MIN_SEEDS, ONE_IMAGE, SAME, Verdict, paired
+from bnviz.explorer.claims import MIN_SEEDS, ONE_IMAGE, SAME, Verdict, paired, sentence
 from bnviz.explorer.digits import CLASSES
 from bnviz.explorer.mlp import PROBE_MULTIPLES, UNIT, Curve
 from bnviz.explorer.text import listing, pct, points
@@ -46,20 +46,8 @@ def per_seed(differences: tuple[float, ...]) -> str:
 
 
 def verdict(v: Verdict, claim: str, paper: bool = True) -> str:
-    """One sentence on ``claim`` over the seeds: holds on every seed ("as in the paper" when it is
-    the paper's), on some, or no difference beyond the margin; no verdict for too few seeds."""
-    if v.kind == "too few seeds":
-        return (f"With {v.n} seed{'s' if v.n != 1 else ''} there is no verdict on whether {claim}: choose "
-                f"{MIN_SEEDS} or more. ")  # fmt: skip
-    if v.kind == "holds":
-        return f"{claim[0].upper()}{claim[1:]} on all {v.n} seeds{', as in the paper' if paper else ''}. "
-    if v.kind == "reversed":
-        return f"Whether {claim}: the other way on all {v.n} seeds{', unlike the paper' if paper else ''}. "
-    if v.kind == "no difference":
-        return (f"Whether {claim}: no difference beyond the margin on average ({v.k} of {v.n} seeds as claimed, "
-                f"{v.against} the other way){', unlike the paper' if paper else ''}. ")  # fmt: skip
-    return (f"Whether {claim} is mixed: it holds on {v.k} of {v.n} seeds, goes the other way on {v.against}"
-            f"{' — not the general result the paper states' if paper else ''}. ")  # fmt: skip
+    """``claims.sentence``, the paper's claim by default."""
+    return sentence(v, claim, paper)
 
 
 def first_reaching(curve: Curve, level: float) -> int | None:
