@@ -62,7 +62,7 @@ def test_a_button_runs_its_experiment_and_the_result_stays_for_everyone():
     at = run_app({**SMALL, **TINY}, "training")
     at.button(key="tr.run.placement").click().run(timeout=120)
     assert not at.exception and "chart-placement" in [c.key for c in at.get("plotly_chart")]
-    assert "seeds 0 and 1" in page_text(at), page_text(at)
+    assert "Seeds 0 and 1" in page_text(at), page_text(at)
     other_visitor = run_app({**SMALL, **TINY}, "training")  # a new session: the server's cache shows it at once
     assert "chart-placement" in [c.key for c in other_visitor.get("plotly_chart")]
     assert "chart-sweep" not in [c.key for c in other_visitor.get("plotly_chart")]

@@ -138,8 +138,10 @@ def test_the_script_for_your_tensor_reruns_the_page_numbers(tmp_path):
     own = own_tensor("mine.pt", x)
     config = replace(Config(), shape=own.shape, own=own.digest)
     torch.save(x, tmp_path / "my_tensor.pt")
+    root = Path(__file__).resolve().parents[3]  # bnviz itself, not installed in CI's venv: on the path
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-c", code_snippet(config)], capture_output=True, text=True, timeout=120,
-                          cwd=tmp_path)  # fmt: skip
+                          cwd=tmp_path, env=env)  # fmt: skip
     assert done.returncode == 0, done.stderr
     printed = dict(re.findall(r"^(\S+(?: \S+)?)\s+max \|bnviz - torch\| = (\S+)$", done.stdout, re.M))
     shown = {q.name: sci(q.max_abs) for q in engine.run(config, own=own.values).quantities if not q.absent}
