@@ -62,7 +62,8 @@ def show(report: dict[str, Any]) -> None:
                                     "fix": st.column_config.TextColumn(width="large")})  # fmt: skip
         st.caption("A cell too long to read: widen its column, or hover it.")
         found = sorted({f["check"] for f in report["findings"]}, key=list(CHECKS).index)
-        st.markdown("Explained in this app: " + " · ".join(f"[{c}]({CHECKS[c].link})" for c in found))
+        # relative links ("./eval-gap"), as the question index's: they work behind a proxy's path prefix
+        st.markdown("Explained in this app: " + " · ".join(f"[{c}](.{CHECKS[c].link})" for c in found))
     else:
         st.caption("No findings.")
     st.subheader("Every batch norm", anchor="layers")
