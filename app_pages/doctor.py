@@ -10,14 +10,12 @@ import streamlit as st
 
 from app_pages import common
 from app_pages.common import chart, load, report_or_reason, view, write_url
-from bnviz.diagnosis import CHECKS
-from bnviz.explorer import workers
+from bnviz.diagnosis import CHECKS, by_reason
 from bnviz.explorer.doctor import engine
 from bnviz.explorer.doctor.engine import DoctorReport
 from bnviz.explorer.doctor.figures import statistics_figure
 from bnviz.explorer.doctor.url import DOCTOR, MAX_UPLOAD_MB, SAMPLES, DoctorConfig, upload_bytes
 from bnviz.explorer.query import inert
-from bnviz.hosting import forks, serve
 
 INTRO = (
     "Most \"my model is worse in eval()\" problems are visible in the checkpoint itself: running statistics that were "
@@ -49,8 +47,13 @@ def badge(report: dict[str, Any]) -> None:
             st.badge(f"clean: {words}", icon=":material/check_circle:", color="green")
 
 
-def show(report: dict[str, Any]) -> None:
-    """Findings, the layer table, the picture, the recalibration and what was not checked. Every
+def draw(report: DoctorReport) -> dict[str, Any]:
+    return {"statistics": statistics_figure(report.report)}
+
+
+def show(report: dict[str, Any], figure: dict[str, Any] | None = None) -> None:
+    """Findings, the layer table, the picture (``figure``: a sample's, from the cache; an upload's is
+    drawn here), the recalibration and what was not checked. Every
     string that may come from an upload (layer names) is shown in a data grid or a chart with its
     pseudo-HTML escaped: never as Markdown."""
     badge(report)
@@ -68,7 +71,7 @@ def show(report: dict[str, Any]) -> None:
         st.caption("No findings.")
     st.subheader("Every batch norm", anchor="layers")
     st.dataframe([_row(r) for r in report["layers"]], hide_index=True, key="layers")
-    chart(statistics_figure(report).to_dict(), "chart-statistics")
+    chart(figure if figure is not None else statistics_figure(report).to_dict(), "chart-statistics")
     recal = report.get("recalibration")
     if recal:
         st.subheader("Recalibrated on the test images", anchor="recalibration")
@@ -80,9 +83,7 @@ def show(report: dict[str, Any]) -> None:
                        "ln var ratio before": b["log_var_ratio"], "ln var ratio after": a["log_var_ratio"]}
                       for b, a in zip(recal["before"], recal["after"], strict=False)], hide_index=True)  # fmt: skip
     if report["unavailable"]:
-        reasons: dict[str, list[str]] = {}
-        for check, why in report["unavailable"].items():
-            reasons.setdefault(why, []).append(check)
+        reasons = by_reason(report["unavailable"])
         st.caption("Not checked: " + "; ".join(f"{', '.join(c)} ({w})" for w, c in reasons.items()))
 
 
@@ -134,22 +135,10 @@ def upload_section() -> None:
 
 
 def diagnose_upload(name: str, data: bytes) -> dict[str, Any]:
-    """``engine.diagnose_upload`` in a worker process, admitted by the memory budget for the
-    upload's size, its result in no shared cache."""
-    if not common.ensure_fork_server("to read uploaded files"):
-        return {"refused": "the server has no room to start a worker now; try again in a minute"}
-    cost = upload_bytes(len(data))
-
-    def job(stopped: Any) -> dict[str, Any]:
-        try:
-            return workers.run_in_fork(engine.diagnose_upload, (name, data, 4 * len(data) + 2**30),
-                                       engine.UPLOAD_DEADLINE_S)  # fmt: skip
-        except forks.ForkError as exc:
-            return {"refused": f"the worker could not read it ({exc})"}
-
-    result = common.heavy(("doctor upload", len(data)), cost, job, "Reading and checking your file…",
-                          cache=serve.ResultCache(0))  # fmt: skip
-    return result if result is not None else {"refused": "over the server's memory budget"}
+    """``engine.diagnose_upload`` in a worker (``common.upload_in_worker``)."""
+    return common.upload_in_worker(engine.diagnose_upload, name, data, upload_bytes(len(data)),
+                                   "Reading and checking your file…", lambda why: {"refused": why},
+                                   engine.UPLOAD_DEADLINE_S)  # fmt: skip
 
 
 def samples_section(config: DoctorConfig) -> None:
@@ -166,7 +155,7 @@ def samples_section(config: DoctorConfig) -> None:
     st.caption(f"Eval-mode accuracy of this sample on the 359 test digits: {report.accuracy:.1%}. Checked with "
                "`bnviz.diagnose(model, batches)` — the model and the test images in batches of 64, so every check "
                "runs.")  # fmt: skip
-    show(report.report)
+    show(report.report, common.figures(config, (), draw, report)["statistics"])  # a sample's: cached
     if report.file is not None:
         st.download_button("Download this sample's state dict (.safetensors), to try the command line or the upload",
                            report.file, file_name=report.file_name, key="doctor.download")  # fmt: skip

@@ -21,13 +21,12 @@ from app_pages.common import (
     view,
     write_url,
 )
-from bnviz.explorer import workers
 from bnviz.explorer.data import DISTRIBUTIONS
 from bnviz.explorer.family.url import FAMILY, FamilyConfig
 from bnviz.explorer.layer import engine
 from bnviz.explorer.layer.engine import PLOT_CHANNELS, Report
 from bnviz.explorer.layer.figures import all_figures, cube
-from bnviz.explorer.layer.own import MAX_BYTES, OwnTensor, own_tensor, read_in_worker, unpack
+from bnviz.explorer.layer.own import MAX_BYTES, OwnTensor, own_tensor, read_in_worker, unpack, upload_bytes
 from bnviz.explorer.layer.timing import measure_config, measure_config_compiled
 from bnviz.explorer.layer.url import (
     DTYPES,
@@ -69,14 +68,12 @@ from bnviz.explorer.query import inert
 from bnviz.explorer.questions import INDEX_HEADING, WHAT_BATCH_NORM_DOES, index_html
 from bnviz.explorer.text import E_NOTATION, markdown_table
 from bnviz.hosting import forks, serve
-from bnviz.hosting.memory import BASE
 
 KINDS = {"affine": "bool", "track": "bool", "seed": "int", "steps": "int", "train_n": "int"}
 
 
 OWN = "layer.own"  # the visitor's own tensor (an OwnTensor): this session's, no one else's
 MAX_ELEMENTS_TEXT = f"{MAX_ELEMENTS:,}"
-WORKER_BYTES = 60 * 2**20  # a fork of the preloaded fork server: its own pages
 
 
 def load_report(config: Config) -> Report | None:
@@ -101,19 +98,9 @@ def with_own(config: Config) -> Config:
 
 
 def read_upload(name: str, data: bytes) -> tuple[str, object]:
-    """``own.read_in_worker`` in a worker process, budgeted for the file's size."""
-    if not ensure_fork_server("to read uploaded files"):
-        return "refused", "the server has no room to start a worker now; try again in a minute"
-    cost = BASE + WORKER_BYTES + 3 * len(data)
-
-    def job(stopped: object) -> tuple[str, object]:
-        try:
-            return workers.run_in_fork(read_in_worker, (name, data, 4 * len(data) + 2**30), 60.0)
-        except forks.ForkError as exc:
-            return "refused", f"the worker could not read it ({exc})"
-
-    result = heavy(("own upload", len(data)), cost, job, "Reading your tensor…", cache=serve.ResultCache(0))
-    return result if result is not None else ("refused", "over the server's memory budget")
+    """``own.read_in_worker`` in a worker (``common.upload_in_worker``): ("ok", packed) or ("refused", why)."""
+    return common.upload_in_worker(read_in_worker, name, data, upload_bytes(len(data)), "Reading your tensor…",
+                                   lambda why: ("refused", why))  # fmt: skip
 
 
 def own_section(config: Config) -> None:

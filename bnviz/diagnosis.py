@@ -223,10 +223,7 @@ class Report:
             for b, a in zip(self.before, self.after, strict=True):
                 lines.append(f"  {b.layer}: z {b.mean_z:.3g} → {a.mean_z:.3g};  ln ratio {b.log_var_ratio:.3g} → "
                              f"{a.log_var_ratio:.3g}")
-        reasons: dict[str, list[str]] = {}
-        for check, why in self.unavailable.items():
-            reasons.setdefault(why, []).append(check)
-        for why, checks in reasons.items():
+        for why, checks in by_reason(self.unavailable).items():
             lines.append(f"not checked: {', '.join(checks)} — {why}")
         return "\n".join(lines)
 
@@ -241,6 +238,14 @@ class Report:
             for f in self.findings
         )
         return f"<table><tr>{head}</tr>{body}</table><ul>{items or '<li>No findings.</li>'}</ul>"
+
+
+def by_reason(unavailable: Mapping[str, str]) -> dict[str, list[str]]:
+    """The checks that did not run (check id -> why), grouped by their reason."""
+    reasons: dict[str, list[str]] = {}
+    for check, why in unavailable.items():
+        reasons.setdefault(why, []).append(check)
+    return reasons
 
 
 def _num(v: float | int | None, none: str = "—") -> str:

@@ -17,6 +17,7 @@ PRELOAD = "bnviz.explorer.fork_preload"
 # The fork server itself: measured 178 MB, its resource tracker 5 MB. It starts once per server,
 # on the first view that needs it, as a budgeted step of its own, and then stays.
 FORK_SERVER_BYTES = 200 * MB
+UPLOAD_WORKER_BYTES = 60 * MB  # a fork reading a visitor's upload: its own pages beyond the shared ones
 
 
 def context() -> Any:

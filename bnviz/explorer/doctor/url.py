@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bnviz.explorer.query import Param, QuerySpec, choice
+from bnviz.explorer.workers import UPLOAD_WORKER_BYTES
 from bnviz.hosting.memory import BASE, MB
 
 SAMPLES = {  # name -> what is planted (the healthy one: nothing)
@@ -16,7 +17,6 @@ SAMPLES = {  # name -> what is planted (the healthy one: nothing)
     "redundant-bias": "the same network with bias=True on conv1, the conv before bn1",
 }
 MAX_UPLOAD_MB = 100  # .streamlit/config.toml's server.maxUploadSize: a resnet50 state dict is 97.8 MB
-WORKER_BYTES = 60 * MB  # a fork of the preloaded fork server: its own pages beyond the shared ones
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class DoctorConfig:
 def upload_bytes(size: int) -> int:
     """What diagnosing an upload of ``size`` bytes adds to the server: the bytes sent to a worker
     (a copy), the tensors it loads (one more), the report, and the worker's own pages."""
-    return BASE + WORKER_BYTES + 2 * size
+    return BASE + UPLOAD_WORKER_BYTES + 2 * size
 
 
 DOCTOR = QuerySpec[DoctorConfig]([Param("sample", "sample", choice(tuple(SAMPLES)))])

@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 
 from bnviz.explorer.layer.url import DTYPES, MAX_ELEMENTS
+from bnviz.explorer.workers import UPLOAD_WORKER_BYTES
+from bnviz.hosting.memory import BASE
 from bnviz.safe_load import CheckpointError, read_safetensors, read_torch_object
 
 SUFFIXES = (".npy", ".pt", ".pth", ".safetensors")
@@ -148,6 +150,12 @@ def unpack(packed: Packed) -> Tensor:
     dtype = DTYPES[dtype_name]
     flat = torch.frombuffer(bytearray(raw), dtype=dtype) if raw else torch.empty(0, dtype=dtype)
     return flat.reshape(shape)
+
+
+def upload_bytes(size: int) -> int:
+    """What reading an upload of ``size`` bytes adds to the server: the copy sent to the worker,
+    the array it reads and the packed copy it sends back, and the worker's own pages."""
+    return BASE + UPLOAD_WORKER_BYTES + 3 * size
 
 
 def read_in_worker(name: str, data: bytes, extra_bytes: int) -> tuple[str, Packed | str]:
