@@ -74,7 +74,14 @@ def _bootstrap(target: Callable[..., Any], rank: int, world: int, tmp: str, back
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()
-    sys.exit(code)
+    # Leave without interpreter finalization: the result is saved and the group destroyed, but
+    # destroy_process_group does not always free gloo's worker threads (after a collective inside
+    # torch.utils.checkpoint they outlive it, torch alone, no bnviz involved). One of them then
+    # drops its last collective's thread-local state while Python is being finalized, needs the
+    # GIL, and std::terminate aborts the rank (SIGABRT) after its work was done.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 @dataclass
@@ -124,10 +131,12 @@ def run_world(
             result, err = Path(f"{tmp}/rank{r}.pt"), Path(f"{tmp}/rank{r}.err")
             results.append(torch.load(result, weights_only=False) if result.exists() else None)
             errors.append(err.read_text() if err.exists() else "")
+        seconds = time.monotonic() - start
         for r, p in enumerate(procs):
             if p.exitcode is not None and p.exitcode < 0:
-                errors[r] += f"(killed by signal {-p.exitcode}: still running after {timeout} s?)"
-        return WorldResult(results, [p.exitcode for p in procs], errors, time.monotonic() - start)
+                why = f"still running after {timeout:.0f} s" if seconds >= timeout else "it died by itself"
+                errors[r] += f"(ended by signal {-p.exitcode} after {seconds:.1f} s: {why})"
+        return WorldResult(results, [p.exitcode for p in procs], errors, seconds)
 
 
 # --- the table --------------------------------------------------------------------------------------------------------
@@ -814,6 +823,7 @@ def test_a_hung_world_is_killed_at_its_bound():
     cannot hang on a rank that neither dies nor times out."""
     world = run_world(_hanging_worker, 2, timeout=8)
     assert world.exitcodes == [-signal.SIGTERM, -signal.SIGTERM], (world.exitcodes, world.errors)
+    assert all("still running after 8 s" in e for e in world.errors), world.errors
     assert world.results == [None, None] and world.seconds < 8 + 5, world.seconds
 
 
