@@ -277,20 +277,21 @@ def chart(figure: Mapping[str, Any], key: str, empty: str = "Nothing to draw.") 
         st.caption(empty)
 
 
-def upload_in_worker(fn: Callable[[str, bytes, int], T], name: str, data: bytes, cost: int, doing: str,
-                     refused: Callable[[str], T], deadline_s: float = 60.0) -> T:
-    """``fn(name, data, extra_bytes)`` for a visitor's upload, in a fork of the fork server (its
-    address space capped at what it maps + 4 × the file + 1 GB: ``workers.limit_memory``), admitted
+def upload_in_worker(fn: Callable[[str, bytes], T], name: str, data: bytes, cost: int, doing: str,
+                     deadline_s: float = 60.0) -> tuple[str, T | str]:
+    """``("ok", fn(name, data))`` for a visitor's upload, or ``("refused", reason)``. It runs in a
+    fork of the fork server (its address space capped at what it maps + 4 × the file + 1 GB:
+    ``workers.read_upload``, which also turns the file's ``ValueError`` into a refusal), admitted
     by the budget for ``cost`` bytes, its result in no shared cache (``ResultCache(0)``). Whatever
-    stops it comes back as ``refused(reason)``."""
+    stops it comes back as a refusal."""
     if not ensure_fork_server("to read uploaded files"):
-        return refused("the server has no room to start a worker now; try again in a minute")
+        return "refused", "the server has no room to start a worker now; try again in a minute"
 
-    def job(stopped: Callable[[], bool]) -> T:
+    def job(stopped: Callable[[], bool]) -> tuple[str, T | str]:
         try:
-            return workers.run_in_fork(fn, (name, data, 4 * len(data) + 2**30), deadline_s)
+            return workers.run_in_fork(workers.read_upload, (fn, name, data, 4 * len(data) + 2**30), deadline_s)
         except forks.ForkError as exc:
-            return refused(f"the worker could not read it ({exc})")
+            return "refused", f"the worker could not read it ({exc})"
 
     result = heavy(("upload", fn.__qualname__, len(data)), cost, job, doing, cache=serve.ResultCache(0))
-    return result if result is not None else refused("over the server's memory budget")
+    return result if result is not None else ("refused", "over the server's memory budget")

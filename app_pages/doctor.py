@@ -135,10 +135,11 @@ def upload_section() -> None:
 
 
 def diagnose_upload(name: str, data: bytes) -> dict[str, Any]:
-    """``engine.diagnose_upload`` in a worker (``common.upload_in_worker``)."""
-    return common.upload_in_worker(engine.diagnose_upload, name, data, upload_bytes(len(data)),
-                                   "Reading and checking your file…", lambda why: {"refused": why},
-                                   engine.UPLOAD_DEADLINE_S)  # fmt: skip
+    """``engine.diagnose_upload`` in a worker (``common.upload_in_worker``): the report, or
+    ``{"refused": reason}``."""
+    status, answer = common.upload_in_worker(engine.diagnose_upload, name, data, upload_bytes(len(data)),
+                                             "Reading and checking your file…", engine.UPLOAD_DEADLINE_S)  # fmt: skip
+    return answer if status == "ok" else {"refused": answer}
 
 
 def samples_section(config: DoctorConfig) -> None:

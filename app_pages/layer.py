@@ -99,8 +99,7 @@ def with_own(config: Config) -> Config:
 
 def read_upload(name: str, data: bytes) -> tuple[str, object]:
     """``own.read_in_worker`` in a worker (``common.upload_in_worker``): ("ok", packed) or ("refused", why)."""
-    return common.upload_in_worker(read_in_worker, name, data, upload_bytes(len(data)), "Reading your tensor…",
-                                   lambda why: ("refused", why))  # fmt: skip
+    return common.upload_in_worker(read_in_worker, name, data, upload_bytes(len(data)), "Reading your tensor…")
 
 
 def own_section(config: Config) -> None:

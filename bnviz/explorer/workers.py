@@ -40,6 +40,20 @@ def limit_memory(extra_bytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (vm + extra_bytes, vm + extra_bytes))
 
 
+def read_upload(fn: Callable[[str, bytes], Any], name: str, data: bytes, extra_bytes: int) -> tuple[str, Any]:
+    """In a worker: its address space capped (``limit_memory(extra_bytes)``), then ``fn(name,
+    data)``. ``("ok", result)``, or ``("refused", reason)`` when ``fn`` refused the file with a
+    ``ValueError`` (bnviz's ``CheckpointError`` and ``OwnTensorError`` are ones) or reading it needed
+    more memory than the cap allows (a file claiming more than its size)."""
+    limit_memory(extra_bytes)
+    try:
+        return "ok", fn(name, data)
+    except ValueError as exc:
+        return "refused", str(exc)
+    except MemoryError:
+        return "refused", "reading it needed more memory than its size allows"
+
+
 def run_in_fork(fn: Callable[..., Any], args: tuple = (), deadline_s: float = 120.0) -> Any:
     """``fn(*args)`` in a fork of the preloaded fork server (``forks.run_in_fork``)."""
     return forks.run_in_fork(PRELOAD, fn, args, deadline_s)

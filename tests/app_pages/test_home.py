@@ -93,18 +93,31 @@ def test_the_index_escapes_its_text():
     assert "<b>" not in text and "&lt;b&gt;" in text and "&lt;i&gt;" in text and 'href="./?shape=1%2C2#x"' in text
 
 
+def _keywords(path: Path, name: str) -> list[str]:
+    return [node.value.value for node in ast.walk(ast.parse(path.read_text()))
+            if isinstance(node, ast.keyword) and node.arg == name and isinstance(node.value, ast.Constant)]  # fmt: skip
+
+
 def _icons(path: Path) -> list[str]:
-    found = []
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.keyword) and node.arg in ("icon", "page_icon") and isinstance(node.value, ast.Constant):
-            found.append(node.value.value)
-    return found
+    return _keywords(path, "icon") + _keywords(path, "page_icon")
 
 
 @pytest.mark.parametrize("path", [ROOT / "app.py", *sorted((ROOT / "app_pages").glob("*.py"))], ids=lambda p: p.name)
 def test_icons_are_material_icons(path):
     for icon in _icons(path):
         assert re.fullmatch(r":material/[a-z0-9_]+:", icon), f"{path.name}: {icon!r} is not a Material icon"
+
+
+def test_every_page_in_the_navigation_answers_a_question_of_the_index():
+    """A page the index does not link is a page a newcomer never finds: every page of app.py's
+    navigation (``/`` has no url_path) is the first view of at least one question, and every
+    page file is in the navigation."""
+    navigation = {"", *_keywords(ROOT / "app.py", "url_path")}
+    first_views = {q.link.page for q in QUESTIONS}
+    assert navigation == set(PAGES), f"navigation {sorted(navigation)} vs the pages tested here {sorted(PAGES)}"
+    assert navigation <= first_views, f"pages no question opens: {sorted(navigation - first_views)}"
+    files = {p.stem for p in (ROOT / "app_pages").glob("*.py")} - {"common", "__init__"}
+    assert files == {f for _, _, f in PAGES.values()}, f"page files {sorted(files)} vs navigation {sorted(PAGES)}"
 
 
 def test_the_navigation_has_icons_on_every_page():

@@ -8,6 +8,7 @@ import time
 
 import pytest
 
+from bnviz.explorer import workers
 from bnviz.explorer.workers import PRELOAD  # a process has one fork server: the app's
 from bnviz.hosting import forks, procmem
 
@@ -52,6 +53,22 @@ def test_a_job_in_a_fork_gives_its_value_or_a_clear_error(job, args, deadline, e
     left = set(procmem.descendants(os.getpid())) - before
     assert not left or left <= _fork_server_and_tracker(), f"left behind: {left}"
     assert forks.started()
+
+
+def repeat(name: str, times: int) -> str:
+    return name * times
+
+
+UPLOAD_CASES = [  # (name, data, the cap over what the worker maps, expected)
+    ("ab", 2, 2**28, ("ok", "abab")),
+    ("x", 3 * 2**30, 2**28, ("refused", "reading it needed more memory than its size allows")),  # 3 GB, 256 MB cap
+]
+
+
+@pytest.mark.parametrize(("name", "data", "cap", "expected"), UPLOAD_CASES, ids=["fits", "over-the-cap"])
+def test_reading_an_upload_in_a_worker_is_capped_and_a_memory_error_is_a_refusal(name, data, cap, expected):
+    got = workers.run_in_fork(workers.read_upload, (repeat, name, data, cap), 30.0)
+    assert got == expected, (got, expected)
 
 
 def _fork_server_and_tracker() -> set[int]:

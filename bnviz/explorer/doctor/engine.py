@@ -16,8 +16,7 @@ from bnviz.diagnosis import diagnose
 from bnviz.explorer.contract import Progress, Stopped, check_stop, ignore, never
 from bnviz.explorer.digits import load_digits
 from bnviz.explorer.doctor.url import DoctorConfig
-from bnviz.explorer.workers import limit_memory
-from bnviz.safe_load import CheckpointError, load_state_dict_bytes, write_safetensors
+from bnviz.safe_load import load_state_dict_bytes, write_safetensors
 
 STEPS = 300
 BATCH = 64
@@ -110,15 +109,9 @@ def run(config: DoctorConfig, stopped: Stopped = never, progress: Progress = ign
                         f"bnviz-sample-{config.sample}.safetensors")  # fmt: skip
 
 
-def diagnose_upload(name: str, data: bytes, extra_bytes: int) -> dict[str, Any]:
-    """In a worker process: read ``data`` as the state dict file ``name`` and diagnose it. A
-    refusal comes back as ``{"refused": reason}``."""
-    limit_memory(extra_bytes)
-    try:
-        state = load_state_dict_bytes(name, data)
-        del data
-        return diagnose(state).to_dict()
-    except (CheckpointError, ValueError) as exc:
-        return {"refused": str(exc)}
-    except MemoryError:
-        return {"refused": "reading it needed more memory than the upload's size allows"}
+def diagnose_upload(name: str, data: bytes) -> dict[str, Any]:
+    """In a worker process (``workers.read_upload``): read ``data`` as the state dict file ``name``
+    and diagnose it. A file refused raises ``CheckpointError`` (or ``diagnose``'s ``ValueError``)."""
+    state = load_state_dict_bytes(name, data)
+    del data
+    return diagnose(state).to_dict()

@@ -158,15 +158,7 @@ def upload_bytes(size: int) -> int:
     return BASE + UPLOAD_WORKER_BYTES + 3 * size
 
 
-def read_in_worker(name: str, data: bytes, extra_bytes: int) -> tuple[str, Packed | str]:
-    """In a worker process, under ``limit_memory(extra_bytes)``: ``("ok", pack(tensor))`` or
-    ``("refused", reason)``."""
-    from bnviz.explorer.workers import limit_memory
-
-    limit_memory(extra_bytes)
-    try:
-        return "ok", pack(read_tensor(name, data))
-    except OwnTensorError as exc:
-        return "refused", str(exc)
-    except MemoryError:
-        return "refused", "reading it needed more memory than its size allows"
+def read_in_worker(name: str, data: bytes) -> Packed:
+    """In a worker process (``workers.read_upload``): the tensor, packed to send back. A file
+    refused raises ``OwnTensorError``."""
+    return pack(read_tensor(name, data))

@@ -84,7 +84,8 @@ class _Payload:
 
 
 def _in_worker(name: str, data: bytes) -> dict:
-    return workers.run_in_fork(engine.diagnose_upload, (name, data, 4 * len(data) + 2**30), 60.0)
+    status, answer = workers.run_in_fork(workers.read_upload, (engine.diagnose_upload, name, data, 2**30), 60.0)
+    return answer if status == "ok" else {"refused": answer}
 
 
 def test_an_upload_in_a_worker_gives_the_command_lines_findings(reports, tmp_path, capsys):

@@ -97,12 +97,13 @@ def test_refusals_say_why(case):
 def test_a_code_running_pickle_is_refused_in_the_worker_and_runs_nothing(tmp_path):
     marker = tmp_path / "ran"
     data = _saved({"x": torch.ones(2, 3), "y": _Payload(str(marker))})
-    status, reason = workers.run_in_fork(read_in_worker, ("x.pt", data, 2**30), 60.0)
-    assert status == "refused" and "weights_only" in reason, reason
+    status, reason = workers.run_in_fork(workers.read_upload, (read_in_worker, "x.pt", data, 2**30), 60.0)
+    assert status == "refused" and "weights_only" in reason, (status, reason)
     assert not marker.exists()
     for dtype in (torch.float16, torch.bfloat16, torch.float32, torch.float64):
         x = torch.randn(4, 2, 3).to(dtype)
-        status, packed = workers.run_in_fork(read_in_worker, ("x.safetensors", write_safetensors({"x": x}), 2**30), 60)
+        args = (read_in_worker, "x.safetensors", write_safetensors({"x": x}), 2**30)
+        status, packed = workers.run_in_fork(workers.read_upload, args, 60.0)
         assert status == "ok" and torch.equal(unpack(packed), x), (dtype, packed)
 
 
