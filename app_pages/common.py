@@ -114,7 +114,25 @@ def figures(config: Hashable, view: tuple, _draw: Callable[..., Mapping[str, Any
     """What ``_draw(_report, *view)`` builds — plotly figures as plain dicts, pictures as SVG text —
     cached by ``config`` (which keys its report, and names its page) and ``view`` (a channel…);
     ``_draw`` and ``_report`` are not hashed."""
-    return {name: fig.to_dict() if hasattr(fig, "to_dict") else fig for name, fig in _draw(_report, *view).items()}
+    return plain_figures(_draw, _report, view)
+
+
+def plain_figures(draw: Callable[..., Mapping[str, Any]], report: Any, view: tuple) -> dict:
+    """``draw(report, *view)`` with its plotly figures as plain dicts (what ``figures`` caches)."""
+    return {name: fig.to_dict() if hasattr(fig, "to_dict") else fig for name, fig in draw(report, *view).items()}
+
+
+def in_session(slot: str, key: Hashable, make: Callable[[], T | None]) -> T | None:
+    """``make()`` for a visitor's own data, kept in this session alone (``st.session_state[slot]``,
+    the latest ``key`` only), so that a rerun (a widget changed) does not compute it again; shared
+    with no one, gone with the session. A None (not run) is not kept."""
+    held = st.session_state.get(slot)
+    if held is not None and held[0] == key:
+        return held[1]
+    value = make()
+    if value is not None:
+        st.session_state[slot] = (key, value)
+    return value
 
 
 def finished(key: Hashable) -> bool:

@@ -51,9 +51,9 @@ def draw(report: DoctorReport) -> dict[str, Any]:
     return {"statistics": statistics_figure(report.report)}
 
 
-def show(report: dict[str, Any], figure: dict[str, Any] | None = None) -> None:
-    """Findings, the layer table, the picture (``figure``: a sample's, from the cache; an upload's is
-    drawn here), the recalibration and what was not checked. Every
+def show(report: dict[str, Any], figure: dict[str, Any]) -> None:
+    """Findings, the layer table, the picture (``figure``: a sample's from the figures cache, an
+    upload's drawn once when it was read), the recalibration and what was not checked. Every
     string that may come from an upload (layer names) is shown in a data grid or a chart with its
     pseudo-HTML escaped: never as Markdown."""
     badge(report)
@@ -71,7 +71,7 @@ def show(report: dict[str, Any], figure: dict[str, Any] | None = None) -> None:
         st.caption("No findings.")
     st.subheader("Every batch norm", anchor="layers")
     st.dataframe([_row(r) for r in report["layers"]], hide_index=True, key="layers")
-    chart(figure if figure is not None else statistics_figure(report).to_dict(), "chart-statistics")
+    chart(figure, "chart-statistics")
     recal = report.get("recalibration")
     if recal:
         st.subheader("Recalibrated on the test images", anchor="recalibration")
@@ -116,13 +116,14 @@ def upload_section() -> None:
         name, size = upload.name, len(data)
         result = diagnose_upload(name, data)
         del data, upload
-        st.session_state["doctor.result"] = (name, size, result)
+        figure = None if "refused" in result else statistics_figure(result).to_dict()  # drawn once, not per rerun
+        st.session_state["doctor.result"] = (name, size, result, figure)
         st.session_state["doctor.upload_n"] = n + 1  # a new uploader: Streamlit lets go of the file
         st.rerun()
     held = st.session_state.get("doctor.result")
     if held is None:
         return
-    name, size, result = held
+    name, size, result, figure = held
     st.subheader("Your file", anchor="your-file")
     st.text(f"{name} — {size:,} bytes")
     if st.button("Forget this file's report", key="doctor.forget"):
@@ -131,7 +132,7 @@ def upload_section() -> None:
     if "refused" in result:
         st.error("Refused: " + inert(str(result["refused"]), 400))
         return
-    show(result)
+    show(result, figure)
 
 
 def diagnose_upload(name: str, data: bytes) -> dict[str, Any]:

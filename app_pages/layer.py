@@ -76,17 +76,22 @@ OWN = "layer.own"  # the visitor's own tensor (an OwnTensor): this session's, no
 MAX_ELEMENTS_TEXT = f"{MAX_ELEMENTS:,}"
 
 
-def load_report(config: Config) -> Report | None:
+def load_report(config: Config, moved: bool = False) -> Report | None:
     """The comparison, within the server's memory budget (None when it could never fit). On the
-    visitor's own tensor it runs budgeted like any view, its report in no shared cache."""
+    visitor's own tensor it runs budgeted like any view, its report kept in this session only
+    (``common.in_session``); ``moved``: on the tensor with its features moved to dim 1 (the fix)."""
     if not config.own:
         return load(config, engine.run, "Running bnviz and torch side by side…")
     own: OwnTensor | None = st.session_state.get(OWN)
     if own is None or own.digest != config.own:
         return None
-    values = own.values if own.shape == config.shape else own.values.movedim(-1, 1)  # the fix: features on dim 1
-    return heavy(("own", config), config.estimate_bytes(), lambda stopped: engine.run(config, stopped, own=values),
-                 "Running bnviz and torch on your tensor…", cache=serve.ResultCache(0))  # fmt: skip
+    values = own.values.movedim(-1, 1) if moved else own.values
+
+    def run() -> Report | None:
+        return heavy(("own", config), config.estimate_bytes(), lambda stopped: engine.run(config, stopped, own=values),
+                     "Running bnviz and torch on your tensor…", cache=serve.ResultCache(0))  # fmt: skip
+
+    return common.in_session(f"layer.own.report.{'moved' if moved else 'as-is'}", config, run)
 
 
 def with_own(config: Config) -> Config:
@@ -320,7 +325,7 @@ def fix_section(config: Config) -> None:
         if reason:
             st.caption(f"Not run: {reason}.")
         else:
-            fixed_report = load_report(fixed)
+            fixed_report = load_report(fixed, moved=True)
             if fixed_report is not None:
                 verdict_badge(fixed_report.verdict, "bnviz against torch on the permuted tensor", key="verdict-fix")
             st.page_link("app_pages/layer.py", label="Open the permuted view", query_params=LAYER.to_query(fixed))
@@ -383,7 +388,8 @@ def content(config: Config, focus: LayerFocus, warnings: list[str], focus_warnin
         st.segmented_control(label, list(range(count)), key="channel", required=True,
                              format_func=lambda c: f"{short}={c}")  # fmt: skip
     if config.own:  # the visitor's tensor: drawn for this session, kept in no shared cache
-        figures = {k: v.to_dict() if hasattr(v, "to_dict") else v for k, v in draw(report, channel).items()}
+        figures = common.in_session("layer.own.figures", (config, channel),
+                                    lambda: common.plain_figures(draw, report, (channel,)))  # fmt: skip
     else:
         figures = common.figures(config, (channel,), draw, report)
     teach_section(report, figures, channel)

@@ -371,3 +371,23 @@ def test_a_tensor_with_nan_is_refused_with_its_count_as_inert_text():
     errors = [e.value for e in at.error]
     assert errors and errors[0] == "Refused: `2 of 12 values are NaN or infinite: batch norm's statistics would be " \
         "NaN; replace them first`", errors
+
+
+def test_the_fix_on_your_features_last_tensor_runs_on_the_moved_values_even_when_the_shape_is_unchanged():
+    """(8, 16, 16) features last: moving the features to dim 1 keeps the shape, and the fix must
+    still run on the moved values — its per-channel population mean is each feature's mean over N
+    and L, not over N and the features. The report is kept in this session, not recomputed."""
+    import numpy as np
+
+    x = np.random.default_rng(2).standard_normal((8, 16, 16)) + np.arange(16) * 10.0  # feature f near 10·f
+    at = run_app({"layer": "BatchNorm1d", "layout": "features-last", "steps": "2"})
+    at.file_uploader[0].set_value(("tokens.npy", _npy(x), "application/octet-stream"))
+    at.run(timeout=120)
+    assert not at.exception, [e.value for e in at.exception]
+    config, fixed = at.session_state["layer.own.report.moved"]
+    assert config.shape == (8, 16, 16) and config.layout == "channels-first", config
+    got = fixed.history["population_mean"]  # the channels the page draws
+    want = x.mean(axis=(0, 1)).tolist()[: len(got)]
+    assert len(got) > 1 and got == pytest.approx(want), (got, want)
+    at.run(timeout=120)  # a rerun: the same report object, not a new run
+    assert at.session_state["layer.own.report.moved"][1] is fixed
