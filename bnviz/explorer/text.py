@@ -39,6 +39,11 @@ def listing(values: list[str]) -> str:
     return values[0] if len(values) == 1 else ", ".join(values[:-1]) + " and " + values[-1]
 
 
+def seeds_text(seeds: tuple[int, ...]) -> str:
+    """``(0,)`` → ``"seed 0"``; ``(0, 1, 2)`` → ``"seeds 0, 1 and 2"``."""
+    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {listing([str(s) for s in seeds])}"
+
+
 def markdown_table(rows: list[dict[str, str]]) -> str:
     """Rows of plain text as a Markdown table (selectable, found by Ctrl+F). Cells come from
     numbers and fixed words only; ``|`` is escaped all the same."""

@@ -19,7 +19,7 @@ from bnviz.explorer.eval_gap.steps import (
     adjusted_momentum,
 )
 from bnviz.explorer.eval_gap.url import twice_momentum
-from bnviz.explorer.text import listing, pct, points
+from bnviz.explorer.text import listing, pct, points, seeds_text
 
 
 @dataclass(frozen=True)
@@ -39,10 +39,6 @@ def _spread(values: tuple[float, ...]) -> str:
     finite = [v for v in values if math.isfinite(v)]
     mean = sum(finite) / len(finite) if finite else math.nan
     return pct(mean) if len(finite) <= 1 else f"{pct(mean)} ({pct(min(finite))}–{pct(max(finite))})"
-
-
-def _seeds(seeds: tuple[int, ...]) -> str:
-    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {listing([str(s) for s in seeds])}"
 
 
 def _ratios(values: tuple[float, ...], digits: int = 2) -> str:
@@ -84,7 +80,7 @@ def batches_section(report: BatchesReport) -> Section:
     )
     m = (
         f"This run: {c.steps:,} SGD steps at learning rate {c.lr:g}, minibatches of {c.batch}, width {c.width}, "
-        f"{_seeds(c.seeds)}, the same initial weights for both orders. Sorted by class: {_spread(sorted_train)} of "
+        f"{seeds_text(c.seeds)}, the same initial weights for both orders. Sorted by class: {_spread(sorted_train)} of "
         f"the training images right in train mode, in the minibatches training used, and {_spread(sorted_eval)} of "
         f"the test images in eval mode (mean, lowest–highest over the seeds). "
     )
@@ -161,7 +157,7 @@ def lag_section(report: LagReport) -> Section:
     names = listing([f"{m:g}" for m in momenta])
     m = (
         f"This run: one training per seed ({c.steps:,} steps at learning rate {c.lr:g}, minibatches of {c.batch}, "
-        f"width {c.width}, {_seeds(c.seeds)}) carries the running statistics of momenta {names} side by side — "
+        f"width {c.width}, {seeds_text(c.seeds)}) carries the running statistics of momenta {names} side by side — "
         "momentum changes no weight, only the average. At each checkpoint they are compared with the exact population "
         "statistics of that step's weights (PreciseBN: recompute_batch_norm_stats in exact mode over the 1,438 "
         "training images). The largest shortfall of test accuracy against the exact statistics after step 0 (mean, "
@@ -251,7 +247,7 @@ def dropout_section(report: DropoutReport) -> Section:
     )
     m = (
         f"This run: dropout p = {p:g} {where}, before each of the 3 batch norms; {c.steps:,} steps at learning rate "
-        f"{c.lr:g}, minibatches of {c.batch}, width {c.width}, {_seeds(c.seeds)}. torch's Dropout(p) zeroes each "
+        f"{c.lr:g}, minibatches of {c.batch}, width {c.width}, {seeds_text(c.seeds)}. torch's Dropout(p) zeroes each "
         f"value with probability p and scales the rest by 1/(1 − p): for an input of mean c and variance v, training "
         f"sees the variance (v + c²)/(1 − p) − c² where eval mode sees v — the arithmetic of Li et al.'s (2019) "
         f"variance shift; their Figure 1 illustrates it on zero-mean inputs, where the ratio is 1/(1 − p) = "

@@ -10,10 +10,10 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from bnviz.explorer.claims import MIN_SEEDS, ONE_IMAGE, SAME, Verdict, paired, sentence
+from bnviz.explorer.claims import MIN_SEEDS, ONE_IMAGE, SAME, paired, sentence
 from bnviz.explorer.digits import CLASSES
 from bnviz.explorer.mlp import PROBE_MULTIPLES, UNIT, Curve
-from bnviz.explorer.text import listing, pct, points
+from bnviz.explorer.text import listing, pct, points, seeds_text
 from bnviz.explorer.training.engine import DRIFT_MARGIN, TRAINS, SeedsReport, SweepReport
 from bnviz.explorer.training.url import PAPER_NOISE, NoiseConfig
 
@@ -30,10 +30,6 @@ class Sentences:
     differs: str
 
 
-def seeds_text(seeds: tuple[int, ...]) -> str:
-    return f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {listing([str(s) for s in seeds])}"
-
-
 def spread(values: tuple[float, ...]) -> str:
     """Mean and lowest–highest of accuracies over seeds."""
     mean = sum(values) / len(values)
@@ -43,11 +39,6 @@ def spread(values: tuple[float, ...]) -> str:
 def per_seed(differences: tuple[float, ...]) -> str:
     """Paired accuracy differences in points, seed by seed: ``"+1.4, −0.3 and +2.2 points"``."""
     return listing([f"{100 * d:+.1f}".replace("-", "−") for d in differences]) + " points"
-
-
-def verdict(v: Verdict, claim: str, paper: bool = True) -> str:
-    """``claims.sentence``, the paper's claim by default."""
-    return sentence(v, claim, paper)
 
 
 def first_reaching(curve: Curve, level: float) -> int | None:
@@ -86,7 +77,7 @@ def drift_sentences(report: SeedsReport) -> Sentences:
         f"norm and {spread(f_plain)} plain (chance: {pct(1 / CLASSES)}). "
     )
     dead = all(a <= NEAR_CHANCE for a in f_plain)
-    shows += verdict(report.ahead("bn", "plain"), "batch norm ends ahead", paper=not dead)
+    shows += sentence(report.ahead("bn", "plain"), "batch norm ends ahead", paper=not dead)
     if dead:
         shows += ("The plain network stays near chance on every seed: with these weights it never learns, so this "
                   "compares batch norm against a dead network, not the paper's two learning ones. ")  # fmt: skip
@@ -111,7 +102,7 @@ def drift_sentences(report: SeedsReport) -> Sentences:
         f"with batch norm and {m_plain:.2f} plain (mean over the seeds; largest minus smallest over the evaluations "
         f"after step 0, a margin of {DRIFT_MARGIN:g}). "
     )
-    shows += verdict(report.drifts_further(), "the median drifts further without batch norm", paper=not dead)
+    shows += sentence(report.drifts_further(), "the median drifts further without batch norm", paper=not dead)
     differs = [
         f"A small reproduction: 8×8 digits (1,438 training images) instead of MNIST's 60,000 images of 28×28, "
         f"{c.steps:,} steps instead of 50,000."
@@ -176,7 +167,7 @@ def sweep_sentences(report: SweepReport) -> Sentences:
         f"{act[0].upper()}{act[1:]} units, {init}, {c.steps:,} steps, {seeds_text(c.seeds)}. A network \"trains\" "
         f"when it ends at {pct(TRAINS)} test accuracy or more: with batch norm {where('bn')}, plain {where('plain')}. "
     )
-    shows += verdict(report.higher(), "batch norm trains at a higher learning rate than the plain network")
+    shows += sentence(report.higher(), "batch norm trains at a higher learning rate than the plain network", paper=True)
     failures, diverged_runs, failing_runs = [], 0, 0
     for variant, name in (("plain", "plain"), ("bn", "with batch norm")):
         top = min(highest[variant]) if highest[variant] else 0.0
@@ -245,7 +236,7 @@ def noise_sentences(report: SeedsReport) -> Sentences:
     if near.n >= MIN_SEEDS:
         shows += (f"Noisy batch norm ends within {points(SAME)} of batch norm on {within} of {near.n} seeds"
                   f"{' — it nearly matches it, as in the paper' if within == near.n else ''}. ")  # fmt: skip
-    shows += verdict(report.ahead("noisy-bn", "plain"), "noisy batch norm ends ahead of the plain network")
+    shows += sentence(report.ahead("noisy-bn", "plain"), "noisy batch norm ends ahead of the plain network", paper=True)
     untrained = sum(a <= NEAR_CHANCE for a in f["noise"])
     shows += f"The paper's noise without batch norm stays near chance on {untrained} of {len(f['noise'])} seeds"
     if untrained == len(f["noise"]):
@@ -259,8 +250,8 @@ def noise_sentences(report: SeedsReport) -> Sentences:
         f"A stronger noise, this page's earlier one (additive Gaussian, mean in ±{c.noise_mean:g}, standard deviation "
         f"1 to {c.noise_std:g}): batch norm with it ends at {spread(strong)}. "
     )
-    shows += verdict(report.ahead("noisy-bn-strong", "plain"), "batch norm with the stronger noise ends ahead of the "
-                     "plain network", paper=False)  # fmt: skip
+    shows += sentence(report.ahead("noisy-bn-strong", "plain"), "batch norm with the stronger noise ends ahead of the "
+                      "plain network", paper=False)  # fmt: skip
     pairs = [(a, b) for cb, cp in zip(report.curves["bn"], report.curves["plain"], strict=True)
              for s, a, b in zip(cb.probe_steps, cb.smoothness, cp.smoothness, strict=True) if s != 1]  # fmt: skip
     if pairs:
@@ -306,7 +297,7 @@ def placement_sentences(report: SeedsReport) -> Sentences:
         shows += (f"Batch norm before the ReLU is ahead on all {v.n} seeds, by {points(v.mean)} on average: a "
                   "consistent difference for this network and these settings, and a small one — not a general rule.")
     elif v.kind == "too few seeds":
-        shows += verdict(v, "batch norm before the ReLU ends ahead", paper=False)
+        shows += sentence(v, "batch norm before the ReLU ends ahead", paper=False)
     elif v.against == v.n:
         shows += (f"Batch norm after the ReLU is ahead on all {v.n} seeds, by {points(-v.mean)} on average: a "
                   "consistent difference for this network and these settings — not a general rule.")
