@@ -35,14 +35,15 @@ from __future__ import annotations
 import copy
 import html
 import math
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import torch
 from torch import Tensor, nn
 
-from bnviz.stats import _batch_norms, _input, _Moments, recompute_batch_norm_stats
+from bnviz.fold import conv_bn_pairs
+from bnviz.stats import _batch_norms, _hook, _input, _Moments, recompute_batch_norm_stats
 
 Severity = Literal["error", "warning", "note"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "note")
@@ -431,20 +432,18 @@ def _model_checks(model: nn.Module, norms: list[_Norm], unavailable: dict[str, s
                                 "training mode and updates its running statistics on every forward",
                                 "call .eval() on the frozen batch norms after model.train(), or "
                                 "bnviz.freeze_batch_norm"))
-    training = [n.name for n in norms if n.module is not None and n.module.training]
-    if not model.training and training:
-        out.append(_finding("train-mode-at-eval", ", ".join(training[:4]) + (" …" if len(training) > 4 else ""),
-                            f"the model is in eval mode but {len(training)} of {len(norms)} batch norms are in "
-                            "training mode: they use each batch's statistics at inference",
-                            "call model.eval() after anything that sets modules back to train()"))
-    evaluating = [n.name for n in norms if n.module is not None and not n.module.training]
-    if model.training and evaluating:
-        out.append(_finding("train-mode-at-eval", ", ".join(evaluating[:4]) + (" …" if len(evaluating) > 4 else ""),
-                            f"the model is in training mode but {len(evaluating)} of {len(norms)} batch norms are in "
-                            "eval mode (frozen statistics)", "nothing, if frozen on purpose", "note"))
+    odd = [n.name for n in norms if n.module is not None and n.module.training != model.training]
+    if odd:  # batch norms in the other mode than their model
+        where = ", ".join(odd[:4]) + (" …" if len(odd) > 4 else "")
+        if model.training:
+            out.append(_finding("train-mode-at-eval", where, f"the model is in training mode but {len(odd)} of "
+                                f"{len(norms)} batch norms are in eval mode (frozen statistics)",
+                                "nothing, if frozen on purpose", "note"))
+        else:
+            out.append(_finding("train-mode-at-eval", where, f"the model is in eval mode but {len(odd)} of "
+                                f"{len(norms)} batch norms are in training mode: they use each batch's statistics "
+                                "at inference", "call model.eval() after anything that sets modules back to train()"))
     try:
-        from bnviz.fold import conv_bn_pairs
-
         pairs = conv_bn_pairs(model)
     except ValueError as exc:
         unavailable["bias-before-norm"] = unavailable["foldable"] = str(exc)
@@ -474,19 +473,21 @@ def _measure(model: nn.Module, batches: list[Any]) -> list[Shift]:
     layers = _batch_norms(model)
     moments = {id(layer.module): _Moments() for layer in layers}
     smallest = dict.fromkeys(moments, 2**62)
-    hooks = []
-
+    hooks: list[Any] = []
     poisoned: set[int] = set()
 
-    def pre(module: nn.Module, args: tuple) -> None:
-        x = args[0]
-        key = id(module)
-        if key in poisoned or not moments[key].add(x):
-            poisoned.add(key)  # a NaN upstream (a batch's, or a NaN running statistic's): no shift to report
-        smallest[key] = min(smallest[key], x.numel() // max(x.size(1), 1))
+    def pre(key: int) -> Callable[[Tensor], None]:
+        def seen(x: Tensor) -> None:
+            if key in poisoned:  # counted as a call, nothing merged
+                moments[key].calls += 1
+            elif not moments[key].add(x):
+                poisoned.add(key)  # a NaN upstream (a batch's, or a NaN running statistic's): no shift to report
+            smallest[key] = min(smallest[key], x.numel() // max(x.size(1), 1))
+
+        return seen
 
     for layer in layers:
-        hooks.append(layer.module.register_forward_pre_hook(pre))
+        _hook(hooks, layer.module, pre=pre(id(layer.module)))
     device = next((p.device for p in model.parameters()), None)
     try:
         with torch.no_grad():
@@ -555,8 +556,9 @@ def diagnose(model_or_state_dict: nn.Module | Mapping[str, Any], batches: Iterab
 
     Raises:
         TypeError: neither a module nor a mapping; batches with a state dict (it cannot run).
-        ValueError: no batch norm with running statistics; shapes that disagree within a layer;
-            a batch giving a batch norm a NaN or an infinity.
+        ValueError: no batch norm with running statistics; shapes that disagree within a layer.
+            (A batch giving a batch norm a NaN or an infinity is a finding, and the recalibration
+            is then listed in ``unavailable``.)
     """
     unavailable: dict[str, str] = {}
     if isinstance(model_or_state_dict, nn.Module):
@@ -578,10 +580,9 @@ def diagnose(model_or_state_dict: nn.Module | Mapping[str, Any], batches: Iterab
         raise TypeError(f"diagnose: expected an nn.Module or a state dict (a mapping of names to tensors), not "
                         f"{type(model_or_state_dict).__name__}")
     report = Report(source, [_row(n) for n in norms], findings, unavailable)
-    if model is None or batches is None:
-        if batches is None:
-            report.unavailable.update({c.id: "needs batches: diagnose(model, batches)" for c in CHECKS.values()
-                                       if c.needs == "batches"})
+    if model is None or batches is None:  # a state dict comes with no batches (refused above)
+        report.unavailable.update({c.id: "needs batches: diagnose(model, batches)" for c in CHECKS.values()
+                                   if c.needs == "batches"})
         return _sorted(report)
     listed = list(batches) if isinstance(batches, Iterator) else batches
     work = copy.deepcopy(model).eval()

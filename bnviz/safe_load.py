@@ -52,10 +52,6 @@ class CheckpointError(ValueError):
     """A file bnviz refuses to read as a state dict; the message says why."""
 
 
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def read_safetensors(data: bytes) -> dict[str, Tensor]:
     """The tensors of a ``.safetensors`` file's bytes (copies: nothing refers to ``data`` after).
 
@@ -97,15 +93,15 @@ def read_safetensors(data: bytes) -> dict[str, Tensor]:
         if not (isinstance(offsets, list) and len(offsets) == 2 and all(isinstance(o, int) for o in offsets)):
             raise CheckpointError(f"safetensors entry {name!r} has malformed data_offsets {offsets!r}")
         begin, end = offsets
-        need = math.prod(shape) * _itemsize(dtype)
+        need = math.prod(shape) * dtype.itemsize
         if not 0 <= begin <= end <= len(body) or end - begin != need:
             raise CheckpointError(
                 f"safetensors entry {name!r}: data_offsets {offsets} do not hold {entry['dtype']} {shape} "
                 f"({need:,} bytes) inside the {len(body):,}-byte buffer (a truncated or malformed file)"
             )
-        raw = bytearray(body[begin:end])
+        raw = bytearray(body[begin:end])  # this tensor's own copy, which it keeps alive: no second copy
         flat = torch.frombuffer(raw, dtype=dtype) if need else torch.empty(0, dtype=dtype)
-        out[name] = flat.reshape(shape).clone()
+        out[name] = flat.reshape(shape)
     return out
 
 
@@ -165,9 +161,7 @@ def load_state_dict_file(path: str | os.PathLike, max_bytes: int | None = None) 
     p = Path(path)
     suffix = p.suffix.lower()
     if suffix not in SUFFIXES:
-        raise CheckpointError(
-            f"{p.name}: bnviz reads .safetensors, .pt and .pth state dicts, not {suffix or 'no suffix'!r}"
-        )
+        raise CheckpointError(f"{p.name}: {_unknown(suffix)}")
     try:
         size = p.stat().st_size
         if max_bytes is not None and size > max_bytes:
@@ -182,11 +176,13 @@ def load_state_dict_file(path: str | os.PathLike, max_bytes: int | None = None) 
 def load_state_dict_bytes(name: str, data: bytes) -> dict[str, Tensor]:
     """``load_state_dict_file`` for an upload: the file's name (for its suffix) and its bytes."""
     suffix = Path(name).suffix.lower()
-    if suffix == ".safetensors":
-        return read_safetensors(data)
-    if suffix in (".pt", ".pth"):
-        return read_torch(data)
-    raise CheckpointError(f"bnviz reads .safetensors, .pt and .pth state dicts, not {suffix or 'no suffix'!r}")
+    if suffix not in SUFFIXES:
+        raise CheckpointError(_unknown(suffix))
+    return read_safetensors(data) if suffix == ".safetensors" else read_torch(data)
+
+
+def _unknown(suffix: str) -> str:
+    return f"bnviz reads .safetensors, .pt and .pth state dicts, not {suffix or 'no suffix'!r}"
 
 
 def write_safetensors(tensors: Mapping[str, Tensor]) -> bytes:

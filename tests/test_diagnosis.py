@@ -158,6 +158,18 @@ def test_the_callers_model_and_state_are_unchanged():
     assert [m.training for m in net.modules()] == modes
 
 
+def test_a_batch_with_a_nan_poisons_its_layers_yet_every_batch_is_counted():
+    """A NaN in one batch of four: every batch norm's shift is non-finite (stats-mismatch says so),
+    each still counts 4 batches, and the recalibration, which refuses non-finite batches, is said
+    to be unavailable rather than raised."""
+    poisoned = [b.clone() for b in BATCHES]
+    poisoned[1][0, 0, 0, 0] = math.nan
+    report = bnviz.diagnose(HEALTHY, poisoned)
+    got = [(s.layer, math.isnan(s.mean_z), s.batches) for s in report.before]
+    assert got == [("1", True, 4), ("4", True, 4)], got
+    assert "stats-mismatch" in _ids(report) and "recalibration" in report.unavailable, report.unavailable
+
+
 def test_a_state_dict_gives_the_state_checks_and_says_which_it_cannot_give():
     net = _plant(lambda n: n[1].running_var.__setitem__(2, math.nan))
     report = bnviz.diagnose(net.state_dict())
