@@ -295,6 +295,20 @@ def chart(figure: Mapping[str, Any], key: str, empty: str = "Nothing to draw.") 
         st.caption(empty)
 
 
+def take_upload(prefix: str, label: str, types: list[str], max_mb: int, caption: str,
+                read: Callable[[str, bytes], None]) -> None:
+    """A file uploader (and its ``caption``) whose file goes to ``read(name, data)`` once and is
+    then let go: a new uploader (key ``{prefix}.upload.{n + 1}``) replaces it, so Streamlit drops
+    the bytes, and the page reruns. ``read`` keeps what it needs in the session."""
+    n = st.session_state.setdefault(f"{prefix}.upload_n", 0)
+    upload = st.file_uploader(label, type=types, key=f"{prefix}.upload.{n}", max_upload_size=max_mb)
+    st.caption(caption)
+    if upload is not None:
+        read(upload.name, upload.getvalue())
+        st.session_state[f"{prefix}.upload_n"] = n + 1
+        st.rerun()
+
+
 def upload_in_worker(fn: Callable[[str, bytes], T], name: str, data: bytes, cost: int, doing: str,
                      deadline_s: float = 60.0) -> tuple[str, T | str]:
     """``("ok", fn(name, data))`` for a visitor's upload, or ``("refused", reason)``. It runs in a

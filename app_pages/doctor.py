@@ -102,24 +102,19 @@ def _row(r: dict[str, Any]) -> dict[str, Any]:
 def upload_section() -> None:
     """The visitor's file: read in a worker, diagnosed, and then let go (the uploader is reset, so
     Streamlit drops the bytes); the report stays in this session only."""
-    n = st.session_state.setdefault("doctor.upload_n", 0)
-    upload = st.file_uploader(
-        f"Your state dict: .safetensors, or .pt/.pth saved with torch.save(model.state_dict()) — up to "
-        f"{MAX_UPLOAD_MB} MB", type=["safetensors", "pt", "pth"], key=f"doctor.upload.{n}",
-        max_upload_size=MAX_UPLOAD_MB)  # fmt: skip
-    st.caption("Read in a separate process with a memory and a time limit: `.pt` through "
-               "`torch.load(weights_only=True)` only (a pickle that would run code is refused, and runs nothing), "
-               "`.safetensors` by bnviz's own reader. Nothing of the file is kept after this session, or shared with "
-               "other visitors. A link cannot carry a file: a link to this page opens the samples.")  # fmt: skip
-    if upload is not None:
-        data = upload.getvalue()
-        name, size = upload.name, len(data)
+
+    def read(name: str, data: bytes) -> None:
         result = diagnose_upload(name, data)
-        del data, upload
         figure = None if "refused" in result else statistics_figure(result).to_dict()  # drawn once, not per rerun
-        st.session_state["doctor.result"] = (name, size, result, figure)
-        st.session_state["doctor.upload_n"] = n + 1  # a new uploader: Streamlit lets go of the file
-        st.rerun()
+        st.session_state["doctor.result"] = (name, len(data), result, figure)
+
+    common.take_upload(
+        "doctor", f"Your state dict: .safetensors, or .pt/.pth saved with torch.save(model.state_dict()) — up to "
+        f"{MAX_UPLOAD_MB} MB", ["safetensors", "pt", "pth"], MAX_UPLOAD_MB,
+        "Read in a separate process with a memory and a time limit: `.pt` through `torch.load(weights_only=True)` "
+        "only (a pickle that would run code is refused, and runs nothing), `.safetensors` by bnviz's own reader. "
+        "Nothing of the file is kept after this session, or shared with other visitors. A link cannot carry a file: "
+        "a link to this page opens the samples.", read)  # fmt: skip
     held = st.session_state.get("doctor.result")
     if held is None:
         return

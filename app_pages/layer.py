@@ -107,35 +107,32 @@ def read_upload(name: str, data: bytes) -> tuple[str, object]:
     return common.upload_in_worker(read_in_worker, name, data, upload_bytes(len(data)), "Reading your tensor…")
 
 
+def read_own(name: str, data: bytes) -> None:
+    """An uploaded tensor read (in a worker): this session's own tensor, or why it was refused."""
+    if len(data) > MAX_BYTES:
+        status, value = "refused", f"{len(data):,} bytes is over the limit of {MAX_BYTES:,}"
+    else:
+        status, value = read_upload(name, data)
+    if status == "ok":
+        st.session_state[OWN] = own_tensor(name, unpack(value))  # type: ignore[arg-type]
+        st.session_state.pop("layer.own_refused", None)
+    else:
+        st.session_state["layer.own_refused"] = str(value)
+
+
 def own_section(config: Config) -> None:
     """Upload a tensor to run the explorer on; while one is loaded, what it is and the way back."""
     own: OwnTensor | None = st.session_state.get(OWN)
     with st.expander("Run it on your own tensor (.npy, .pt or .safetensors)", expanded=own is not None):
-        n = st.session_state.setdefault("layer.upload_n", 0)
-        upload = st.file_uploader(
-            f"One tensor of rank 2 to 5, channels on dim 1 (or features last, with the layout set so), float16, "
-            f"bfloat16, float32 or float64, up to {MAX_ELEMENTS_TEXT} values", type=["npy", "pt", "pth", "safetensors"],
-            key=f"layer.upload.{n}", max_upload_size=math.ceil(MAX_BYTES / 2**20))  # fmt: skip
-        st.caption("Read in a separate process with a memory and a time limit: `.npy` with `allow_pickle=False`, "
-                   "`.pt` through `torch.load(weights_only=True)` (a pickle that would run code is refused and runs "
-                   "nothing), `.safetensors` by bnviz's own reader. Your tensor stays in this session only, is shared "
-                   "with no one, and is gone when you close the tab. A link cannot carry a file: the page's link "
-                   "opens a synthetic tensor of the same shape.")  # fmt: skip
-        if upload is not None:
-            data = upload.getvalue()
-            name = upload.name
-            if len(data) > MAX_BYTES:
-                st.error(f"Refused: {len(data):,} bytes is over the limit of {MAX_BYTES:,}.")
-            else:
-                status, value = read_upload(name, data)
-                del data
-                st.session_state["layer.upload_n"] = n + 1  # a new uploader: Streamlit lets go of the file
-                if status == "ok":
-                    st.session_state[OWN] = own_tensor(name, unpack(value))  # type: ignore[arg-type]
-                    st.session_state.pop("layer.own_refused", None)
-                else:
-                    st.session_state["layer.own_refused"] = str(value)
-                st.rerun()
+        common.take_upload(
+            "layer", f"One tensor of rank 2 to 5, channels on dim 1 (or features last, with the layout set so), "
+            f"float16, bfloat16, float32 or float64, up to {MAX_ELEMENTS_TEXT} values",
+            ["npy", "pt", "pth", "safetensors"], math.ceil(MAX_BYTES / 2**20),
+            "Read in a separate process with a memory and a time limit: `.npy` with `allow_pickle=False`, `.pt` "
+            "through `torch.load(weights_only=True)` (a pickle that would run code is refused and runs nothing), "
+            "`.safetensors` by bnviz's own reader. Your tensor stays in this session only, is shared with no one, and "
+            "is gone when you close the tab. A link cannot carry a file: the page's link opens a synthetic tensor of "
+            "the same shape.", read_own)  # fmt: skip
         refused = st.session_state.get("layer.own_refused")
         if refused:
             st.error("Refused: " + inert(refused, 400))
