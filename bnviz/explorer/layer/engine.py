@@ -319,16 +319,14 @@ def shown_batch(config: Config, dtype: torch.dtype | None = None, own: Tensor | 
     return shown, upstream.movedim(1, -1) if config.features_last else upstream
 
 
-def config_batches(
-    config: Config, dtype: torch.dtype | None = None, own: Tensor | None = None
-) -> tuple[list[Tensor], Tensor, Tensor]:
+def config_batches(config: Config, dtype: torch.dtype | None = None) -> tuple[list[Tensor], Tensor, Tensor]:
     """The training batches, the displayed batch and the fixed upstream gradient of ``config``.
 
     A features-last view draws the same values channels-first and moves the features to the
     end, so its fix (``config.channels_first()``) sees exactly these values.
     """
-    training = [training_batch(config, step, dtype, own) for step in range(config.steps)]
-    return training, *shown_batch(config, dtype, own)
+    training = [training_batch(config, step, dtype) for step in range(config.steps)]
+    return training, *shown_batch(config, dtype)
 
 
 def population(config: Config, own: Tensor | None = None) -> tuple[Tensor, Tensor]:

@@ -87,9 +87,10 @@ def read_tensor(name: str, data: bytes) -> Tensor:
                 raise OwnTensorError(f"numpy refused the file: {str(exc).splitlines()[0][:200]}") from None
             if not isinstance(array, np.ndarray):
                 raise OwnTensorError("the .npy file holds no single array")
-            if array.dtype not in NUMPY_DTYPES:
-                raise OwnTensorError(f"dtype {array.dtype} is not one of float16, float32, float64")
-            x = torch.from_numpy(np.ascontiguousarray(array).astype(array.dtype.newbyteorder("="), copy=True))
+            native = array.dtype.newbyteorder("=")  # a big-endian file's values, in this machine's order
+            if native not in NUMPY_DTYPES:
+                raise OwnTensorError(f"dtype {native} is not one of float16, float32, float64")
+            x = torch.from_numpy(np.ascontiguousarray(array).astype(native, copy=True))
         elif suffix == ".safetensors":
             x = _one(read_safetensors(data))
         else:

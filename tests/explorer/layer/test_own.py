@@ -37,6 +37,9 @@ def _files(x: torch.Tensor) -> dict[str, bytes]:
         buf = io.BytesIO()
         np.save(buf, x.numpy())
         out["x.npy"] = buf.getvalue()
+        buf = io.BytesIO()
+        np.save(buf, x.numpy().astype(x.numpy().dtype.newbyteorder(">")))  # big-endian, as some machines write
+        out["big-endian.npy"] = buf.getvalue()
     return out
 
 
